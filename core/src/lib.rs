@@ -1,0 +1,40 @@
+//! Warren's core: the broker model every protocol adapter drives.
+//!
+//! It knows virtual hosts, exchanges, queues, bindings, consumers and credit, and nothing about
+//! any wire protocol. Adapters translate their frames into calls on [`Broker`] and [`Vhost`],
+//! and turn the [`Delivery`] values that arrive in a session's [`Inbox`] back into frames.
+//!
+//! # Layout
+//! - `auth`: the `Authenticator` trait and the internal user database.
+//! - `broker`: the broker handle: vhosts, authenticator, settings.
+//! - `error`: protocol-neutral errors.
+//! - `exchange`: exchange types and their routers.
+//! - `limits`: default bounds.
+//! - `message`: a published message, shared by every queue it reaches.
+//! - `name`: identifier newtypes.
+//! - `properties`: message metadata.
+//! - `queue`: queues, consumers, credit and session inboxes.
+//! - `shutdown`: the task tracker and cancellation token.
+//! - `topic`: routing keys, binding keys and the word trie.
+//! - `value`: typed values and tables.
+//! - `vhost`: a namespace of exchanges and queues.
+
+pub mod auth;
+pub mod broker;
+pub mod error;
+pub mod exchange;
+pub mod limits;
+pub mod message;
+pub mod name;
+pub mod properties;
+pub mod queue;
+pub mod shutdown;
+pub mod topic;
+pub mod value;
+pub mod vhost;
+
+pub use broker::{Broker, BrokerConfig};
+pub use error::{Error, Result};
+pub use message::Message;
+pub use queue::{Delivery, Inbox, InboxItem, Queue};
+pub use vhost::Vhost;

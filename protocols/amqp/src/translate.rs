@@ -1,0 +1,60 @@
+//! Pure functions between AMQP's forms and the core's.
+
+use warren_core::name::ConnectionId;
+use warren_core::queue::{Durability, QueueOptions};
+use warren_core::topic::{BindingKey, Segment};
+use warren_core::value::Table;
+
+/// Parses an AMQP binding key: words separated by `.`, with `*` for one word and `#` for any
+/// number.
+pub fn binding_key(text: &str) -> BindingKey {
+    let segments = text
+        .split('.')
+        .map(|word| match word {
+            "*" => Segment::Star,
+            "#" => Segment::Hash,
+            literal => Segment::Literal(literal.into()),
+        })
+        .collect();
+    BindingKey::from_segments(segments)
+}
+
+pub fn durability(durable: bool) -> Durability {
+    if durable {
+        Durability::Durable
+    } else {
+        Durability::Transient
+    }
+}
+
+/// Queue options from queue.declare's flags.
+pub fn queue_options(
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    arguments: Table,
+    connection: ConnectionId,
+) -> QueueOptions {
+    QueueOptions {
+        durability: durability(durable),
+        exclusive_owner: exclusive.then_some(connection),
+        auto_delete,
+        arguments,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_keys_keep_their_text() {
+        for text in ["", "a", "a.b", "*.b.#", "#", "a..b"] {
+            assert_eq!(binding_key(text).as_str(), text);
+        }
+        assert_eq!(
+            binding_key("a.*.#").segments(),
+            &[Segment::Literal("a".into()), Segment::Star, Segment::Hash]
+        );
+    }
+}

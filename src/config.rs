@@ -1,0 +1,177 @@
+//! Server configuration: embedded defaults, an optional TOML file, and flags that override both.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Each overrides the config file's value.
+#[derive(Debug, Parser)]
+#[command(
+    name = "warren",
+    version,
+    about = "Warren: a multi-protocol message broker"
+)]
+pub struct Flags {
+    /// A TOML config file; without one, embedded defaults apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The address every listener binds.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Where the broker keeps its data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A tracing filter such as `info` or `warren_amqp=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// The AMQP port; 0 picks a free one (logged at start).
+    #[arg(long)]
+    pub amqp_port: Option<u16>,
+}
+
+/// The whole configuration, as the file spells it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    /// The most client connections at once, across protocols.
+    pub connections_max: usize,
+    pub amqp: AmqpSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSection {
+    pub port: u16,
+    pub frame_max: u32,
+    pub channel_max: u16,
+    pub heartbeat_seconds: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // All interfaces, as RabbitMQ listens by default; `guest` still logs in only over
+            // loopback.
+            bind: IpAddr::from([0, 0, 0, 0]),
+            data_dir: PathBuf::from("warren-data"),
+            log_level: "info".into(),
+            connections_max: 65_536,
+            amqp: AmqpSection::default(),
+        }
+    }
+}
+
+impl Default for AmqpSection {
+    fn default() -> Self {
+        let defaults = warren_amqp::AmqpConfig::default();
+        AmqpSection {
+            port: 5672,
+            frame_max: defaults.frame_bytes_max,
+            channel_max: defaults.channel_max,
+            heartbeat_seconds: defaults.heartbeat_seconds,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("amqp.frame_max must be at least 4096, got {frame_max}")]
+    FrameMaxTooSmall { frame_max: u32 },
+}
+
+impl Config {
+    /// Loads the file named by the flags (if any), then applies the flags.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let mut config = match &flags.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = flags.bind {
+            config.bind = bind;
+        }
+        if let Some(data_dir) = &flags.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        if let Some(log_level) = &flags.log_level {
+            config.log_level = log_level.clone();
+        }
+        if let Some(port) = flags.amqp_port {
+            config.amqp.port = port;
+        }
+        if config.amqp.frame_max < 4096 {
+            return Err(ConfigError::FrameMaxTooSmall {
+                frame_max: config.amqp.frame_max,
+            });
+        }
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub fn amqp(&self) -> warren_amqp::AmqpConfig {
+        warren_amqp::AmqpConfig {
+            frame_bytes_max: self.amqp.frame_max,
+            channel_max: self.amqp.channel_max,
+            heartbeat_seconds: self.amqp.heartbeat_seconds,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("warren-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("warren.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\n[amqp]\nport = 1234\nheartbeat_seconds = 5\n",
+        )
+        .expect("write config");
+        let flags = Flags::parse_from([
+            "warren",
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--amqp-port",
+            "0",
+        ]);
+        let config = Config::load(&flags).expect("loads");
+        assert_eq!(config.amqp.port, 0);
+        assert_eq!(config.amqp.heartbeat_seconds, 5);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("colour = 1").is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! The `warren` server: loads configuration, starts the core and each protocol's listener, and
+//! shuts down politely on SIGTERM or SIGINT.
+
+mod config;
+mod listener;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::Semaphore;
+use tracing::{error, info};
+use warren_core::auth::InternalUsers;
+use warren_core::shutdown::Shutdown;
+use warren_core::{Broker, BrokerConfig};
+
+use config::{Config, Flags};
+
+/// How long shutdown waits for connections to finish their close handshakes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match Config::load(&flags) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("warren: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error, "broker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(config: Config) -> std::io::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    info!(data_dir = %config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting warren");
+    let shutdown = Shutdown::new();
+    let users = Arc::new(InternalUsers::with_default_guest());
+    let broker = Broker::new(BrokerConfig::default(), users, shutdown.clone());
+    let connections = Arc::new(Semaphore::new(config.connections_max));
+
+    let amqp_config = Arc::new(config.amqp());
+    let amqp = listener::bind("amqp", SocketAddr::new(config.bind, config.amqp.port)).await?;
+    let amqp_broker = broker.clone();
+    tokio::spawn(listener::accept_loop(
+        "amqp",
+        amqp,
+        broker.clone(),
+        connections,
+        move |stream, peer| {
+            warren_amqp::serve(stream, peer, amqp_broker.clone(), amqp_config.clone())
+        },
+    ));
+
+    wait_for_signal().await?;
+    info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down())
+        .await
+        .is_err()
+    {
+        error!("connections did not close within the grace period");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => info!(signal = "SIGTERM", "signal received"),
+        _ = interrupt.recv() => info!(signal = "SIGINT", "signal received"),
+    }
+    Ok(())
+}
