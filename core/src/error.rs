@@ -1,5 +1,5 @@
 //! The core's errors. They are protocol-neutral: each adapter's `error.rs` maps them to its own
-//! wire codes (AMQP reply codes, MQTT reason codes, STOMP ERROR frames). Their `Display` text is
+//! wire codes (reply codes, reason codes, error frames). Their `Display` text is
 //! RabbitMQ's wording, which clients and operators already recognise.
 
 use crate::name::{ExchangeName, QueueName, UserName, VhostName};

@@ -26,7 +26,7 @@ pub struct Properties {
     pub message_id: Option<String>,
     /// Seconds since the Unix epoch.
     pub timestamp: Option<u64>,
-    /// The application's message type name (AMQP's `type`).
+    /// The application's message type name (the `type` property).
     pub kind: Option<String>,
     pub user_id: Option<String>,
     pub app_id: Option<String>,

@@ -1,8 +1,8 @@
 //! Typed header and argument values.
 //!
-//! The core's model is AMQP's (the most general of our protocols), so its value type covers the
-//! field types RabbitMQ accepts in tables: headers, queue arguments and binding arguments. Other
-//! adapters map their string headers onto `Value::LongString`.
+//! The core's value type covers every field type RabbitMQ accepts in tables: headers, queue
+//! arguments and binding arguments. Adapters whose headers are plain text map them onto
+//! `Value::LongString`.
 
 use bytes::Bytes;
 

@@ -108,6 +108,7 @@ fn generate(spec: &Value) -> String {
         writeln!(out, "}}").unwrap();
     }
     generate_enum(&mut out, &methods);
+    generate_samples(&mut out, &methods);
     let basic = spec["classes"]
         .as_array()
         .expect("classes is an array")
@@ -195,9 +196,14 @@ fn generate_struct(out: &mut String, method: &Method) {
     }
     writeln!(out, "    }}\n\n    impl {type_name} {{").unwrap();
     // Decoder: consecutive bits share octets, low bit first.
+    let reader = if method.arguments.is_empty() {
+        "_reader"
+    } else {
+        "reader"
+    };
     writeln!(
         out,
-        "        pub fn decode(reader: &mut Reader<'_>) -> Result<Self, CodecError> {{"
+        "        pub fn decode({reader}: &mut Reader<'_>) -> Result<Self, CodecError> {{"
     )
     .unwrap();
     let mut bit = 8;
@@ -207,9 +213,14 @@ fn generate_struct(out: &mut String, method: &Method) {
                 writeln!(out, "            let bits = reader.octet()?;").unwrap();
                 bit = 0;
             }
+            let mask = if bit == 0 {
+                "1".to_owned()
+            } else {
+                format!("(1 << {bit})")
+            };
             writeln!(
                 out,
-                "            let {} = bits & (1 << {bit}) != 0;",
+                "            let {} = bits & {mask} != 0;",
                 argument.field
             )
             .unwrap();
@@ -236,14 +247,26 @@ fn generate_struct(out: &mut String, method: &Method) {
     )
     .unwrap();
     // Encoder.
-    writeln!(out, "\n        pub fn encode(&self, out: &mut BytesMut) {{").unwrap();
+    let out_name = if method.arguments.is_empty() {
+        "_out"
+    } else {
+        "out"
+    };
+    writeln!(
+        out,
+        "\n        pub fn encode(&self, {out_name}: &mut BytesMut) {{"
+    )
+    .unwrap();
     let mut open_bits: Vec<String> = Vec::new();
     let flush = |out: &mut String, open_bits: &mut Vec<String>| {
         if !open_bits.is_empty() {
             let parts: Vec<String> = open_bits
                 .iter()
                 .enumerate()
-                .map(|(index, field)| format!("(u8::from(self.{field}) << {index})"))
+                .map(|(index, field)| match index {
+                    0 => format!("u8::from(self.{field})"),
+                    _ => format!("(u8::from(self.{field}) << {index})"),
+                })
                 .collect();
             writeln!(out, "            out.put_u8({});", parts.join(" | ")).unwrap();
             open_bits.clear();
@@ -266,9 +289,6 @@ fn generate_struct(out: &mut String, method: &Method) {
         }
     }
     flush(out, &mut open_bits);
-    if method.arguments.is_empty() {
-        writeln!(out, "            let _ = out;").unwrap();
-    }
     writeln!(out, "        }}\n    }}").unwrap();
 }
 
@@ -308,39 +328,85 @@ fn generate_enum(out: &mut String, methods: &[Method]) {
         .unwrap();
     }
     writeln!(out, "            _ => Err(CodecError::UnknownMethod {{ class_id, method_id }}),\n        }}\n    }}").unwrap();
-    let each = |out: &mut String, signature: &str, body: &dyn Fn(&Method) -> String| {
-        writeln!(out, "\n    {signature} {{\n        match self {{").unwrap();
-        for method in methods {
-            writeln!(
-                out,
-                "            Method::{}(method) => {{ let _ = method; {} }}",
-                variant(method),
-                body(method)
-            )
-            .unwrap();
-        }
-        writeln!(out, "        }}\n    }}").unwrap();
-    };
+    let each =
+        |out: &mut String, signature: &str, body: &dyn Fn(&Method) -> (&'static str, String)| {
+            writeln!(out, "\n    {signature} {{\n        match self {{").unwrap();
+            for method in methods {
+                let (binding, text) = body(method);
+                writeln!(
+                    out,
+                    "            Method::{}({binding}) => {text},",
+                    variant(method)
+                )
+                .unwrap();
+            }
+            writeln!(out, "        }}\n    }}").unwrap();
+        };
     each(
         out,
         "/// The (class id, method id) pair.\n    pub fn id(&self) -> (u16, u16)",
-        &|method| format!("({}, {})", method.class_id, method.id),
+        &|method| ("_", format!("({}, {})", method.class_id, method.id)),
     );
     each(
         out,
         "/// The method's name, as `class.method`.\n    pub fn name(&self) -> &'static str",
-        &|method| format!("\"{}.{}\"", method.class_name, method.name),
+        &|method| ("_", format!("\"{}.{}\"", method.class_name, method.name)),
     );
     each(out, "/// Whether a content header and body frames follow the method.\n    pub fn has_content(&self) -> bool", &|method| {
-        method.content.to_string()
+        ("_", method.content.to_string())
     });
     each(out, "/// Whether the peer answers with a `-ok` method.\n    pub fn is_synchronous(&self) -> bool", &|method| {
-        method.synchronous.to_string()
+        ("_", method.synchronous.to_string())
     });
     each(out, "/// Writes the class id, method id and arguments.\n    pub fn encode(&self, out: &mut BytesMut)", &|method| {
-        format!("out.put_u16({}); out.put_u16({}); method.encode(out)", method.class_id, method.id)
+        ("method", format!("{{ out.put_u16({}); out.put_u16({}); method.encode(out) }}", method.class_id, method.id))
     });
     writeln!(out, "}}").unwrap();
+}
+
+/// Emits `Method::samples()`: every method twice, once with default arguments and once with every
+/// argument set to a non-default value, for round-trip tests that cover every frame type.
+fn generate_samples(out: &mut String, methods: &[Method]) {
+    writeln!(out, "\nimpl Method {{\n    /// Every method with default arguments and with non-default ones; for tests.\n    #[doc(hidden)]\n    pub fn samples() -> Vec<Method> {{\n        vec![").unwrap();
+    for method in methods {
+        let path = format!("{}::{}", snake(&method.class_name), camel(&method.name));
+        writeln!(
+            out,
+            "            Method::{}({path}::default()),",
+            variant(method)
+        )
+        .unwrap();
+        let fields: Vec<String> = method
+            .arguments
+            .iter()
+            .enumerate()
+            .map(|(index, argument)| {
+                format!("{}: {}", argument.field, sample_value(argument.wire, index))
+            })
+            .collect();
+        writeln!(
+            out,
+            "            Method::{}({path} {{ {} }}),",
+            variant(method),
+            fields.join(", ")
+        )
+        .unwrap();
+    }
+    writeln!(out, "        ]\n    }}\n}}").unwrap();
+}
+
+fn sample_value(wire: &str, index: usize) -> String {
+    match wire {
+        "bit" => index.is_multiple_of(2).to_string(),
+        "octet" => format!("{}", 200 + index % 50),
+        "short" => format!("{}", 60_000 + index),
+        "long" => format!("{}", 4_000_000_000u64 + index as u64),
+        "longlong" | "timestamp" => format!("{}", u64::MAX - index as u64),
+        "shortstr" => format!("\"short-{index}\".to_owned()"),
+        "longstr" => format!("Bytes::from_static(b\"long-{index}\")"),
+        "table" => "sample_table()".to_owned(),
+        _ => unreachable!("wire types are checked in wire_type"),
+    }
 }
 
 fn generate_properties(out: &mut String, properties: &[Value]) {

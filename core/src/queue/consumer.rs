@@ -32,7 +32,7 @@ pub struct Consumer {
     pub inbox: Arc<Inbox>,
     /// Per-consumer prefetch window (manual ack only).
     pub prefetch: Arc<Credit>,
-    /// A window shared with the other consumers of the same channel (AMQP's global qos).
+    /// A window shared with the other consumers of the same channel (a channel-wide prefetch).
     pub shared: Option<Arc<Credit>>,
 }
 

@@ -98,7 +98,7 @@ impl<T: PartialEq> TopicTrie<T> {
 
     /// Calls `found` once for each value bound under a key that matches `words`. A value bound
     /// under several matching keys is reported once per key; callers deduplicate.
-    pub fn for_each_match<'w, F>(&self, words: &[&'w str], found: &mut F)
+    pub fn for_each_match<F>(&self, words: &[&str], found: &mut F)
     where
         F: FnMut(&T),
     {
@@ -152,7 +152,7 @@ fn match_node<T, F: FnMut(&T)>(node: &Node<T>, words: &[&str], found: &mut F) {
         }
     }
     let Some((first, rest)) = words.split_first() else {
-        node.values.iter().for_each(|value| found(value));
+        node.values.iter().for_each(&mut *found);
         return;
     };
     if let Some(child) = node.literals.get(*first) {

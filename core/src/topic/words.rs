@@ -1,9 +1,9 @@
 //! Routing keys and binding keys.
 //!
 //! A routing key is a sequence of words. The core keeps it as one string in its canonical form,
-//! words joined by [`RoutingKey::SEPARATOR`], because that is how AMQP consumers see it and how
-//! the direct exchange compares it; adapters whose separator differs (MQTT's `/`) convert at the
-//! edge. A binding key is a sequence of [`Segment`]s; adapters parse their own wildcard syntax
+//! words joined by [`RoutingKey::SEPARATOR`], because that is how consumers of the dotted form see it
+//! and how the direct exchange compares it; adapters whose separator differs (such as `/`)
+//! convert at the edge. A binding key is a sequence of [`Segment`]s; adapters parse their own wildcard syntax
 //! (`*`/`#`, `+`/`#`) into it, so the core never interprets wildcard characters.
 
 use std::fmt;

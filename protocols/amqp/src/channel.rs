@@ -323,10 +323,13 @@ pub fn settle(entries: &[Unacked]) {
     }
 }
 
+/// A message going back to its queue, with its original position.
+type Requeued = (u64, Arc<Message>);
+
 /// Puts deliveries back in their queues (in place, marked redelivered) and frees their credit.
 pub fn requeue(entries: Vec<Unacked>) {
     settle(&entries);
-    let mut by_queue: Vec<(Arc<Queue>, Vec<(u64, Arc<Message>)>)> = Vec::new();
+    let mut by_queue: Vec<(Arc<Queue>, Vec<Requeued>)> = Vec::new();
     for entry in entries {
         match by_queue
             .iter_mut()

@@ -97,6 +97,9 @@ pub struct Connection {
     /// Whether the client handles basic.cancel from the broker.
     pub(crate) cancel_notify: bool,
     close_deadline: Option<Instant>,
+    /// Set once we answered the peer's connection.close: the peer hangs up first, and we wait
+    /// for that before closing our side.
+    peer_closes_first: bool,
 }
 
 /// Serves one client connection until it closes.
@@ -116,7 +119,13 @@ where
     let reason = connection.run(&mut reader, &chunks).await;
     connection.release();
     drop(chunks);
-    let _ = writer_task.await;
+    let writer = writer_task.await.ok().flatten();
+    if connection.peer_closes_first {
+        linger(&mut reader).await;
+    }
+    if let Some(mut writer) = writer {
+        let _ = writer.shutdown().await;
+    }
     info!(connection = connection.id.0, %peer, reason, "connection closed");
 }
 
@@ -146,6 +155,7 @@ impl Connection {
             heartbeat_seconds,
             cancel_notify: false,
             close_deadline: None,
+            peer_closes_first: false,
             config,
         }
     }
@@ -447,6 +457,7 @@ impl Connection {
         debug!(connection = self.id.0, code = close.reply_code, text = %close.reply_text, "client closed connection");
         self.send(0, Method::ConnectionCloseOk(connection::CloseOk {}));
         self.phase = Phase::Finished;
+        self.peer_closes_first = true;
         Ok(())
     }
 
@@ -657,13 +668,27 @@ fn credentials(mechanism: &str, response: &Bytes) -> Option<(String, String)> {
     }
 }
 
+/// After we answered the peer's close, reads (and discards) until the peer hangs up, for a
+/// bounded time. Hanging up first makes some clients (lapin) see the end of the stream before
+/// they process close-ok, and report a clean close as an abort.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, async {
+        while matches!(reader.read(&mut discard).await, Ok(read) if read > 0) {}
+    })
+    .await;
+}
+
 /// Writes chunks to the socket; sends a heartbeat whenever it has been idle for half the
 /// negotiated interval.
+///
+/// Returns the writer once the reader side is done with it, or `None` after a write error.
 async fn write_loop<W>(
     mut writer: W,
     mut chunks: mpsc::Receiver<Bytes>,
     heartbeat_seconds: Arc<AtomicU16>,
-) where
+) -> Option<W>
+where
     W: AsyncWrite + Unpin,
 {
     let mut heartbeat = BytesMut::new();
@@ -677,19 +702,16 @@ async fn write_loop<W>(
             match tokio::time::timeout(idle, chunks.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    if writer.write_all(&heartbeat).await.is_err() {
-                        break;
-                    }
+                    writer.write_all(&heartbeat).await.ok()?;
                     continue;
                 }
             }
         };
-        let Some(chunk) = next else { break };
-        if writer.write_all(&chunk).await.is_err() {
-            break;
-        }
+        let Some(chunk) = next else {
+            return Some(writer);
+        };
+        writer.write_all(&chunk).await.ok()?;
     }
-    let _ = writer.shutdown().await;
 }
 
 #[cfg(test)]

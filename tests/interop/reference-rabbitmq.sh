@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A stand-in for the warren binary that runs a local RabbitMQ 3.x instead, so the suite's
+# expectations can be checked against the broker Warren imitates:
+#
+#   WARREN_BIN=tests/interop/reference-rabbitmq.sh tests/interop/run.sh
+#
+# Needs RabbitMQ installed (Debian: apt-get install rabbitmq-server). Takes the same flags as
+# warren, starts a private node under --data-dir and prints warren's listening line on stderr
+# once the AMQP port accepts connections. SIGTERM stops the node. RabbitMQ also starts epmd,
+# Erlang's port mapper, as a daemon that outlives the node.
+set -euo pipefail
+
+port=0
+bind=127.0.0.1
+data_dir=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --amqp-port) port=$2; shift 2 ;;
+        --bind) bind=$2; shift 2 ;;
+        --data-dir) data_dir=$2; shift 2 ;;
+        --log-level) shift 2 ;;
+        *) echo "reference-rabbitmq: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ -n "$data_dir" ] || { echo "reference-rabbitmq: --data-dir is required" >&2; exit 2; }
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+[ "$port" != 0 ] || port=$(free_port)
+
+mkdir -p "$data_dir"
+echo "[]." > "$data_dir/enabled_plugins"
+export RABBITMQ_NODE_PORT=$port
+export RABBITMQ_NODE_IP_ADDRESS=$bind
+export RABBITMQ_DIST_PORT=$(free_port)
+export RABBITMQ_NODENAME="warren-reference-$port@localhost"
+export RABBITMQ_MNESIA_BASE="$data_dir/mnesia"
+export RABBITMQ_LOG_BASE="$data_dir/log"
+export RABBITMQ_PID_FILE="$data_dir/rabbitmq.pid"
+export RABBITMQ_ENABLED_PLUGINS_FILE="$data_dir/enabled_plugins"
+export RABBITMQ_LOGS=-
+# One scheduler: the reference only has to be correct, not fast.
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S 1:1"
+
+# The Debian wrapper in /usr/sbin switches to the rabbitmq user; the real script does not.
+/usr/lib/rabbitmq/bin/rabbitmq-server >&2 &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 0' TERM INT
+
+deadline=$((SECONDS + 60))
+until python3 -c "import socket, sys; socket.create_connection(('$bind', $port), 1)" 2>/dev/null; do
+    if ! kill -0 "$server" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+        echo "reference-rabbitmq: RabbitMQ did not start" >&2
+        exit 1
+    fi
+    sleep 0.2  # polling a port that has no other way to announce itself
+done
+echo "reference-rabbitmq: listening protocol=amqp addr=$bind:$port" >&2
+wait "$server"

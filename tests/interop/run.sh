@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the pika interop suite against the Warren binary.
+#   tests/interop/run.sh [pytest args...]      e.g. tests/interop/run.sh -k topic -x
+# The broker is $WARREN_BIN, else target/release/warren, else target/debug/warren.
+# A venv at <repo>/.venv is created (and pika/pytest installed) only when pika is missing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="$repo/.venv"
+
+if ! "$venv/bin/python" -c "import pika, pytest" >/dev/null 2>&1; then
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
+fi
+
+cd "$repo"
+exec "$venv/bin/python" -m pytest -q tests/interop "$@"
