@@ -114,3 +114,69 @@ impl Authenticator for InternalUsers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(user: &str, password: &str, peer: &str) -> Credentials {
+        Credentials {
+            username: UserName::new(user),
+            password: password.into(),
+            peer: peer.parse().expect("valid socket address"),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn guest_logs_in_from_loopback_only() {
+        let users = InternalUsers::with_default_guest();
+        assert!(
+            block_on(users.authenticate(&credentials("guest", "guest", "127.0.0.1:1000"))).is_ok()
+        );
+        assert!(block_on(users.authenticate(&credentials("guest", "guest", "[::1]:1000"))).is_ok());
+        let remote = block_on(users.authenticate(&credentials("guest", "guest", "10.1.2.3:1000")));
+        assert_eq!(
+            remote,
+            Err(Error::LoopbackOnly {
+                user: UserName::new("guest")
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_are_refused_alike() {
+        let users = InternalUsers::with_default_guest();
+        let wrong = block_on(users.authenticate(&credentials("guest", "nope", "127.0.0.1:1")));
+        assert_eq!(
+            wrong,
+            Err(Error::LoginRefused {
+                user: UserName::new("guest")
+            })
+        );
+        let unknown = block_on(users.authenticate(&credentials("alice", "guest", "127.0.0.1:1")));
+        assert_eq!(
+            unknown,
+            Err(Error::LoginRefused {
+                user: UserName::new("alice")
+            })
+        );
+    }
+
+    #[test]
+    fn vhost_access_follows_the_user_list() {
+        let users = InternalUsers::with_default_guest();
+        let guest = Principal {
+            user: UserName::new("guest"),
+            tags: vec![],
+        };
+        assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("/"))).is_ok());
+        assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_err());
+    }
+}

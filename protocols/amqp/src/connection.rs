@@ -729,6 +729,26 @@ mod tests {
     }
 
     #[test]
+    fn amqplain_credentials() {
+        // AMQPLAIN's response is a field table without its length prefix.
+        let mut table = Table::new();
+        table.insert("LOGIN", Value::string("guest"));
+        table.insert("PASSWORD", Value::string("secret"));
+        let mut encoded = BytesMut::new();
+        codec::wire::put_table(&mut encoded, &table);
+        let response = encoded.freeze().slice(4..);
+        assert_eq!(
+            credentials("AMQPLAIN", &response),
+            Some(("guest".into(), "secret".into()))
+        );
+        assert_eq!(
+            credentials("AMQPLAIN", &Bytes::from_static(b"\x05LOGIN")),
+            None
+        );
+        assert_eq!(credentials("EXTERNAL", &response), None);
+    }
+
+    #[test]
     fn negotiation_treats_zero_as_unlimited() {
         assert_eq!(negotiate(2047u16, 0), 2047);
         assert_eq!(negotiate(2047u16, 10), 10);

@@ -208,3 +208,20 @@ fn every_truncation_of_every_method_is_an_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn vendored_spec_matches_the_shared_copy() {
+    // The build reads a vendored copy so the crate builds on its own; when the project's shared
+    // directory sits beside the repository (as in development and CI), the copy must match it.
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = manifest.join("../../../shared/specs/amqp-rabbitmq-0.9.1.json");
+    let Ok(shared) = std::fs::read(shared) else {
+        return;
+    };
+    let vendored =
+        std::fs::read(manifest.join("spec/amqp-rabbitmq-0.9.1.json")).expect("vendored spec");
+    assert!(
+        shared == vendored,
+        "protocols/amqp/spec/ is stale: copy ../shared/specs/amqp-rabbitmq-0.9.1.json"
+    );
+}
