@@ -89,6 +89,9 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error("invalid expiration '{expiration}' for message")]
+    InvalidExpiration { expiration: String },
+
     #[error("access to vhost '{vhost}' refused for user '{user}'")]
     VhostAccessRefused { vhost: VhostName, user: UserName },
 

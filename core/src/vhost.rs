@@ -8,7 +8,7 @@ use crate::error::{EntityKind, Error, Result};
 use crate::exchange::{Binding, Exchange, ExchangeKind, ExchangeOptions, QueueRef};
 use crate::message::Message;
 use crate::name::{ConnectionId, ExchangeName, QueueName, VhostName};
-use crate::queue::{BindingRecord, Durability, Queue, QueueOptions};
+use crate::queue::{BindingRecord, Durability, Queue, QueueArguments, QueueOptions};
 use crate::topic::BindingKey;
 use crate::value::Table;
 
@@ -43,6 +43,8 @@ const RESERVED_PREFIX: &str = "amq.";
 #[derive(Debug)]
 pub struct Vhost {
     name: VhostName,
+    /// Itself, handed to queues for dead-lettering and self-deletion.
+    this: std::sync::Weak<Vhost>,
     exchanges: RwLock<HashMap<ExchangeName, Arc<Exchange>>>,
     queues: RwLock<HashMap<QueueName, Arc<Queue>>>,
     /// Seeds server-generated queue names.
@@ -71,8 +73,9 @@ impl Vhost {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos() as u64)
             .unwrap_or(0);
-        Arc::new(Vhost {
+        Arc::new_cyclic(|this| Vhost {
             name,
+            this: this.clone(),
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(HashMap::new()),
             generated_names: AtomicU64::new(seed),
@@ -227,10 +230,12 @@ impl Vhost {
             name.clone()
         };
         let mut queues = self.queues.write().expect("queues lock poisoned");
-        if let Some(existing) = queues.get(&name) {
+        if let Some(existing) = queues.get(&name).cloned() {
+            drop(queues);
             existing.check_access(connection)?;
-            self.check_queue_equivalent(existing, &options)?;
-            return Ok(counted(existing.clone()));
+            self.check_queue_equivalent(&existing, &options)?;
+            existing.touch();
+            return Ok(counted(existing));
         }
         if name.as_str().starts_with(RESERVED_PREFIX) && !name.as_str().starts_with("amq.gen-") {
             return Err(Error::ReservedName {
@@ -238,15 +243,17 @@ impl Vhost {
                 name: name.to_string(),
             });
         }
+        let arguments = QueueArguments::parse(&name, &options.arguments)?;
+        let this = self.this.upgrade().expect("a vhost in use is alive");
         let queue = Queue::new(
             name.clone(),
-            self.name.clone(),
+            &this,
             options,
+            arguments,
             self.queue_ready_bytes_max,
         );
         queues.insert(name, queue.clone());
         drop(queues);
-        self.bind_default(&queue);
         Ok(counted(queue))
     }
 
@@ -305,10 +312,6 @@ impl Vhost {
         }
         QueueName::from(name)
     }
-
-    /// Every queue is implicitly bound to the default exchange under its own name. The default
-    /// exchange routes by a map lookup instead (see `route`), so this records nothing.
-    fn bind_default(&self, _queue: &Arc<Queue>) {}
 
     /// Deletes a queue, returning how many ready messages it held. Deleting a queue that does
     /// not exist succeeds with 0, as in RabbitMQ.
@@ -430,19 +433,29 @@ impl Vhost {
                 exchange: exchange.name().clone(),
             });
         }
+        self.route_unchecked(exchange, message, out);
+        Ok(())
+    }
+
+    /// Routes without the publish checks: for the broker's own republishing (dead letters).
+    pub(crate) fn route_unchecked(
+        &self,
+        exchange: &Exchange,
+        message: &Message,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
         if exchange.name().is_empty() {
             let queues = self.queues.read().expect("queues lock poisoned");
             if let Some(queue) = queues.get(message.routing_key.as_str()) {
                 out.push(queue.clone());
             }
-            return Ok(());
+            return;
         }
         exchange.route(message, out);
         if out.len() > 1 {
             out.sort_unstable_by_key(|queue| Arc::as_ptr(queue) as usize);
             out.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
-        Ok(())
     }
 }
 

@@ -6,23 +6,38 @@
 //! request/reply operations (declare, purge, get) answer synchronously. Different queues never
 //! share a lock, so cross-queue work runs in parallel.
 //!
+//! Work that reaches beyond the queue (waking other queues, republishing dead letters into
+//! other queues, deleting the queue) is collected as [`Effects`] under the lock and carried out
+//! after it is released, so no queue lock is ever held while another is taken.
+//!
 //! # Layout
+//! - `args`: the declare arguments a queue acts on.
 //! - `consumer`: a consumer's delivery target and credit.
 //! - `credit`: counters with waiters, used for prefetch and inbox room.
+//! - `dead_letter`: republished dead messages and the cycle rule.
 //! - `inbox`: a session's bounded inbox of deliveries.
+//! - `timer`: the task that expires messages and idle queues.
 
+mod args;
 mod consumer;
 mod credit;
+mod dead_letter;
 mod inbox;
+mod timer;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::warn;
 
+pub use args::{Overflow, QueueArguments};
 pub use consumer::{AckMode, Consumer, Exclusivity};
 pub use credit::Credit;
+pub use dead_letter::DeathReason;
 pub use inbox::{Delivery, Inbox, InboxItem};
 
 use crate::error::{Error, Result};
@@ -30,6 +45,8 @@ use crate::message::Message;
 use crate::name::{ConnectionId, ConsumerId, ExchangeName, QueueName, VhostName};
 use crate::topic::BindingKey;
 use crate::value::Table;
+use crate::vhost::Vhost;
+use dead_letter::DeadLetterTarget;
 
 /// Whether a queue survives a broker restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +66,22 @@ pub struct QueueOptions {
     pub arguments: Table,
 }
 
+/// Whether a queue took a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Accepted,
+    /// Refused by a length limit with `reject-publish` overflow: the publisher gets a nack.
+    Rejected,
+}
+
 /// A message waiting in a queue.
 #[derive(Debug)]
 struct Ready {
     sequence: u64,
     message: Arc<Message>,
     redelivered: bool,
+    /// When it dies of old age, if it has a TTL.
+    expires_at: Option<Instant>,
 }
 
 /// A binding that points at this queue, remembered so deleting the queue can remove it.
@@ -65,7 +92,7 @@ pub struct BindingRecord {
     pub arguments: Table,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     ready: VecDeque<Ready>,
     /// In round-robin order: the front gets the next message.
@@ -73,6 +100,17 @@ struct State {
     next_sequence: u64,
     had_consumer: bool,
     bindings: Vec<BindingRecord>,
+    /// The last time the queue was used (declared, read from, or left by a consumer), for
+    /// `x-expires`.
+    last_used: Instant,
+}
+
+/// Work to do once the queue's lock is released.
+#[derive(Default)]
+struct Effects {
+    to_wake: Vec<Arc<Credit>>,
+    dead: Vec<(Arc<Message>, DeathReason)>,
+    delete: bool,
 }
 
 /// What `Queue::get` found.
@@ -88,8 +126,11 @@ pub struct Got {
 #[derive(Debug)]
 pub struct Queue {
     name: QueueName,
-    vhost: VhostName,
+    vhost_name: VhostName,
+    /// The vhost, for dead-lettering and self-deletion.
+    vhost: Weak<Vhost>,
     options: QueueOptions,
+    arguments: QueueArguments,
     state: Mutex<State>,
     /// Itself, for registering as a credit waiter.
     this: Weak<Queue>,
@@ -100,26 +141,45 @@ pub struct Queue {
     ready_bytes_max: usize,
     /// Signalled when ready bytes fall back under half the bound.
     room: Notify,
+    /// Wakes the timer task to reschedule.
+    timer_wakeup: Notify,
+    timer_started: AtomicBool,
 }
 
 impl Queue {
     pub(crate) fn new(
         name: QueueName,
-        vhost: VhostName,
+        vhost: &Arc<Vhost>,
         options: QueueOptions,
+        arguments: QueueArguments,
         ready_bytes_max: usize,
     ) -> Arc<Queue> {
-        Arc::new_cyclic(|this| Queue {
+        let queue = Arc::new_cyclic(|this| Queue {
             name,
-            vhost,
+            vhost_name: vhost.name().clone(),
+            vhost: Arc::downgrade(vhost),
             options,
-            state: Mutex::new(State::default()),
+            arguments,
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                consumers: VecDeque::new(),
+                next_sequence: 0,
+                had_consumer: false,
+                bindings: Vec::new(),
+                last_used: Instant::now(),
+            }),
             this: this.clone(),
             deleted: AtomicBool::new(false),
             ready_bytes: AtomicUsize::new(0),
             ready_bytes_max,
             room: Notify::new(),
-        })
+            timer_wakeup: Notify::new(),
+            timer_started: AtomicBool::new(false),
+        });
+        if queue.arguments.needs_timer() {
+            queue.ensure_timer();
+        }
+        queue
     }
 
     pub fn name(&self) -> &QueueName {
@@ -128,6 +188,10 @@ impl Queue {
 
     pub fn options(&self) -> &QueueOptions {
         &self.options
+    }
+
+    pub fn arguments(&self) -> &QueueArguments {
+        &self.arguments
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -142,19 +206,33 @@ impl Queue {
     pub fn check_access(&self, connection: ConnectionId) -> Result<()> {
         match self.options.exclusive_owner {
             Some(owner) if owner != connection => Err(Error::QueueLocked {
-                vhost: self.vhost.clone(),
+                vhost: self.vhost_name.clone(),
                 queue: self.name.clone(),
             }),
             _ => Ok(()),
         }
     }
 
+    /// Ready messages, not counting ones that have expired but not yet been reaped.
     pub fn message_count(&self) -> usize {
-        self.lock().ready.len()
+        let mut effects = Effects::default();
+        let count = {
+            let mut state = self.lock();
+            self.reap_expired(&mut state, Instant::now(), &mut effects);
+            state.ready.len()
+        };
+        self.finish(effects);
+        count
     }
 
     pub fn consumer_count(&self) -> usize {
         self.lock().consumers.len()
+    }
+
+    /// Marks the queue as used now (a redeclare), restarting its `x-expires` clock.
+    pub fn touch(&self) {
+        self.lock().last_used = Instant::now();
+        self.timer_wakeup.notify_one();
     }
 
     /// Whether publishers should wait before sending more.
@@ -175,23 +253,96 @@ impl Queue {
         }
     }
 
-    /// Adds a message at the tail and dispatches.
-    pub fn enqueue(&self, message: Arc<Message>) {
-        let mut to_wake = Vec::new();
-        {
+    /// The expiry of a message entering now: the sooner of the queue's TTL and its own.
+    fn expiry_of(&self, message: &Message, now: Instant) -> Option<Instant> {
+        let own = message.ttl();
+        let ttl = match (self.arguments.message_ttl, own) {
+            (Some(queue), Some(own)) => Some(queue.min(own)),
+            (queue, own) => queue.or(own),
+        };
+        ttl.map(|ttl| now + ttl)
+    }
+
+    /// Whether adding `body_bytes` more would pass a length limit.
+    fn would_overflow(&self, state: &State, body_bytes: usize) -> bool {
+        let over_length = self
+            .arguments
+            .max_length
+            .is_some_and(|max| state.ready.len() as u64 >= max);
+        let over_bytes = self.arguments.max_length_bytes.is_some_and(|max| {
+            (self.ready_bytes.load(Ordering::Acquire) + body_bytes) as u64 > max
+        });
+        over_length || over_bytes
+    }
+
+    /// Adds a message at the tail and dispatches, applying the length limit and overflow mode.
+    pub fn enqueue(&self, message: Arc<Message>) -> Enqueued {
+        let mut effects = Effects::default();
+        let outcome = {
             let mut state = self.lock();
-            let sequence = state.next_sequence;
-            state.next_sequence += 1;
-            self.ready_bytes
-                .fetch_add(message.body_bytes(), Ordering::AcqRel);
-            state.ready.push_back(Ready {
-                sequence,
-                message,
-                redelivered: false,
-            });
-            self.dispatch_locked(&mut state, &mut to_wake);
+            self.enqueue_locked(&mut state, message, &mut effects)
+        };
+        self.finish(effects);
+        outcome
+    }
+
+    fn enqueue_locked(
+        &self,
+        state: &mut State,
+        message: Arc<Message>,
+        effects: &mut Effects,
+    ) -> Enqueued {
+        if self.would_overflow(state, message.body_bytes()) {
+            match self.arguments.overflow {
+                Overflow::RejectPublish => return Enqueued::Rejected,
+                Overflow::RejectPublishDeadLetter => {
+                    effects.dead.push((message, DeathReason::MaxLength));
+                    return Enqueued::Rejected;
+                }
+                Overflow::DropHead => {}
+            }
         }
-        wake_all(to_wake);
+        let now = Instant::now();
+        let expires_at = self.expiry_of(&message, now);
+        if expires_at.is_some() {
+            self.ensure_timer();
+            if state.ready.is_empty() {
+                self.timer_wakeup.notify_one();
+            }
+        }
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        self.ready_bytes
+            .fetch_add(message.body_bytes(), Ordering::AcqRel);
+        state.ready.push_back(Ready {
+            sequence,
+            message,
+            redelivered: false,
+            expires_at,
+        });
+        self.dispatch_locked(state, effects);
+        self.drop_over_limit(state, effects);
+        Enqueued::Accepted
+    }
+
+    /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
+    fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
+        let over = |state: &State| {
+            self.arguments
+                .max_length
+                .is_some_and(|max| state.ready.len() as u64 > max)
+                || self
+                    .arguments
+                    .max_length_bytes
+                    .is_some_and(|max| self.ready_bytes.load(Ordering::Acquire) as u64 > max)
+        };
+        while over(state) {
+            let Some(head) = state.ready.pop_front() else {
+                break;
+            };
+            self.taken(head.message.body_bytes());
+            effects.dead.push((head.message, DeathReason::MaxLength));
+        }
     }
 
     /// Puts unacknowledged messages back in their original places, marked redelivered.
@@ -199,12 +350,14 @@ impl Queue {
         if self.is_deleted() {
             return;
         }
-        let mut to_wake = Vec::new();
+        let mut effects = Effects::default();
         {
             let mut state = self.lock();
+            let now = Instant::now();
             for (sequence, message) in messages {
                 self.ready_bytes
                     .fetch_add(message.body_bytes(), Ordering::AcqRel);
+                let expires_at = self.expiry_of(&message, now);
                 let at = state
                     .ready
                     .partition_point(|ready| ready.sequence < sequence);
@@ -214,25 +367,51 @@ impl Queue {
                         sequence,
                         message,
                         redelivered: true,
+                        expires_at,
                     },
                 );
             }
-            self.dispatch_locked(&mut state, &mut to_wake);
+            self.dispatch_locked(&mut state, &mut effects);
         }
-        wake_all(to_wake);
+        self.timer_wakeup.notify_one();
+        self.finish(effects);
+    }
+
+    /// Dead-letters messages that consumers rejected without requeue.
+    pub fn reject(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
+        if self.arguments.dead_letter_exchange.is_none() {
+            return;
+        }
+        let effects = Effects {
+            dead: messages
+                .into_iter()
+                .map(|message| (message, DeathReason::Rejected))
+                .collect(),
+            ..Effects::default()
+        };
+        self.finish(effects);
     }
 
     /// Takes the message at the head, for a synchronous get.
     pub fn get(&self) -> Option<Got> {
-        let mut state = self.lock();
-        let ready = state.ready.pop_front()?;
-        self.taken(ready.message.body_bytes());
-        Some(Got {
-            sequence: ready.sequence,
-            message: ready.message,
-            redelivered: ready.redelivered,
-            remaining: state.ready.len(),
-        })
+        let mut effects = Effects::default();
+        let got = {
+            let mut state = self.lock();
+            state.last_used = Instant::now();
+            self.reap_expired(&mut state, Instant::now(), &mut effects);
+            state.ready.pop_front().map(|ready| {
+                self.taken(ready.message.body_bytes());
+                Got {
+                    sequence: ready.sequence,
+                    message: ready.message,
+                    redelivered: ready.redelivered,
+                    remaining: state.ready.len(),
+                }
+            })
+        };
+        self.timer_wakeup.notify_one();
+        self.finish(effects);
+        got
     }
 
     /// Drops every ready message; returns how many.
@@ -247,7 +426,7 @@ impl Queue {
 
     /// Adds a consumer and starts delivering to it.
     pub fn add_consumer(&self, consumer: Arc<Consumer>) -> Result<()> {
-        let mut to_wake = Vec::new();
+        let mut effects = Effects::default();
         {
             let mut state = self.lock();
             let exclusive_held = state
@@ -257,15 +436,15 @@ impl Queue {
             let wants_exclusive = consumer.exclusivity == Exclusivity::Exclusive;
             if exclusive_held || (wants_exclusive && !state.consumers.is_empty()) {
                 return Err(Error::QueueInExclusiveUse {
-                    vhost: self.vhost.clone(),
+                    vhost: self.vhost_name.clone(),
                     queue: self.name.clone(),
                 });
             }
             state.consumers.push_back(consumer);
             state.had_consumer = true;
-            self.dispatch_locked(&mut state, &mut to_wake);
+            self.dispatch_locked(&mut state, &mut effects);
         }
-        wake_all(to_wake);
+        self.finish(effects);
         Ok(())
     }
 
@@ -275,6 +454,10 @@ impl Queue {
         state
             .consumers
             .retain(|consumer| !(consumer.id == id && Arc::ptr_eq(&consumer.inbox, inbox)));
+        if state.consumers.is_empty() {
+            state.last_used = Instant::now();
+            self.timer_wakeup.notify_one();
+        }
         self.options.auto_delete && state.had_consumer && state.consumers.is_empty()
     }
 
@@ -309,22 +492,33 @@ impl Queue {
         state.ready.clear();
         self.ready_bytes.store(0, Ordering::Release);
         self.room.notify_waiters();
+        self.timer_wakeup.notify_one();
         std::mem::take(&mut state.bindings)
     }
 
     /// Delivers ready messages to consumers with credit. Called when credit frees up.
     pub(crate) fn dispatch(&self) {
-        let mut to_wake = Vec::new();
+        let mut effects = Effects::default();
         {
             let mut state = self.lock();
-            self.dispatch_locked(&mut state, &mut to_wake);
+            self.dispatch_locked(&mut state, &mut effects);
         }
-        wake_all(to_wake);
+        self.finish(effects);
     }
 
-    fn dispatch_locked(&self, state: &mut State, to_wake: &mut Vec<Arc<Credit>>) {
+    fn dispatch_locked(&self, state: &mut State, effects: &mut Effects) {
         while !state.ready.is_empty() && !state.consumers.is_empty() {
-            match self.next_consumer(state, to_wake) {
+            if state
+                .ready
+                .front()
+                .is_some_and(|head| head.expires_at.is_some())
+            {
+                self.reap_expired(state, Instant::now(), effects);
+                if state.ready.is_empty() {
+                    return;
+                }
+            }
+            match self.next_consumer(state, &mut effects.to_wake) {
                 Some(consumer) => self.deliver_head(state, &consumer),
                 None => return,
             }
@@ -358,6 +552,10 @@ impl Queue {
     fn deliver_head(&self, state: &mut State, consumer: &Consumer) {
         let ready = state.ready.pop_front().expect("dispatch checked non-empty");
         self.taken(ready.message.body_bytes());
+        if ready.expires_at.is_some() {
+            // The next head may expire sooner than the one the timer waits for.
+            self.timer_wakeup.notify_one();
+        }
         let queue = self.this.upgrade().expect("a queue dispatching is alive");
         consumer.inbox.push(InboxItem::Delivery(Delivery {
             consumer: consumer.id,
@@ -368,21 +566,125 @@ impl Queue {
         }));
     }
 
+    /// Removes expired messages from the head, to be dead-lettered. As in RabbitMQ, only the
+    /// head is examined: a message behind a longer-lived one waits for it, but is never
+    /// delivered once expired, because delivery checks the head first.
+    fn reap_expired(&self, state: &mut State, now: Instant, effects: &mut Effects) {
+        while state
+            .ready
+            .front()
+            .is_some_and(|head| head.expires_at.is_some_and(|at| at <= now))
+        {
+            let head = state.ready.pop_front().expect("checked non-empty");
+            self.taken(head.message.body_bytes());
+            effects.dead.push((head.message, DeathReason::Expired));
+        }
+    }
+
     /// Accounts for a ready message leaving, waking publishers when room opens up again.
     fn taken(&self, body_bytes: usize) {
         let before = self.ready_bytes.fetch_sub(body_bytes, Ordering::AcqRel);
         let after = before - body_bytes;
-        if self.ready_bytes_max != 0
-            && before > self.ready_bytes_max / 2
-            && after <= self.ready_bytes_max / 2
-        {
+        let half = self.ready_bytes_max / 2;
+        if self.ready_bytes_max != 0 && before > half && after <= half {
             self.room.notify_waiters();
         }
     }
-}
 
-fn wake_all(credits: Vec<Arc<Credit>>) {
-    for credit in credits {
-        credit.wake();
+    /// Carries out the work collected under the lock.
+    fn finish(&self, effects: Effects) {
+        for credit in effects.to_wake {
+            credit.wake();
+        }
+        if !effects.dead.is_empty() {
+            self.publish_dead(effects.dead);
+        }
+        if effects.delete {
+            if let (Some(vhost), Some(this)) = (self.vhost.upgrade(), self.this.upgrade()) {
+                vhost.remove_queue(&this);
+            }
+        }
+    }
+
+    /// Republishes dead messages to the dead-letter exchange, if the queue has one; otherwise
+    /// they are dropped. Enqueueing happens here, after this queue's lock is released, so a
+    /// queue may dead-letter into itself.
+    fn publish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
+        let Some(exchange_name) = &self.arguments.dead_letter_exchange else {
+            return;
+        };
+        let Some(vhost) = self.vhost.upgrade() else {
+            return;
+        };
+        let exchange = match vhost.exchange(exchange_name) {
+            Ok(exchange) => exchange,
+            Err(error) => {
+                warn!(queue = %self.name, %error, "dead-letter exchange missing; dropping dead messages");
+                return;
+            }
+        };
+        let target = DeadLetterTarget {
+            queue: &self.name,
+            exchange: exchange_name,
+            routing_key: self.arguments.dead_letter_routing_key.as_ref(),
+        };
+        let mut queues = Vec::new();
+        for (message, reason) in dead {
+            let republished = dead_letter::republish(&message, reason, &target);
+            queues.clear();
+            vhost.route_unchecked(&exchange, &republished, &mut queues);
+            let republished = Arc::new(republished);
+            for queue in &queues {
+                if !dead_letter::is_cycle(&republished, queue.name()) {
+                    queue.enqueue(republished.clone());
+                }
+            }
+        }
+    }
+
+    /// Starts the timer task, once, if a runtime is running.
+    fn ensure_timer(&self) {
+        if self.timer_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match (tokio::runtime::Handle::try_current(), self.this.upgrade()) {
+            (Ok(runtime), Some(queue)) => {
+                runtime.spawn(timer::run(queue));
+            }
+            _ => self.timer_started.store(false, Ordering::Release),
+        }
+    }
+
+    /// When the timer should next look at the queue: the head's expiry, or the moment the queue
+    /// has been unused for `x-expires`.
+    fn next_deadline(&self) -> Option<Instant> {
+        let state = self.lock();
+        let head = state.ready.front().and_then(|head| head.expires_at);
+        let idle = match (self.arguments.expires, state.consumers.is_empty()) {
+            (Some(expires), true) => Some(state.last_used + expires),
+            _ => None,
+        };
+        match (head, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timer fired: reap expired messages and delete the queue if it has gone unused.
+    fn on_timer(&self) {
+        let mut effects = Effects::default();
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            self.reap_expired(&mut state, now, &mut effects);
+            if let Some(expires) = self.arguments.expires {
+                effects.delete = state.consumers.is_empty() && now >= state.last_used + expires;
+            }
+        }
+        self.finish(effects);
     }
 }
+
+/// How long the timer sleeps when nothing is scheduled, before looking again. Wake-ups reschedule
+/// it sooner; this only bounds the cost of a missed one.
+const TIMER_IDLE: Duration = Duration::from_secs(60);

@@ -350,3 +350,20 @@ fn unknown_tag(delivery_tag: u64) -> Close {
         format!("unknown delivery tag {delivery_tag}"),
     )
 }
+
+/// Hands rejected deliveries to their queues' dead-lettering (dropped if a queue has none).
+pub fn dead_letter(entries: Vec<Unacked>) {
+    let mut by_queue: Vec<(Arc<Queue>, Vec<Arc<Message>>)> = Vec::new();
+    for entry in entries {
+        match by_queue
+            .iter_mut()
+            .find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue))
+        {
+            Some((_, messages)) => messages.push(entry.message),
+            None => by_queue.push((entry.queue, vec![entry.message])),
+        }
+    }
+    for (queue, messages) in by_queue {
+        queue.reject(messages);
+    }
+}

@@ -97,6 +97,9 @@ pub struct Connection {
     /// Whether the client handles basic.cancel from the broker.
     pub(crate) cancel_notify: bool,
     close_deadline: Option<Instant>,
+    /// A queue that was full after our last publish to it: until it has room again we read
+    /// nothing more from the socket, so TCP pushes back on the publisher.
+    pub(crate) paused_on: Option<Arc<warren_core::Queue>>,
     /// Set once we answered the peer's connection.close: the peer hangs up first, and we wait
     /// for that before closing our side.
     peer_closes_first: bool,
@@ -156,6 +159,7 @@ impl Connection {
             cancel_notify: false,
             close_deadline: None,
             peer_closes_first: false,
+            paused_on: None,
             config,
         }
     }
@@ -185,6 +189,7 @@ impl Connection {
             let open = self.phase == Phase::Open;
             let closing_deadline = self.close_deadline.unwrap_or(handshake_deadline);
             let draining = self.vhost.is_some() && self.phase != Phase::Closing;
+            let paused = self.paused_on.clone();
             if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
                 buffer.reserve(READ_CHUNK_BYTES);
             }
@@ -196,7 +201,12 @@ impl Connection {
                         "broker forced connection closure with reason 'shutdown'",
                     ));
                 }
-                read = reader.read_buf(&mut buffer) => match read {
+                _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
+                    self.paused_on = None;
+                    last_read = Instant::now();
+                    self.process(&mut buffer).await;
+                }
+                read = reader.read_buf(&mut buffer), if paused.is_none() => match read {
                     Ok(0) => return "peer closed the socket",
                     Ok(_) => {
                         last_read = Instant::now();
@@ -213,7 +223,8 @@ impl Connection {
                     return "handshake timeout";
                 }
                 _ = heartbeat_check.tick() => {
-                    if self.missed_heartbeats(last_read) {
+                    // A paused connection is silent because we stopped reading it.
+                    if self.paused_on.is_none() && self.missed_heartbeats(last_read) {
                         warn!(connection = self.id.0, peer = %self.peer, "missed heartbeats from client");
                         return "missed heartbeats";
                     }
@@ -267,7 +278,7 @@ impl Connection {
 
     /// Decodes and handles every complete frame in the buffer.
     async fn process(&mut self, buffer: &mut BytesMut) {
-        while !matches!(self.phase, Phase::Finished) {
+        while !matches!(self.phase, Phase::Finished) && self.paused_on.is_none() {
             let frame_max = self.frame_bytes_max;
             match codec::decode(buffer, frame_max) {
                 Ok(Some(frame)) => self.handle_frame(frame).await,
@@ -665,6 +676,13 @@ fn credentials(mechanism: &str, response: &Bytes) -> Option<(String, String)> {
             Some((text("LOGIN")?, text("PASSWORD")?))
         }
         _ => None,
+    }
+}
+
+/// Waits until a full queue has room again.
+async fn wait_for_room(queue: Option<&warren_core::Queue>) {
+    if let Some(queue) = queue {
+        queue.wait_for_room().await;
     }
 }
 

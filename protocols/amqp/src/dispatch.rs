@@ -6,7 +6,7 @@ use bytes::Bytes;
 use warren_core::exchange::{ExchangeKind, ExchangeOptions};
 use warren_core::name::{ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
-use warren_core::queue::{AckMode, Consumer, Credit, Exclusivity};
+use warren_core::queue::{AckMode, Consumer, Credit, Enqueued, Exclusivity};
 use warren_core::topic::RoutingKey;
 use warren_core::vhost::Declare;
 use warren_core::{Error, Message, Vhost};
@@ -366,20 +366,51 @@ impl Connection {
     fn route(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
         let vhost = self.vhost();
         let exchange = vhost.exchange(&message.exchange)?;
+        message.check_expiration()?;
         let mut queues = Vec::new();
         vhost.route(&exchange, &message, &mut queues)?;
         if queues.is_empty() && mandatory {
             self.basic_return(channel_id, &message);
         }
         let message = Arc::new(message);
+        let mut rejected = false;
         for queue in &queues {
-            queue.enqueue(message.clone());
+            rejected |= queue.enqueue(message.clone()) == Enqueued::Rejected;
+            if queue.is_full() && self.paused_on.is_none() {
+                self.paused_on = Some(queue.clone());
+            }
         }
-        if let Some(confirms) = &mut self.channel(channel_id).confirms {
-            confirms.last_sequence += 1;
-            confirms.ack_pending_upto = Some(confirms.last_sequence);
-        }
+        self.confirm(channel_id, rejected);
         Ok(())
+    }
+
+    /// Records a publish's outcome for confirms. Acks are batched into one multiple-ack per
+    /// read; a nack goes out at once, after the acks before it, so order is kept.
+    fn confirm(&mut self, channel_id: u16, rejected: bool) {
+        let Some(confirms) = &mut self.channel(channel_id).confirms else {
+            return;
+        };
+        confirms.last_sequence += 1;
+        let sequence = confirms.last_sequence;
+        if !rejected {
+            confirms.ack_pending_upto = Some(sequence);
+            return;
+        }
+        if let Some(upto) = confirms.ack_pending_upto.take() {
+            self.send(
+                channel_id,
+                Method::BasicAck(basic::Ack {
+                    delivery_tag: upto,
+                    multiple: true,
+                }),
+            );
+        }
+        let nack = basic::Nack {
+            delivery_tag: sequence,
+            multiple: false,
+            requeue: false,
+        };
+        self.send(channel_id, Method::BasicNack(nack));
     }
 
     fn basic_return(&mut self, channel_id: u16, message: &Message) {
@@ -486,6 +517,7 @@ impl Connection {
             channel::requeue(entries);
         } else {
             channel::settle(&entries);
+            channel::dead_letter(entries);
         }
         Ok(())
     }
