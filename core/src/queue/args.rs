@@ -100,12 +100,10 @@ impl QueueArguments {
                         .ok_or_else(|| invalid(name, "must be a string"))?;
                     arguments.dead_letter_routing_key = Some(RoutingKey::new(key));
                 }
-                "x-queue-mode" => {
-                    // Lazy mode is accepted for compatibility; every queue already keeps only
-                    // what it must in memory.
-                    if !matches!(value.as_str(), Some("default" | "lazy")) {
-                        return Err(invalid(name, "must be default or lazy"));
-                    }
+                // Lazy mode is accepted for compatibility; every queue already keeps only what
+                // it must in memory.
+                "x-queue-mode" if !matches!(value.as_str(), Some("default" | "lazy")) => {
+                    return Err(invalid(name, "must be default or lazy"));
                 }
                 _ => {}
             }
