@@ -11,28 +11,15 @@ use lapin::{Connection, ConnectionProperties};
 #[tokio::main]
 async fn main() -> Result<(), lapin::Error> {
     let mut args = std::env::args().skip(1);
-    let uri = args
-        .next()
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let uri = args.next().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let count: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(10);
 
     let connection = Connection::connect(&uri, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    channel
-        .queue_declare(
-            "hello",
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    channel.queue_declare("hello", QueueDeclareOptions::default(), FieldTable::default()).await?;
     channel.basic_qos(10, BasicQosOptions::default()).await?;
     let mut consumer = channel
-        .basic_consume(
-            "hello",
-            "example-consumer",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume("hello", "example-consumer", BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     let mut received = 0;
     while received < count {

@@ -8,11 +8,7 @@ use serde::Deserialize;
 
 /// Command-line flags. Each overrides the config file's value.
 #[derive(Debug, Parser)]
-#[command(
-    name = "warren",
-    version,
-    about = "Warren: a multi-protocol message broker"
-)]
+#[command(name = "warren", version, about = "Warren: a multi-protocol message broker")]
 pub struct Flags {
     /// A TOML config file; without one, embedded defaults apply.
     #[arg(long)]
@@ -81,15 +77,9 @@ impl Default for AmqpSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("amqp.frame_max must be at least 4096, got {frame_max}")]
     FrameMaxTooSmall { frame_max: u32 },
 }
@@ -114,22 +104,15 @@ impl Config {
             config.amqp.port = port;
         }
         if config.amqp.frame_max < 4096 {
-            return Err(ConfigError::FrameMaxTooSmall {
-                frame_max: config.amqp.frame_max,
-            });
+            return Err(ConfigError::FrameMaxTooSmall { frame_max: config.amqp.frame_max });
         }
         Ok(config)
     }
 
     fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
     }
 
     pub fn amqp(&self) -> warren_amqp::AmqpConfig {
@@ -151,18 +134,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("warren-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("warren.toml");
-        std::fs::write(
-            &path,
-            "data_dir = \"/tmp/x\"\n[amqp]\nport = 1234\nheartbeat_seconds = 5\n",
-        )
-        .expect("write config");
-        let flags = Flags::parse_from([
-            "warren",
-            "--config",
-            path.to_str().expect("utf-8"),
-            "--amqp-port",
-            "0",
-        ]);
+        std::fs::write(&path, "data_dir = \"/tmp/x\"\n[amqp]\nport = 1234\nheartbeat_seconds = 5\n")
+            .expect("write config");
+        let flags = Flags::parse_from(["warren", "--config", path.to_str().expect("utf-8"), "--amqp-port", "0"]);
         let config = Config::load(&flags).expect("loads");
         assert_eq!(config.amqp.port, 0);
         assert_eq!(config.amqp.heartbeat_seconds, 5);

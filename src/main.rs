@@ -32,9 +32,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -52,8 +50,8 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -72,22 +70,13 @@ async fn run(config: Config) -> std::io::Result<()> {
     let amqp_config = Arc::new(config.amqp());
     let amqp = listener::bind("amqp", SocketAddr::new(config.bind, config.amqp.port)).await?;
     let amqp_broker = broker.clone();
-    tokio::spawn(listener::accept_loop(
-        "amqp",
-        amqp,
-        broker.clone(),
-        connections,
-        move |stream, peer| {
-            warren_amqp::serve(stream, peer, amqp_broker.clone(), amqp_config.clone())
-        },
-    ));
+    tokio::spawn(listener::accept_loop("amqp", amqp, broker.clone(), connections, move |stream, peer| {
+        warren_amqp::serve(stream, peer, amqp_broker.clone(), amqp_config.clone())
+    }));
 
     wait_for_signal().await?;
     info!("shutting down");
-    if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down()).await.is_err() {
         error!("connections did not close within the grace period");
     }
     info!("stopped");

@@ -7,16 +7,15 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    ack, assert_bodies, assert_no_delivery, assert_reply_code, bind, bind_with, confirm_channel,
-    connect, consume, declare_exchange, declare_queue, exclusive, get_no_ack, message_count,
-    next_delivery, no_ack, open_channel, passive, poll_until, publish_confirmed, publish_plain,
-    raw, reply_code, sorted, string_table, try_declare, within, Broker, QUIET_PERIOD, RPC_TIMEOUT,
+    ack, assert_bodies, assert_no_delivery, assert_reply_code, bind, bind_with, confirm_channel, connect, consume,
+    declare_exchange, declare_queue, exclusive, get_no_ack, message_count, next_delivery, no_ack, open_channel,
+    passive, poll_until, publish_confirmed, publish_plain, raw, reply_code, sorted, string_table, try_declare, within,
+    Broker, QUIET_PERIOD, RPC_TIMEOUT,
 };
 use futures_lite::stream::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
@@ -69,18 +68,10 @@ async fn server_named_queue_gets_amq_gen_name() {
     let broker = Broker::start();
     let connection = connect(&broker).await;
     let channel = confirm_channel(&connection).await;
-    let first = try_declare(&channel, "", exclusive())
-        .await
-        .expect("server-named queue");
-    let second = try_declare(&channel, "", exclusive())
-        .await
-        .expect("second server-named queue");
+    let first = try_declare(&channel, "", exclusive()).await.expect("server-named queue");
+    let second = try_declare(&channel, "", exclusive()).await.expect("second server-named queue");
 
-    assert!(
-        first.name().as_str().starts_with("amq.gen-"),
-        "name was {:?}",
-        first.name()
-    );
+    assert!(first.name().as_str().starts_with("amq.gen-"), "name was {:?}", first.name());
     assert_ne!(first.name(), second.name());
     publish_plain(&channel, "", first.name().as_str(), "to generated").await;
     assert_bodies(&channel, first.name().as_str(), &["to generated"]).await;
@@ -151,10 +142,7 @@ async fn topic_exchange_matches_star_and_hash() {
     let expected: [(&str, &[&str]); 6] = [
         ("topic-a-star", &["a.b", "a.c"][..]),
         ("topic-a-hash", &["a", "a.b", "a.b.c", "a.c", "a.b.b.c"][..]),
-        (
-            "topic-hash",
-            &["a", "a.b", "a.b.c", "a.c", "c", "b.a", "a.b.b.c"][..],
-        ),
+        ("topic-hash", &["a", "a.b", "a.b.c", "a.c", "c", "b.a", "a.b.b.c"][..]),
         ("topic-hash-c", &["a.b.c", "a.c", "c", "a.b.b.c"][..]),
         ("topic-a-star-c", &["a.b.c"][..]),
         ("topic-hash-mid", &["a.b.c", "a.c", "a.b.b.c"][..]),
@@ -178,18 +166,8 @@ async fn headers_exchange_matches_all_and_any() {
     bind_with(&channel, "headers-any", "headers-x", "", any).await;
 
     let messages = [
-        (
-            "both",
-            Some(string_table(&[
-                ("format", "pdf"),
-                ("type", "report"),
-                ("extra", "1"),
-            ])),
-        ),
-        (
-            "one",
-            Some(string_table(&[("format", "pdf"), ("type", "log")])),
-        ),
+        ("both", Some(string_table(&[("format", "pdf"), ("type", "report"), ("extra", "1")]))),
+        ("one", Some(string_table(&[("format", "pdf"), ("type", "log")]))),
         ("other", Some(string_table(&[("format", "zip")]))),
         ("none", None),
     ];
@@ -199,14 +177,7 @@ async fn headers_exchange_matches_all_and_any() {
             None => BasicProperties::default(),
         };
         // The routing key is ignored by a headers exchange.
-        publish_confirmed(
-            &channel,
-            "headers-x",
-            "format.pdf",
-            body.as_bytes(),
-            properties,
-        )
-        .await;
+        publish_confirmed(&channel, "headers-x", "format.pdf", body.as_bytes(), properties).await;
     }
 
     assert_bodies(&channel, "headers-all", &["both"]).await;
@@ -218,10 +189,7 @@ async fn predeclared_exchanges_exist() {
     let broker = Broker::start();
     let connection = connect(&broker).await;
     let channel = open_channel(&connection).await;
-    let passive_exchange = ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    };
+    let passive_exchange = ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() };
     let exchanges = [
         ("amq.direct", ExchangeKind::Direct),
         ("amq.fanout", ExchangeKind::Fanout),
@@ -246,12 +214,7 @@ async fn prefetch_one_holds_second_message_until_ack() {
     let publisher = confirm_channel(&connection).await;
     let consumer_channel = open_channel(&connection).await;
     declare_queue(&publisher, "prefetch").await;
-    within(
-        "basic.qos",
-        consumer_channel.basic_qos(1, BasicQosOptions::default()),
-    )
-    .await
-    .expect("basic.qos");
+    within("basic.qos", consumer_channel.basic_qos(1, BasicQosOptions::default())).await.expect("basic.qos");
     let manual_ack = BasicConsumeOptions::default();
     let mut consumer = consume(&consumer_channel, "prefetch", "prefetch", manual_ack).await;
 
@@ -261,11 +224,7 @@ async fn prefetch_one_holds_second_message_until_ack() {
     let first = next_delivery(&mut consumer).await;
     assert_eq!(first.data, b"first");
     assert_no_delivery(&mut consumer, QUIET_PERIOD).await;
-    assert_eq!(
-        message_count(&publisher, "prefetch").await,
-        1,
-        "second message stays ready"
-    );
+    assert_eq!(message_count(&publisher, "prefetch").await, 1, "second message stays ready");
 
     ack(&first).await;
     let second = next_delivery(&mut consumer).await;
@@ -321,39 +280,23 @@ async fn nack_requeue_redelivers_and_reject_discards() {
     publish_plain(&channel, "", "nack-requeue", "try again").await;
     let first = next_delivery(&mut consumer).await;
     assert!(!first.redelivered);
-    let requeue = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    within("basic.nack", first.nack(requeue))
-        .await
-        .expect("nack");
+    let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+    within("basic.nack", first.nack(requeue)).await.expect("nack");
     let again = next_delivery(&mut consumer).await;
     assert_eq!(again.data, b"try again");
-    assert!(
-        again.redelivered,
-        "a requeued message is flagged redelivered"
-    );
+    assert!(again.redelivered, "a requeued message is flagged redelivered");
     ack(&again).await;
 
     publish_plain(&channel, "", "reject-discard", "drop me").await;
-    let got = within(
-        "basic.get",
-        channel.basic_get("reject-discard", BasicGetOptions::default()),
-    )
-    .await
-    .expect("basic.get")
-    .expect("a message is ready");
-    let discard = BasicRejectOptions { requeue: false };
-    within("basic.reject", got.delivery.reject(discard))
+    let got = within("basic.get", channel.basic_get("reject-discard", BasicGetOptions::default()))
         .await
-        .expect("reject");
+        .expect("basic.get")
+        .expect("a message is ready");
+    let discard = BasicRejectOptions { requeue: false };
+    within("basic.reject", got.delivery.reject(discard)).await.expect("reject");
     // The passive declare is answered after the reject on the same channel was processed.
     assert_eq!(message_count(&channel, "reject-discard").await, 0);
-    assert!(
-        get_no_ack(&channel, "reject-discard").await.is_none(),
-        "rejected message is gone"
-    );
+    assert!(get_no_ack(&channel, "reject-discard").await.is_none(), "rejected message is gone");
 }
 
 #[tokio::test]
@@ -372,23 +315,14 @@ async fn closing_channel_requeues_unacked_messages() {
         assert!(!next_delivery(&mut consumer).await.redelivered);
     }
 
-    within(
-        "channel.close",
-        doomed.close(200, "closing with unacked messages"),
-    )
-    .await
-    .expect("close channel");
+    within("channel.close", doomed.close(200, "closing with unacked messages")).await.expect("close channel");
 
     let survivor = open_channel(&connection).await;
     let mut consumer = consume(&survivor, "close-requeue", "survivor", manual_ack).await;
     let mut bodies = Vec::new();
     for _ in 0..3 {
         let delivery = next_delivery(&mut consumer).await;
-        assert!(
-            delivery.redelivered,
-            "requeued message {:?} is flagged redelivered",
-            delivery.data
-        );
+        assert!(delivery.redelivered, "requeued message {:?} is flagged redelivered", delivery.data);
         bodies.push(String::from_utf8_lossy(&delivery.data).into_owned());
         ack(&delivery).await;
     }
@@ -403,10 +337,7 @@ async fn basic_get_reports_empty_and_message_count() {
     let channel = confirm_channel(&connection).await;
     declare_queue(&channel, "get-queue").await;
 
-    assert!(
-        get_no_ack(&channel, "get-queue").await.is_none(),
-        "empty queue answers get-empty"
-    );
+    assert!(get_no_ack(&channel, "get-queue").await.is_none(), "empty queue answers get-empty");
     for body in ["g0", "g1", "g2"] {
         publish_plain(&channel, "", "get-queue", body).await;
     }
@@ -449,9 +380,7 @@ async fn publisher_confirms_ack_a_thousand_messages() {
         let confirmation = within("publisher confirm", confirm).await.expect("confirm");
         assert_eq!(confirmation, Confirmation::Ack(None), "message {index}");
     }
-    let returned = within("wait_for_confirms", channel.wait_for_confirms())
-        .await
-        .expect("confirms");
+    let returned = within("wait_for_confirms", channel.wait_for_confirms()).await.expect("confirms");
     assert!(returned.is_empty());
     assert_eq!(message_count(&channel, "confirms").await, MESSAGES as u32);
 }
@@ -462,41 +391,21 @@ async fn mandatory_unroutable_message_is_returned_with_no_route() {
     let connection = connect(&broker).await;
     let channel = confirm_channel(&connection).await;
     declare_queue(&channel, "mandatory-routable").await;
-    let mandatory = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
+    let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let properties = BasicProperties::default().with_message_id("lost-1".into());
 
     let routable = within(
         "basic.publish",
-        channel.basic_publish(
-            "",
-            "mandatory-routable",
-            mandatory,
-            b"kept",
-            BasicProperties::default(),
-        ),
+        channel.basic_publish("", "mandatory-routable", mandatory, b"kept", BasicProperties::default()),
     )
     .await
     .expect("publish routable");
-    assert_eq!(
-        within("confirm", routable).await.expect("confirm"),
-        Confirmation::Ack(None)
-    );
+    assert_eq!(within("confirm", routable).await.expect("confirm"), Confirmation::Ack(None));
 
-    let unroutable = within(
-        "basic.publish",
-        channel.basic_publish(
-            "",
-            "mandatory-nowhere",
-            mandatory,
-            b"lost",
-            properties.clone(),
-        ),
-    )
-    .await
-    .expect("publish unroutable");
+    let unroutable =
+        within("basic.publish", channel.basic_publish("", "mandatory-nowhere", mandatory, b"lost", properties.clone()))
+            .await
+            .expect("publish unroutable");
     // RabbitMQ sends basic.return before basic.ack; lapin attaches the return to the ack.
     let confirmation = within("confirm", unroutable).await.expect("confirm");
     let returned = match confirmation {
@@ -521,12 +430,9 @@ async fn purge_returns_the_number_of_messages_removed() {
         let body = format!("p{index}");
         publish_plain(&channel, "", "purge-me", &body).await;
     }
-    let purged = within(
-        "queue.purge",
-        channel.queue_purge("purge-me", QueuePurgeOptions::default()),
-    )
-    .await
-    .expect("queue.purge");
+    let purged = within("queue.purge", channel.queue_purge("purge-me", QueuePurgeOptions::default()))
+        .await
+        .expect("queue.purge");
     assert_eq!(purged, 5);
     assert_eq!(message_count(&channel, "purge-me").await, 0);
 }
@@ -540,29 +446,18 @@ async fn delete_if_empty_on_non_empty_queue_fails_with_precondition_failed() {
     publish_plain(&channel, "", "not-empty", "still here").await;
 
     let failing = open_channel(&connection).await;
-    let if_empty = QueueDeleteOptions {
-        if_empty: true,
-        ..QueueDeleteOptions::default()
-    };
+    let if_empty = QueueDeleteOptions { if_empty: true, ..QueueDeleteOptions::default() };
     let result = within("queue.delete", failing.queue_delete("not-empty", if_empty)).await;
     assert_reply_code(result, PRECONDITION_FAILED);
     let failing = &failing;
-    poll_until(
-        "channel closed by the broker",
-        RPC_TIMEOUT,
-        move || async move { !failing.status().connected() },
-    )
-    .await;
+    poll_until("channel closed by the broker", RPC_TIMEOUT, move || async move { !failing.status().connected() }).await;
 
     // Only the channel closed: the connection and the queue are intact.
     assert!(connection.status().connected());
     assert_eq!(message_count(&channel, "not-empty").await, 1);
-    let deleted = within(
-        "queue.delete",
-        channel.queue_delete("not-empty", QueueDeleteOptions::default()),
-    )
-    .await
-    .expect("unconditional delete");
+    let deleted = within("queue.delete", channel.queue_delete("not-empty", QueueDeleteOptions::default()))
+        .await
+        .expect("unconditional delete");
     assert_eq!(deleted, 1, "queue.delete-ok reports the messages deleted");
 }
 
@@ -571,22 +466,11 @@ async fn passive_declare_of_missing_queue_fails_with_not_found() {
     let broker = Broker::start();
     let connection = connect(&broker).await;
     let channel = open_channel(&connection).await;
-    assert_reply_code(
-        try_declare(&channel, "no-such-queue", passive()).await,
-        NOT_FOUND,
-    );
+    assert_reply_code(try_declare(&channel, "no-such-queue", passive()).await, NOT_FOUND);
     let closed = &channel;
-    poll_until(
-        "channel closed by the broker",
-        RPC_TIMEOUT,
-        move || async move { !closed.status().connected() },
-    )
-    .await;
+    poll_until("channel closed by the broker", RPC_TIMEOUT, move || async move { !closed.status().connected() }).await;
 
-    assert!(
-        connection.status().connected(),
-        "a soft error closes only the channel"
-    );
+    assert!(connection.status().connected(), "a soft error closes only the channel");
     let fresh = open_channel(&connection).await;
     declare_queue(&fresh, "after-404").await;
 }
@@ -596,9 +480,7 @@ async fn exclusive_queue_is_locked_to_its_connection() {
     let broker = Broker::start();
     let owner = connect(&broker).await;
     let owner_channel = open_channel(&owner).await;
-    try_declare(&owner_channel, "exclusive-q", exclusive())
-        .await
-        .expect("exclusive queue");
+    try_declare(&owner_channel, "exclusive-q", exclusive()).await.expect("exclusive queue");
 
     // Each refusal closes the intruder's channel, so every attempt gets a fresh one.
     let intruder = connect(&broker).await;
@@ -608,28 +490,20 @@ async fn exclusive_queue_is_locked_to_its_connection() {
         assert_reply_code(result, RESOURCE_LOCKED);
     }
     let channel = open_channel(&intruder).await;
-    let result = within(
-        "basic.consume",
-        channel.basic_consume("exclusive-q", "intruder", no_ack(), FieldTable::default()),
-    )
-    .await;
+    let result =
+        within("basic.consume", channel.basic_consume("exclusive-q", "intruder", no_ack(), FieldTable::default()))
+            .await;
     assert_reply_code(result, RESOURCE_LOCKED);
 
     consume(&owner_channel, "exclusive-q", "owner", no_ack()).await;
-    within("connection.close", owner.close(200, "done"))
-        .await
-        .expect("close owner");
+    within("connection.close", owner.close(200, "done")).await.expect("close owner");
     // An exclusive queue is deleted with its connection.
     let intruder = &intruder;
-    poll_until(
-        "exclusive queue deleted after owner closed",
-        RPC_TIMEOUT,
-        move || async move {
-            let channel = open_channel(intruder).await;
-            let result = try_declare(&channel, "exclusive-q", passive()).await;
-            result.as_ref().err().and_then(reply_code) == Some(NOT_FOUND)
-        },
-    )
+    poll_until("exclusive queue deleted after owner closed", RPC_TIMEOUT, move || async move {
+        let channel = open_channel(intruder).await;
+        let result = try_declare(&channel, "exclusive-q", passive()).await;
+        result.as_ref().err().and_then(reply_code) == Some(NOT_FOUND)
+    })
     .await;
 }
 
@@ -652,9 +526,7 @@ async fn fifty_channels_on_one_connection_work_independently() {
             let body = format!("body-{index}");
             declare_queue(&channel, &queue).await;
             publish_plain(&channel, "", &queue, &body).await;
-            let message = get_no_ack(&channel, &queue)
-                .await
-                .expect("message on own queue");
+            let message = get_no_ack(&channel, &queue).await.expect("message on own queue");
             assert_eq!(message.delivery.data, body.as_bytes());
             channel
         });
@@ -676,10 +548,7 @@ async fn two_mebibyte_message_round_trips_byte_exact() {
     let broker = Broker::start();
     let connection = connect(&broker).await;
     let frame_max = connection.configuration().frame_max() as usize;
-    assert!(
-        frame_max < BODY_BYTES,
-        "the body must span several frames (frame_max {frame_max})"
-    );
+    assert!(frame_max < BODY_BYTES, "the body must span several frames (frame_max {frame_max})");
     let channel = confirm_channel(&connection).await;
     declare_queue(&channel, "large").await;
     // A pattern with period 251 (prime) catches dropped, duplicated or reordered frames.
@@ -689,10 +558,7 @@ async fn two_mebibyte_message_round_trips_byte_exact() {
     publish_confirmed(&channel, "", "large", &body, BasicProperties::default()).await;
     let delivery = next_delivery(&mut consumer).await;
     assert_eq!(delivery.data.len(), BODY_BYTES);
-    assert!(
-        delivery.data == body,
-        "2 MiB body differs after the round trip"
-    );
+    assert!(delivery.data == body, "2 MiB body differs after the round trip");
 }
 
 #[tokio::test]
@@ -713,16 +579,10 @@ async fn sigterm_closes_connections_with_connection_forced_and_exits() {
         .await
         .expect("no connection error within the shutdown timeout")
         .expect("error callback dropped");
-    assert_eq!(
-        reply_code(&error),
-        Some(CONNECTION_FORCED),
-        "connection error was {error:?}"
-    );
+    assert_eq!(reply_code(&error), Some(CONNECTION_FORCED), "connection error was {error:?}");
 
     let remaining = SHUTDOWN_TIMEOUT.saturating_sub(signalled.elapsed());
-    let status = broker
-        .wait_exit(remaining)
-        .expect("broker still running after SIGTERM");
+    let status = broker.wait_exit(remaining).expect("broker still running after SIGTERM");
     assert!(status.success(), "broker exited with {status}");
 }
 
@@ -743,9 +603,7 @@ fn silent_client_is_disconnected_after_two_missed_heartbeats() {
             .checked_sub(silent_since.elapsed())
             .filter(|remaining| !remaining.is_zero())
             .unwrap_or_else(|| panic!("socket still open {CLOSE_DEADLINE:?} after going silent"));
-        stream
-            .set_read_timeout(Some(remaining))
-            .expect("set read timeout");
+        stream.set_read_timeout(Some(remaining)).expect("set read timeout");
         match raw::read_frame(&mut stream) {
             Ok(Some(frame)) if frame.frame_type == raw::FRAME_HEARTBEAT => heartbeats_received += 1,
             // The broker may say connection.close first; we stay silent and wait for the socket.
@@ -759,12 +617,7 @@ fn silent_client_is_disconnected_after_two_missed_heartbeats() {
             {
                 break
             }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 panic!("socket still open {CLOSE_DEADLINE:?} after going silent")
             }
             Err(error) => panic!("unexpected read error: {error}"),
@@ -772,12 +625,6 @@ fn silent_client_is_disconnected_after_two_missed_heartbeats() {
     }
 
     let closed_after = silent_since.elapsed();
-    assert!(
-        closed_after >= CLOSE_EARLIEST,
-        "closed too early, after {closed_after:?}"
-    );
-    assert!(
-        heartbeats_received >= 1,
-        "the broker sent no heartbeat before closing"
-    );
+    assert!(closed_after >= CLOSE_EARLIEST, "closed too early, after {closed_after:?}");
+    assert!(heartbeats_received >= 1, "the broker sent no heartbeat before closing");
 }

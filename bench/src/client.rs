@@ -26,15 +26,9 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: &str) -> Result<Client> {
-        let socket =
-            TcpStream::connect(addr).map_err(|error| format!("connect {addr}: {error}"))?;
-        socket
-            .set_nodelay(true)
-            .map_err(|error| error.to_string())?;
-        let mut client = Client {
-            socket,
-            buffer: BytesMut::with_capacity(1 << 20),
-        };
+        let socket = TcpStream::connect(addr).map_err(|error| format!("connect {addr}: {error}"))?;
+        socket.set_nodelay(true).map_err(|error| error.to_string())?;
+        let mut client = Client { socket, buffer: BytesMut::with_capacity(1 << 20) };
         client.write(PROTOCOL_HEADER)?;
         client.expect(|method| matches!(method, Method::ConnectionStart(_)))?;
         client.send(
@@ -49,19 +43,9 @@ impl Client {
         client.expect(|method| matches!(method, Method::ConnectionTune(_)))?;
         client.send(
             0,
-            Method::ConnectionTuneOk(connection::TuneOk {
-                channel_max: 16,
-                frame_max: FRAME_MAX,
-                heartbeat: 0,
-            }),
+            Method::ConnectionTuneOk(connection::TuneOk { channel_max: 16, frame_max: FRAME_MAX, heartbeat: 0 }),
         )?;
-        client.send(
-            0,
-            Method::ConnectionOpen(connection::Open {
-                virtual_host: "/".into(),
-                ..Default::default()
-            }),
-        )?;
+        client.send(0, Method::ConnectionOpen(connection::Open { virtual_host: "/".into(), ..Default::default() }))?;
         client.expect(|method| matches!(method, Method::ConnectionOpenOk(_)))?;
         client.send(1, Method::ChannelOpen(channel::Open::default()))?;
         client.expect(|method| matches!(method, Method::ChannelOpenOk(_)))?;
@@ -69,9 +53,7 @@ impl Client {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.socket
-            .write_all(bytes)
-            .map_err(|error| format!("write: {error}"))
+        self.socket.write_all(bytes).map_err(|error| format!("write: {error}"))
     }
 
     fn send(&mut self, channel: u16, method: Method) -> Result<()> {
@@ -83,9 +65,7 @@ impl Client {
     /// Reads until a whole frame is buffered.
     fn next_frame(&mut self) -> Result<Frame> {
         loop {
-            if let Some(frame) =
-                codec::decode(&mut self.buffer, FRAME_MAX).map_err(|error| error.to_string())?
-            {
+            if let Some(frame) = codec::decode(&mut self.buffer, FRAME_MAX).map_err(|error| error.to_string())? {
                 return Ok(frame);
             }
             self.fill()?;
@@ -94,10 +74,7 @@ impl Client {
 
     fn fill(&mut self) -> Result<usize> {
         let mut chunk = [0u8; 65_536];
-        let read = self
-            .socket
-            .read(&mut chunk)
-            .map_err(|error| format!("read: {error}"))?;
+        let read = self.socket.read(&mut chunk).map_err(|error| format!("read: {error}"))?;
         if read == 0 {
             return Err("broker closed the connection".into());
         }
@@ -109,23 +86,11 @@ impl Client {
         loop {
             match self.next_frame()? {
                 Frame::Method { method, .. } if wanted(&method) => return Ok(method),
-                Frame::Method {
-                    method: Method::ConnectionClose(close),
-                    ..
-                } => {
-                    return Err(format!(
-                        "connection closed: {} {}",
-                        close.reply_code, close.reply_text
-                    ));
+                Frame::Method { method: Method::ConnectionClose(close), .. } => {
+                    return Err(format!("connection closed: {} {}", close.reply_code, close.reply_text));
                 }
-                Frame::Method {
-                    method: Method::ChannelClose(close),
-                    ..
-                } => {
-                    return Err(format!(
-                        "channel closed: {} {}",
-                        close.reply_code, close.reply_text
-                    ));
+                Frame::Method { method: Method::ChannelClose(close), .. } => {
+                    return Err(format!("channel closed: {} {}", close.reply_code, close.reply_text));
                 }
                 _ => {}
             }
@@ -133,40 +98,22 @@ impl Client {
     }
 
     pub fn declare_queue(&mut self, name: &str, durable: bool) -> Result<()> {
-        self.send(
-            1,
-            Method::QueueDeclare(queue::Declare {
-                queue: name.into(),
-                durable,
-                ..Default::default()
-            }),
-        )?;
+        self.send(1, Method::QueueDeclare(queue::Declare { queue: name.into(), durable, ..Default::default() }))?;
         self.expect(|method| matches!(method, Method::QueueDeclareOk(_)))?;
         Ok(())
     }
 
     pub fn delete_queue(&mut self, name: &str) -> Result<()> {
-        self.send(
-            1,
-            Method::QueueDelete(queue::Delete {
-                queue: name.into(),
-                ..Default::default()
-            }),
-        )?;
+        self.send(1, Method::QueueDelete(queue::Delete { queue: name.into(), ..Default::default() }))?;
         self.expect(|method| matches!(method, Method::QueueDeleteOk(_)))?;
         Ok(())
     }
 
     /// Publishes until told to stop: as fast as the in-flight window allows, or at a fixed rate.
     pub fn publish_loop(&mut self, queue: &str, options: &Options, shared: &Shared) -> Result<()> {
-        let method = Method::BasicPublish(basic::Publish {
-            routing_key: queue.into(),
-            ..Default::default()
-        });
-        let properties = Properties {
-            delivery_mode: Some(if options.persistent { 2 } else { 1 }),
-            ..Default::default()
-        };
+        let method = Method::BasicPublish(basic::Publish { routing_key: queue.into(), ..Default::default() });
+        let properties =
+            Properties { delivery_mode: Some(if options.persistent { 2 } else { 1 }), ..Default::default() };
         let mut body = vec![0u8; options.size];
         let mut out = BytesMut::with_capacity(1 << 20);
         let started = Instant::now();
@@ -180,11 +127,7 @@ impl Client {
                 due.saturating_sub(sent).min(PUBLISH_BATCH)
             };
             if allowed == 0 {
-                std::thread::sleep(Duration::from_micros(if options.rate == 0 {
-                    20
-                } else {
-                    100
-                }));
+                std::thread::sleep(Duration::from_micros(if options.rate == 0 { 20 } else { 100 }));
                 continue;
             }
             out.clear();
@@ -204,63 +147,37 @@ impl Client {
     pub fn consume(&mut self, queue: &str, options: &Options, shared: &Shared) -> Result<Vec<u64>> {
         let manual = options.ack == "manual";
         if manual {
-            self.send(
-                1,
-                Method::BasicQos(basic::Qos {
-                    prefetch_count: options.prefetch,
-                    ..Default::default()
-                }),
-            )?;
+            self.send(1, Method::BasicQos(basic::Qos { prefetch_count: options.prefetch, ..Default::default() }))?;
             self.expect(|method| matches!(method, Method::BasicQosOk(_)))?;
         }
-        let consume = basic::Consume {
-            queue: queue.into(),
-            no_ack: !manual,
-            ..Default::default()
-        };
+        let consume = basic::Consume { queue: queue.into(), no_ack: !manual, ..Default::default() };
         self.send(1, Method::BasicConsume(consume))?;
         self.expect(|method| matches!(method, Method::BasicConsumeOk(_)))?;
-        self.socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .map_err(|error| error.to_string())?;
+        self.socket.set_read_timeout(Some(Duration::from_millis(50))).map_err(|error| error.to_string())?;
         let mut latencies = Vec::with_capacity(1 << 20);
         let mut acks = BytesMut::with_capacity(1 << 16);
         let mut last_tag = 0;
         let mut received = 0u64;
         while !shared.stop_consuming.load(Ordering::Acquire) {
             loop {
-                match codec::decode(&mut self.buffer, FRAME_MAX)
-                    .map_err(|error| error.to_string())?
-                {
-                    Some(Frame::Method {
-                        method: Method::BasicDeliver(deliver),
-                        ..
-                    }) => last_tag = deliver.delivery_tag,
+                match codec::decode(&mut self.buffer, FRAME_MAX).map_err(|error| error.to_string())? {
+                    Some(Frame::Method { method: Method::BasicDeliver(deliver), .. }) => {
+                        last_tag = deliver.delivery_tag
+                    }
                     Some(Frame::Body { payload, .. }) => {
-                        let sent_at = u64::from_le_bytes(
-                            payload[..8].try_into().expect("body has a timestamp"),
-                        );
+                        let sent_at = u64::from_le_bytes(payload[..8].try_into().expect("body has a timestamp"));
                         let now = shared.epoch.elapsed().as_nanos() as u64;
                         if latencies.len() < latencies.capacity() {
                             latencies.push(now.saturating_sub(sent_at));
                         }
                         received += 1;
                         if manual {
-                            let ack = Method::BasicAck(basic::Ack {
-                                delivery_tag: last_tag,
-                                multiple: false,
-                            });
+                            let ack = Method::BasicAck(basic::Ack { delivery_tag: last_tag, multiple: false });
                             codec::encode_method(&mut acks, 1, &ack);
                         }
                     }
-                    Some(Frame::Method {
-                        method: Method::ConnectionClose(close),
-                        ..
-                    }) => {
-                        return Err(format!(
-                            "connection closed: {} {}",
-                            close.reply_code, close.reply_text
-                        ));
+                    Some(Frame::Method { method: Method::ConnectionClose(close), .. }) => {
+                        return Err(format!("connection closed: {} {}", close.reply_code, close.reply_text));
                     }
                     Some(_) => {}
                     None => break,

@@ -65,26 +65,18 @@ fn main() {
     });
     let queue = format!("warren-bench-{}", std::process::id());
     let mut consumer = client::Client::connect(&options.addr).expect("consumer connects");
-    consumer
-        .declare_queue(&queue, options.persistent)
-        .expect("queue declared");
+    consumer.declare_queue(&queue, options.persistent).expect("queue declared");
     let producer = client::Client::connect(&options.addr).expect("producer connects");
 
     let consumer_thread = {
         let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
-        std::thread::spawn(move || {
-            consumer
-                .consume(&queue, &options, &shared)
-                .expect("consumer runs")
-        })
+        std::thread::spawn(move || consumer.consume(&queue, &options, &shared).expect("consumer runs"))
     };
     let producer_thread = {
         let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
         std::thread::spawn(move || {
             let mut producer = producer;
-            producer
-                .publish_loop(&queue, &options, &shared)
-                .expect("producer runs");
+            producer.publish_loop(&queue, &options, &shared).expect("producer runs");
             producer
         })
     };
@@ -103,9 +95,7 @@ fn main() {
     let mut producer = producer_thread.join().expect("producer thread");
     // Let the consumer catch up with what was sent, bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.received.load(Ordering::Acquire) < shared.sent.load(Ordering::Acquire)
-        && Instant::now() < deadline
-    {
+    while shared.received.load(Ordering::Acquire) < shared.sent.load(Ordering::Acquire) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.stop_consuming.store(true, Ordering::Release);
@@ -136,9 +126,7 @@ fn percentiles(mut latencies: Vec<u64>) -> (f64, f64) {
         return (0.0, 0.0);
     }
     latencies.sort_unstable();
-    let at = |fraction: f64| {
-        latencies[((latencies.len() - 1) as f64 * fraction) as usize] as f64 / 1000.0
-    };
+    let at = |fraction: f64| latencies[((latencies.len() - 1) as f64 * fraction) as usize] as f64 / 1000.0;
     (at(0.50), at(0.99))
 }
 
@@ -148,11 +136,6 @@ fn process_cpu_seconds() -> f64 {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|field| field.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }

@@ -81,36 +81,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[async_trait]
 impl Authenticator for InternalUsers {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Principal> {
-        let refused = || Error::LoginRefused {
-            user: credentials.username.clone(),
-        };
+        let refused = || Error::LoginRefused { user: credentials.username.clone() };
         let user = self.users.get(&credentials.username).ok_or_else(refused)?;
         if !constant_time_eq(user.password.as_bytes(), credentials.password.as_bytes()) {
             return Err(refused());
         }
         if user.loopback_only && !credentials.peer.ip().is_loopback() {
-            return Err(Error::LoopbackOnly {
-                user: user.name.clone(),
-            });
+            return Err(Error::LoopbackOnly { user: user.name.clone() });
         }
-        Ok(Principal {
-            user: user.name.clone(),
-            tags: user.tags.clone(),
-        })
+        Ok(Principal { user: user.name.clone(), tags: user.tags.clone() })
     }
 
     async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()> {
-        let allowed = self
-            .users
-            .get(&principal.user)
-            .is_some_and(|user| user.vhosts.contains(vhost));
+        let allowed = self.users.get(&principal.user).is_some_and(|user| user.vhosts.contains(vhost));
         if allowed {
             Ok(())
         } else {
-            Err(Error::VhostAccessRefused {
-                vhost: vhost.clone(),
-                user: principal.user.clone(),
-            })
+            Err(Error::VhostAccessRefused { vhost: vhost.clone(), user: principal.user.clone() })
         }
     }
 }
@@ -128,54 +115,31 @@ mod tests {
     }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(future)
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(future)
     }
 
     #[test]
     fn guest_logs_in_from_loopback_only() {
         let users = InternalUsers::with_default_guest();
-        assert!(
-            block_on(users.authenticate(&credentials("guest", "guest", "127.0.0.1:1000"))).is_ok()
-        );
+        assert!(block_on(users.authenticate(&credentials("guest", "guest", "127.0.0.1:1000"))).is_ok());
         assert!(block_on(users.authenticate(&credentials("guest", "guest", "[::1]:1000"))).is_ok());
         let remote = block_on(users.authenticate(&credentials("guest", "guest", "10.1.2.3:1000")));
-        assert_eq!(
-            remote,
-            Err(Error::LoopbackOnly {
-                user: UserName::new("guest")
-            })
-        );
+        assert_eq!(remote, Err(Error::LoopbackOnly { user: UserName::new("guest") }));
     }
 
     #[test]
     fn wrong_password_and_unknown_user_are_refused_alike() {
         let users = InternalUsers::with_default_guest();
         let wrong = block_on(users.authenticate(&credentials("guest", "nope", "127.0.0.1:1")));
-        assert_eq!(
-            wrong,
-            Err(Error::LoginRefused {
-                user: UserName::new("guest")
-            })
-        );
+        assert_eq!(wrong, Err(Error::LoginRefused { user: UserName::new("guest") }));
         let unknown = block_on(users.authenticate(&credentials("alice", "guest", "127.0.0.1:1")));
-        assert_eq!(
-            unknown,
-            Err(Error::LoginRefused {
-                user: UserName::new("alice")
-            })
-        );
+        assert_eq!(unknown, Err(Error::LoginRefused { user: UserName::new("alice") }));
     }
 
     #[test]
     fn vhost_access_follows_the_user_list() {
         let users = InternalUsers::with_default_guest();
-        let guest = Principal {
-            user: UserName::new("guest"),
-            tags: vec![],
-        };
+        let guest = Principal { user: UserName::new("guest"), tags: vec![] };
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("/"))).is_ok());
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_err());
     }

@@ -45,11 +45,7 @@ pub struct Broker {
 
 impl Broker {
     /// A broker with the default vhost `/`.
-    pub fn new(
-        config: BrokerConfig,
-        authenticator: Arc<dyn Authenticator>,
-        shutdown: Shutdown,
-    ) -> Arc<Broker> {
+    pub fn new(config: BrokerConfig, authenticator: Arc<dyn Authenticator>, shutdown: Shutdown) -> Arc<Broker> {
         let broker = Broker {
             vhosts: RwLock::new(HashMap::new()),
             authenticator,
@@ -71,18 +67,11 @@ impl Broker {
 
     pub fn add_vhost(&self, name: VhostName) -> Arc<Vhost> {
         let mut vhosts = self.vhosts.write().expect("vhosts lock poisoned");
-        vhosts
-            .entry(name.clone())
-            .or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max))
-            .clone()
+        vhosts.entry(name.clone()).or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max)).clone()
     }
 
     pub fn vhost(&self, name: &VhostName) -> Option<Arc<Vhost>> {
-        self.vhosts
-            .read()
-            .expect("vhosts lock poisoned")
-            .get(name)
-            .cloned()
+        self.vhosts.read().expect("vhosts lock poisoned").get(name).cloned()
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -95,9 +84,7 @@ impl Broker {
 
     /// Opens a vhost for an authenticated principal.
     pub async fn open_vhost(&self, principal: &Principal, name: &VhostName) -> Result<Arc<Vhost>> {
-        let vhost = self.vhost(name).ok_or_else(|| Error::VhostNotFound {
-            vhost: name.clone(),
-        })?;
+        let vhost = self.vhost(name).ok_or_else(|| Error::VhostNotFound { vhost: name.clone() })?;
         self.authenticator.authorize_vhost(principal, name).await?;
         Ok(vhost)
     }

@@ -23,10 +23,7 @@ impl std::fmt::Display for EntityKind {
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum Error {
     #[error("no exchange '{exchange}' in vhost '{vhost}'")]
-    ExchangeNotFound {
-        vhost: VhostName,
-        exchange: ExchangeName,
-    },
+    ExchangeNotFound { vhost: VhostName, exchange: ExchangeName },
 
     #[error("no queue '{queue}' in vhost '{vhost}'")]
     QueueNotFound { vhost: VhostName, queue: QueueName },
@@ -64,10 +61,7 @@ pub enum Error {
     QueueNotEmpty { vhost: VhostName, queue: QueueName },
 
     #[error("exchange '{exchange}' in vhost '{vhost}' in use")]
-    ExchangeInUse {
-        vhost: VhostName,
-        exchange: ExchangeName,
-    },
+    ExchangeInUse { vhost: VhostName, exchange: ExchangeName },
 
     #[error("{kind} name '{name}' contains reserved prefix 'amq.*'")]
     ReservedName { kind: EntityKind, name: String },
@@ -82,12 +76,7 @@ pub enum Error {
     UnknownExchangeType { type_name: String },
 
     #[error("invalid arg '{argument}' for {kind} '{name}': {reason}")]
-    InvalidArgument {
-        kind: EntityKind,
-        name: String,
-        argument: String,
-        reason: &'static str,
-    },
+    InvalidArgument { kind: EntityKind, name: String, argument: String, reason: &'static str },
 
     #[error("invalid expiration '{expiration}' for message")]
     InvalidExpiration { expiration: String },

@@ -20,7 +20,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// Body plus property sizes, as counted against byte limits.
+    /// Body size, as counted against byte limits.
     pub fn body_bytes(&self) -> usize {
         self.body.len()
     }
@@ -36,9 +36,7 @@ impl Message {
     /// Checks the `expiration` property: absent, or a non-negative integer of milliseconds.
     pub fn check_expiration(&self) -> Result<()> {
         match self.properties.expiration.as_deref() {
-            Some(text) if text.parse::<u64>().is_err() => Err(Error::InvalidExpiration {
-                expiration: text.to_owned(),
-            }),
+            Some(text) if text.parse::<u64>().is_err() => Err(Error::InvalidExpiration { expiration: text.to_owned() }),
             _ => Ok(()),
         }
     }

@@ -85,10 +85,7 @@ impl Table {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value)
+        self.0.iter().find(|(name, _)| name == key).map(|(_, value)| value)
     }
 
     /// Sets `key`, replacing an existing entry of that name.
@@ -115,9 +112,6 @@ impl Table {
     /// Whether two tables hold the same entries, in any order: how RabbitMQ compares arguments
     /// for declare equivalence and binding identity.
     pub fn same_entries(&self, other: &Table) -> bool {
-        self.len() == other.len()
-            && self
-                .iter()
-                .all(|(key, value)| other.get(key) == Some(value))
+        self.len() == other.len() && self.iter().all(|(key, value)| other.get(key) == Some(value))
     }
 }

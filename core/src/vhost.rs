@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{EntityKind, Error, Result};
-use crate::exchange::{Binding, Exchange, ExchangeKind, ExchangeOptions, QueueRef};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
 use crate::name::{ConnectionId, ExchangeName, QueueName, VhostName};
 use crate::queue::{BindingRecord, Durability, Queue, QueueArguments, QueueOptions};
 use crate::topic::BindingKey;
-use crate::value::Table;
+use crate::value::{Table, Value};
 
 /// Whether a declare may create the entity or only checks that it exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,10 +64,7 @@ impl Vhost {
                 internal: false,
                 arguments: Table::new(),
             };
-            exchanges.insert(
-                ExchangeName::new(exchange),
-                Exchange::new(ExchangeName::new(exchange), options),
-            );
+            exchanges.insert(ExchangeName::new(exchange), Exchange::new(ExchangeName::new(exchange), options));
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -94,10 +91,7 @@ impl Vhost {
             .expect("exchanges lock poisoned")
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::ExchangeNotFound {
-                vhost: self.name.clone(),
-                exchange: name.clone(),
-            })
+            .ok_or_else(|| Error::ExchangeNotFound { vhost: self.name.clone(), exchange: name.clone() })
     }
 
     pub fn declare_exchange(
@@ -118,21 +112,14 @@ impl Vhost {
             return Ok(existing.clone());
         }
         if name.as_str().starts_with(RESERVED_PREFIX) {
-            return Err(Error::ReservedName {
-                kind: EntityKind::Exchange,
-                name: name.to_string(),
-            });
+            return Err(Error::ReservedName { kind: EntityKind::Exchange, name: name.to_string() });
         }
         let exchange = Exchange::new(name.clone(), options);
         exchanges.insert(name.clone(), exchange.clone());
         Ok(exchange)
     }
 
-    fn check_exchange_equivalent(
-        &self,
-        existing: &Exchange,
-        wanted: &ExchangeOptions,
-    ) -> Result<()> {
+    fn check_exchange_equivalent(&self, existing: &Exchange, wanted: &ExchangeOptions) -> Result<()> {
         let current = existing.options();
         let mismatch = |argument, received: String, current: String| Error::Inequivalent {
             kind: EntityKind::Exchange,
@@ -143,58 +130,75 @@ impl Vhost {
             current,
         };
         if current.kind != wanted.kind {
-            return Err(mismatch(
-                "type",
-                wanted.kind.name().into(),
-                current.kind.name().into(),
-            ));
+            return Err(mismatch("type", wanted.kind.name().into(), current.kind.name().into()));
         }
         if current.durability != wanted.durability {
             let durable = |durability| (durability == Durability::Durable).to_string();
-            return Err(mismatch(
-                "durable",
-                durable(wanted.durability),
-                durable(current.durability),
-            ));
+            return Err(mismatch("durable", durable(wanted.durability), durable(current.durability)));
         }
         if current.auto_delete != wanted.auto_delete {
-            return Err(mismatch(
-                "auto_delete",
-                wanted.auto_delete.to_string(),
-                current.auto_delete.to_string(),
-            ));
+            return Err(mismatch("auto_delete", wanted.auto_delete.to_string(), current.auto_delete.to_string()));
         }
         if current.internal != wanted.internal {
-            return Err(mismatch(
-                "internal",
-                wanted.internal.to_string(),
-                current.internal.to_string(),
-            ));
+            return Err(mismatch("internal", wanted.internal.to_string(), current.internal.to_string()));
         }
-        check_arguments_equivalent(&current.arguments, &wanted.arguments)
-            .map_err(|argument| mismatch(argument, "<changed>".into(), "<current>".into()))
+        check_arguments_equivalent(&current.arguments, &wanted.arguments, &EXCHANGE_EQUIVALENCE_ARGUMENTS)
+            .map_err(|(argument, received, current)| mismatch(argument, received, current))
     }
 
     /// Deletes an exchange. Deleting one that does not exist succeeds, as in RabbitMQ.
     pub fn delete_exchange(&self, name: &ExchangeName, if_unused: bool) -> Result<()> {
         if name.is_empty() || name.as_str().starts_with(RESERVED_PREFIX) {
-            return Err(Error::ReservedName {
-                kind: EntityKind::Exchange,
-                name: name.to_string(),
-            });
+            return Err(Error::ReservedName { kind: EntityKind::Exchange, name: name.to_string() });
         }
-        let mut exchanges = self.exchanges.write().expect("exchanges lock poisoned");
-        let Some(exchange) = exchanges.get(name) else {
-            return Ok(());
+        let exchange = {
+            let mut exchanges = self.exchanges.write().expect("exchanges lock poisoned");
+            let Some(exchange) = exchanges.get(name) else { return Ok(()) };
+            if if_unused && exchange.binding_count() > 0 {
+                return Err(Error::ExchangeInUse { vhost: self.name.clone(), exchange: name.clone() });
+            }
+            exchanges.remove(name).expect("checked present")
         };
-        if if_unused && exchange.binding_count() > 0 {
-            return Err(Error::ExchangeInUse {
-                vhost: self.name.clone(),
-                exchange: name.clone(),
-            });
-        }
-        exchanges.remove(name);
+        self.dismantle_exchange(&exchange);
         Ok(())
+    }
+
+    /// Removes the bindings from and to a deleted exchange.
+    fn dismantle_exchange(&self, exchange: &Arc<Exchange>) {
+        for record in exchange.mark_deleted() {
+            self.unbind_record(&record, Destination::Exchange(exchange.clone()));
+        }
+        for binding in exchange.take_bindings() {
+            match &binding.destination {
+                Destination::Queue(queue) => queue.remove_binding(exchange.name(), &binding.key, &binding.arguments),
+                Destination::Exchange(target) => {
+                    target.remove_source(exchange.name(), &binding.key, &binding.arguments)
+                }
+            }
+        }
+    }
+
+    /// Removes one binding (recorded at its destination) from its source exchange, which may
+    /// then auto-delete.
+    fn unbind_record(&self, record: &BindingRecord, destination: Destination) {
+        let Ok(source) = self.exchange(&record.exchange) else { return };
+        source.unbind(&Binding { destination, key: record.key.clone(), arguments: record.arguments.clone() });
+        self.auto_delete_exchange(&source);
+    }
+
+    /// Deletes an auto-delete exchange that has lost its last binding.
+    fn auto_delete_exchange(&self, exchange: &Arc<Exchange>) {
+        if !exchange.should_auto_delete() {
+            return;
+        }
+        {
+            let mut exchanges = self.exchanges.write().expect("exchanges lock poisoned");
+            match exchanges.get(exchange.name()) {
+                Some(current) if Arc::ptr_eq(current, exchange) => exchanges.remove(exchange.name()),
+                _ => return,
+            };
+        }
+        self.dismantle_exchange(exchange);
     }
 
     /// Looks up a queue that `connection` may use.
@@ -205,10 +209,7 @@ impl Vhost {
             .expect("queues lock poisoned")
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::QueueNotFound {
-                vhost: self.name.clone(),
-                queue: name.clone(),
-            })?;
+            .ok_or_else(|| Error::QueueNotFound { vhost: self.name.clone(), queue: name.clone() })?;
         queue.check_access(connection)?;
         Ok(queue)
     }
@@ -224,11 +225,8 @@ impl Vhost {
         if declare == Declare::Passive {
             return self.queue(name, connection).map(counted);
         }
-        let name = if name.is_empty() {
-            self.generate_queue_name()
-        } else {
-            name.clone()
-        };
+        let client_named = !name.is_empty();
+        let name = if client_named { name.clone() } else { self.generate_queue_name() };
         let mut queues = self.queues.write().expect("queues lock poisoned");
         if let Some(existing) = queues.get(&name).cloned() {
             drop(queues);
@@ -237,21 +235,12 @@ impl Vhost {
             existing.touch();
             return Ok(counted(existing));
         }
-        if name.as_str().starts_with(RESERVED_PREFIX) && !name.as_str().starts_with("amq.gen-") {
-            return Err(Error::ReservedName {
-                kind: EntityKind::Queue,
-                name: name.to_string(),
-            });
+        if client_named && name.as_str().starts_with(RESERVED_PREFIX) {
+            return Err(Error::ReservedName { kind: EntityKind::Queue, name: name.to_string() });
         }
         let arguments = QueueArguments::parse(&name, &options.arguments)?;
         let this = self.this.upgrade().expect("a vhost in use is alive");
-        let queue = Queue::new(
-            name.clone(),
-            &this,
-            options,
-            arguments,
-            self.queue_ready_bytes_max,
-        );
+        let queue = Queue::new(name.clone(), &this, options, arguments, self.queue_ready_bytes_max);
         queues.insert(name, queue.clone());
         drop(queues);
         Ok(counted(queue))
@@ -260,10 +249,7 @@ impl Vhost {
     fn check_queue_equivalent(&self, existing: &Queue, wanted: &QueueOptions) -> Result<()> {
         let current = existing.options();
         if current.exclusive_owner.is_some() != wanted.exclusive_owner.is_some() {
-            return Err(Error::QueueLocked {
-                vhost: self.name.clone(),
-                queue: existing.name().clone(),
-            });
+            return Err(Error::QueueLocked { vhost: self.name.clone(), queue: existing.name().clone() });
         }
         let mismatch = |argument, received: String, current: String| Error::Inequivalent {
             kind: EntityKind::Queue,
@@ -275,30 +261,19 @@ impl Vhost {
         };
         if current.durability != wanted.durability {
             let durable = |durability| (durability == Durability::Durable).to_string();
-            return Err(mismatch(
-                "durable",
-                durable(wanted.durability),
-                durable(current.durability),
-            ));
+            return Err(mismatch("durable", durable(wanted.durability), durable(current.durability)));
         }
         if current.auto_delete != wanted.auto_delete {
-            return Err(mismatch(
-                "auto_delete",
-                wanted.auto_delete.to_string(),
-                current.auto_delete.to_string(),
-            ));
+            return Err(mismatch("auto_delete", wanted.auto_delete.to_string(), current.auto_delete.to_string()));
         }
-        check_arguments_equivalent(&current.arguments, &wanted.arguments)
-            .map_err(|argument| mismatch(argument, "<changed>".into(), "<current>".into()))
+        check_arguments_equivalent(&current.arguments, &wanted.arguments, &QUEUE_EQUIVALENCE_ARGUMENTS)
+            .map_err(|(argument, received, current)| mismatch(argument, received, current))
     }
 
     /// `amq.gen-` followed by 22 URL-safe base64 characters, as RabbitMQ names them.
     fn generate_queue_name(&self) -> QueueName {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut state = self
-            .generated_names
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut state = self.generated_names.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let mut name = String::from("amq.gen-");
         for _ in 0..22 {
             // splitmix64: well spread from a counter, enough to make names unguessable in
@@ -328,17 +303,11 @@ impl Vhost {
             Err(error) => return Err(error),
         };
         if if_unused && queue.consumer_count() > 0 {
-            return Err(Error::QueueInUse {
-                vhost: self.name.clone(),
-                queue: name.clone(),
-            });
+            return Err(Error::QueueInUse { vhost: self.name.clone(), queue: name.clone() });
         }
         let message_count = queue.message_count();
         if if_empty && message_count > 0 {
-            return Err(Error::QueueNotEmpty {
-                vhost: self.name.clone(),
-                queue: name.clone(),
-            });
+            return Err(Error::QueueNotEmpty { vhost: self.name.clone(), queue: name.clone() });
         }
         self.remove_queue(&queue);
         Ok(message_count)
@@ -356,13 +325,7 @@ impl Vhost {
             }
         }
         for record in queue.mark_deleted() {
-            if let Ok(exchange) = self.exchange(&record.exchange) {
-                exchange.unbind(&Binding {
-                    queue: QueueRef(queue.clone()),
-                    key: record.key,
-                    arguments: record.arguments,
-                });
-            }
+            self.unbind_record(&record, Destination::Queue(queue.clone()));
         }
     }
 
@@ -375,22 +338,12 @@ impl Vhost {
         arguments: Table,
         connection: ConnectionId,
     ) -> Result<()> {
-        if exchange.is_empty() {
-            return Err(Error::DefaultExchange);
-        }
+        let source = self.source_exchange(exchange)?;
         let queue = self.queue(queue, connection)?;
-        let target = self.exchange(exchange)?;
-        let binding = Binding {
-            queue: QueueRef(queue.clone()),
-            key: key.clone(),
-            arguments: arguments.clone(),
-        };
-        if target.bind(binding) {
-            queue.add_binding(BindingRecord {
-                exchange: exchange.clone(),
-                key,
-                arguments,
-            });
+        let binding =
+            Binding { destination: Destination::Queue(queue.clone()), key: key.clone(), arguments: arguments.clone() };
+        if source.bind(binding) {
+            queue.add_binding(BindingRecord { exchange: exchange.clone(), key, arguments });
         }
         Ok(())
     }
@@ -404,74 +357,174 @@ impl Vhost {
         arguments: Table,
         connection: ConnectionId,
     ) -> Result<()> {
-        if exchange.is_empty() {
-            return Err(Error::DefaultExchange);
-        }
+        let source = self.source_exchange(exchange)?;
         let queue = self.queue(queue, connection)?;
-        let target = self.exchange(exchange)?;
-        let binding = Binding {
-            queue: QueueRef(queue.clone()),
-            key: key.clone(),
-            arguments: arguments.clone(),
-        };
-        if target.unbind(&binding) {
+        let binding =
+            Binding { destination: Destination::Queue(queue.clone()), key: key.clone(), arguments: arguments.clone() };
+        if source.unbind(&binding) {
             queue.remove_binding(exchange, &key, &arguments);
+            self.auto_delete_exchange(&source);
         }
         Ok(())
     }
 
-    /// Routes a message published to `exchange`, appending the target queues to `out` without
-    /// duplicates. The default exchange routes to the queue named by the routing key.
-    pub fn route(
+    /// Binds exchange `destination` to exchange `source`: what routes through `source` with a
+    /// matching key continues through `destination`.
+    pub fn bind_exchange(
         &self,
-        exchange: &Exchange,
-        message: &Message,
-        out: &mut Vec<Arc<Queue>>,
+        destination: &ExchangeName,
+        source: &ExchangeName,
+        key: BindingKey,
+        arguments: Table,
     ) -> Result<()> {
+        let source_exchange = self.source_exchange(source)?;
+        let target = self.source_exchange(destination)?;
+        let binding = Binding {
+            destination: Destination::Exchange(target.clone()),
+            key: key.clone(),
+            arguments: arguments.clone(),
+        };
+        if source_exchange.bind(binding) {
+            target.add_source(BindingRecord { exchange: source.clone(), key, arguments });
+        }
+        Ok(())
+    }
+
+    /// Removes an exchange-to-exchange binding. Removing one that does not exist succeeds.
+    pub fn unbind_exchange(
+        &self,
+        destination: &ExchangeName,
+        source: &ExchangeName,
+        key: BindingKey,
+        arguments: Table,
+    ) -> Result<()> {
+        let source_exchange = self.source_exchange(source)?;
+        let target = self.source_exchange(destination)?;
+        let binding = Binding {
+            destination: Destination::Exchange(target.clone()),
+            key: key.clone(),
+            arguments: arguments.clone(),
+        };
+        if source_exchange.unbind(&binding) {
+            target.remove_source(source, &key, &arguments);
+            self.auto_delete_exchange(&source_exchange);
+        }
+        Ok(())
+    }
+
+    /// An exchange that may take part in explicit bindings: any but the default one.
+    fn source_exchange(&self, name: &ExchangeName) -> Result<Arc<Exchange>> {
+        if name.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        self.exchange(name)
+    }
+
+    /// Routes a message published to `exchange`, appending the target queues to `out` without
+    /// duplicates. Internal exchanges refuse direct publishes.
+    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, out: &mut Vec<Arc<Queue>>) -> Result<()> {
         if exchange.options().internal {
-            return Err(Error::InternalExchange {
-                exchange: exchange.name().clone(),
-            });
+            return Err(Error::InternalExchange { exchange: exchange.name().clone() });
         }
         self.route_unchecked(exchange, message, out);
         Ok(())
     }
 
-    /// Routes without the publish checks: for the broker's own republishing (dead letters).
-    pub(crate) fn route_unchecked(
-        &self,
-        exchange: &Exchange,
-        message: &Message,
-        out: &mut Vec<Arc<Queue>>,
-    ) {
-        if exchange.name().is_empty() {
-            let queues = self.queues.read().expect("queues lock poisoned");
-            if let Some(queue) = queues.get(message.routing_key.as_str()) {
-                out.push(queue.clone());
+    /// Routes without the publish checks (also used to republish dead letters). Walks
+    /// exchange-to-exchange bindings breadth-first, visiting each exchange once so binding loops
+    /// terminate; an exchange that routes the message nowhere hands it to its alternate
+    /// exchange, if it has one. The default exchange routes to the queue named by the key.
+    pub(crate) fn route_unchecked(&self, exchange: &Arc<Exchange>, message: &Message, out: &mut Vec<Arc<Queue>>) {
+        // The destinations list doubles as the work list; `visited` only allocates when an
+        // exchange-to-exchange binding is followed.
+        let mut destinations = Vec::new();
+        self.route_one(exchange, message, &mut destinations, out);
+        let mut visited: Vec<Arc<Exchange>> = Vec::new();
+        let mut index = 0;
+        while index < destinations.len() {
+            let target = destinations[index].clone();
+            index += 1;
+            let seen = Arc::ptr_eq(&target, exchange) || visited.iter().any(|done| Arc::ptr_eq(done, &target));
+            if !seen {
+                visited.push(target.clone());
+                self.route_one(&target, message, &mut destinations, out);
             }
-            return;
         }
-        exchange.route(message, out);
         if out.len() > 1 {
             out.sort_unstable_by_key(|queue| Arc::as_ptr(queue) as usize);
             out.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
     }
+
+    /// Routes through one exchange: queues go to `out`, exchanges to `exchanges`. An exchange
+    /// that routes nowhere hands the message to its alternate exchange.
+    fn route_one(
+        &self,
+        exchange: &Exchange,
+        message: &Message,
+        exchanges: &mut Vec<Arc<Exchange>>,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        if exchange.name().is_empty() {
+            let queues = self.queues.read().expect("queues lock poisoned");
+            out.extend(queues.get(message.routing_key.as_str()).cloned());
+            return;
+        }
+        let (queues_before, exchanges_before) = (out.len(), exchanges.len());
+        exchange.route(message, &mut |destination| match destination {
+            Destination::Queue(queue) => out.push(queue.clone()),
+            Destination::Exchange(target) => exchanges.push(target.clone()),
+        });
+        if out.len() == queues_before && exchanges.len() == exchanges_before {
+            if let Some(alternate) = exchange.options().alternate_exchange() {
+                exchanges.extend(self.exchange(&alternate).ok());
+            }
+        }
+    }
 }
 
 fn counted(queue: Arc<Queue>) -> DeclaredQueue {
-    DeclaredQueue {
-        message_count: queue.message_count(),
-        consumer_count: queue.consumer_count(),
-        queue,
-    }
+    DeclaredQueue { message_count: queue.message_count(), consumer_count: queue.consumer_count(), queue }
 }
 
-/// Compares declare arguments; on a difference returns the first argument name that differs.
-fn check_arguments_equivalent(current: &Table, wanted: &Table) -> Result<(), &'static str> {
-    if current.same_entries(wanted) {
-        Ok(())
-    } else {
-        Err("arguments")
+/// The queue arguments a redeclare must repeat exactly, as RabbitMQ checks them; others (and
+/// unknown ones) may differ.
+const QUEUE_EQUIVALENCE_ARGUMENTS: [&str; 11] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+];
+
+/// The exchange arguments a redeclare must repeat exactly.
+const EXCHANGE_EQUIVALENCE_ARGUMENTS: [&str; 1] = ["alternate-exchange"];
+
+/// Compares the named declare arguments; on a difference returns the argument's name and the
+/// received and current values, as RabbitMQ's error text shows them.
+fn check_arguments_equivalent(
+    current: &Table,
+    wanted: &Table,
+    names: &[&'static str],
+) -> Result<(), (&'static str, String, String)> {
+    let describe = |value: Option<&Value>| match value {
+        None => "none".to_owned(),
+        Some(value) => match value.as_str() {
+            Some(text) => text.to_owned(),
+            None => value.as_i64().map_or_else(|| format!("{value:?}"), |number| number.to_string()),
+        },
+    };
+    for name in names {
+        let (had, got) = (current.get(name), wanted.get(name));
+        if had != got {
+            return Err((name, describe(got), describe(had)));
+        }
     }
+    Ok(())
 }

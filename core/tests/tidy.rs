@@ -22,10 +22,7 @@ fn library_part(text: &str) -> &str {
 
 fn core_sources() -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
-    rust_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut files,
-    );
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
     assert!(!files.is_empty(), "found the core's sources");
     files
         .into_iter()
@@ -42,31 +39,17 @@ fn core_names_no_protocol() {
     for (path, text) in core_sources() {
         let lower = text.to_lowercase();
         for word in FORBIDDEN {
-            assert!(
-                !lower.contains(word),
-                "{} mentions `{word}`: the core must know no protocol",
-                path.display()
-            );
+            assert!(!lower.contains(word), "{} mentions `{word}`: the core must know no protocol", path.display());
         }
     }
 }
 
 #[test]
 fn core_depends_on_no_protocol_crate() {
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .expect("core manifest is readable");
-    for word in [
-        "warren-amqp",
-        "warren-mqtt",
-        "warren-stomp",
-        "libloading",
-        "protocols/",
-    ] {
-        assert!(
-            !manifest.contains(word),
-            "core/Cargo.toml depends on `{word}`"
-        );
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .expect("core manifest is readable");
+    for word in ["warren-amqp", "warren-mqtt", "warren-stomp", "libloading", "protocols/"] {
+        assert!(!manifest.contains(word), "core/Cargo.toml depends on `{word}`");
     }
 }
 
@@ -74,19 +57,8 @@ fn core_depends_on_no_protocol_crate() {
 fn library_code_follows_the_mechanical_rules() {
     for (path, text) in core_sources() {
         let library = library_part(&text);
-        for pattern in [
-            ".unwrap()",
-            "unbounded_channel",
-            "println!",
-            "dbg!(",
-            "todo!(",
-            "unimplemented!(",
-        ] {
-            assert!(
-                !library.contains(pattern),
-                "{} contains `{pattern}` outside tests",
-                path.display()
-            );
+        for pattern in [".unwrap()", "unbounded_channel", "println!", "dbg!(", "todo!(", "unimplemented!("] {
+            assert!(!library.contains(pattern), "{} contains `{pattern}` outside tests", path.display());
         }
     }
 }

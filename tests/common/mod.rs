@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_lite::stream::StreamExt;
 use lapin::message::{BasicGetMessage, Delivery};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
@@ -62,14 +62,7 @@ impl Broker {
         let data_dir = unique_data_dir();
         std::fs::create_dir_all(&data_dir).expect("create the broker data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "--amqp-port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--log-level",
-                "info",
-            ])
+            .args(["--amqp-port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
             .arg("--data-dir")
             .arg(&data_dir)
             // A developer's RUST_LOG must not hide the "listening" line we parse.
@@ -86,12 +79,7 @@ impl Broker {
         let thread_tail = Arc::clone(&log_tail);
         std::thread::spawn(move || read_log(stderr, thread_tail, addr_sender));
         match addr_receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(amqp_addr) => Broker {
-                child,
-                amqp_addr,
-                data_dir,
-                log_tail,
-            },
+            Ok(amqp_addr) => Broker { child, amqp_addr, data_dir, log_tail },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -112,16 +100,9 @@ impl Broker {
 
     /// Sends SIGTERM through the `kill` utility, which keeps the tests free of `libc`.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(
-            status.success(),
-            "kill -TERM {} failed: {status}",
-            self.child.id()
-        );
+        let status =
+            Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM {} failed: {status}", self.child.id());
     }
 
     /// Polls the process until it exits or `timeout` passes.
@@ -152,15 +133,9 @@ impl Drop for Broker {
 
 fn unique_data_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or(0);
     let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!(
-        "warren-test-{}-{sequence}-{nanos}",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("warren-test-{}-{sequence}-{nanos}", std::process::id()))
 }
 
 /// Drains the broker's stderr until EOF so the pipe never fills and blocks the broker.
@@ -227,12 +202,9 @@ fn join_tail(tail: &Mutex<VecDeque<String>>) -> String {
 /// Opens a lapin connection. lapin drives its own I/O thread and executor, so its futures can
 /// be awaited from a `#[tokio::test]`.
 pub async fn connect(broker: &Broker) -> Connection {
-    within(
-        "AMQP connection",
-        Connection::connect(&broker.amqp_uri(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect to warren")
+    within("AMQP connection", Connection::connect(&broker.amqp_uri(), ConnectionProperties::default()))
+        .await
+        .expect("connect to warren")
 }
 
 /// Awaits `future` for at most `RPC_TIMEOUT`, naming `what` if it times out.
@@ -263,10 +235,7 @@ where
 
 /// The next delivery on `consumer`, which must arrive within `RPC_TIMEOUT`.
 pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
-    within("a delivery", consumer.next())
-        .await
-        .expect("consumer stream ended")
-        .expect("consumer reported an error")
+    within("a delivery", consumer.next()).await.expect("consumer stream ended").expect("consumer reported an error")
 }
 
 /// Asserts that nothing is delivered to `consumer` during `quiet`.
@@ -289,11 +258,7 @@ pub fn assert_reply_code<T: std::fmt::Debug>(result: lapin::Result<T>, expected:
     match result {
         Ok(value) => panic!("expected AMQP error {expected}, got Ok({value:?})"),
         Err(lapin::Error::ProtocolError(amqp_error)) => {
-            assert_eq!(
-                amqp_error.get_id(),
-                expected,
-                "unexpected error: {amqp_error}"
-            );
+            assert_eq!(amqp_error.get_id(), expected, "unexpected error: {amqp_error}");
             amqp_error.get_message().to_string()
         }
         Err(other) => panic!("expected AMQP error {expected}, got {other:?}"),
@@ -301,30 +266,20 @@ pub fn assert_reply_code<T: std::fmt::Debug>(result: lapin::Result<T>, expected:
 }
 
 pub async fn open_channel(connection: &Connection) -> Channel {
-    within("channel.open", connection.create_channel())
-        .await
-        .expect("open a channel")
+    within("channel.open", connection.create_channel()).await.expect("open a channel")
 }
 
 /// A channel in publisher-confirm mode.
 pub async fn confirm_channel(connection: &Connection) -> Channel {
     let channel = open_channel(connection).await;
-    within(
-        "confirm.select",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .expect("confirm.select");
+    within("confirm.select", channel.confirm_select(ConfirmSelectOptions::default())).await.expect("confirm.select");
     channel
 }
 
 pub async fn declare_queue(channel: &Channel, name: &str) -> lapin::Queue {
-    within(
-        "queue.declare",
-        channel.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default()),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("declare queue {name:?}: {error}"))
+    within("queue.declare", channel.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default()))
+        .await
+        .unwrap_or_else(|error| panic!("declare queue {name:?}: {error}"))
 }
 
 /// The number of ready messages in `queue`, read with a passive declare.
@@ -346,34 +301,19 @@ pub async fn publish_confirmed(
 ) {
     let confirm = within(
         "basic.publish",
-        channel.basic_publish(
-            exchange,
-            routing_key,
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        ),
+        channel.basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, properties),
     )
     .await
     .expect("basic.publish");
-    let confirmation = within("publisher confirm", confirm)
-        .await
-        .expect("publisher confirm");
-    assert_eq!(
-        confirmation,
-        Confirmation::Ack(None),
-        "publish to exchange {exchange:?} with key {routing_key:?}"
-    );
+    let confirmation = within("publisher confirm", confirm).await.expect("publisher confirm");
+    assert_eq!(confirmation, Confirmation::Ack(None), "publish to exchange {exchange:?} with key {routing_key:?}");
 }
 
 /// One `basic.get` with automatic acknowledgement.
 pub async fn get_no_ack(channel: &Channel, queue: &str) -> Option<BasicGetMessage> {
-    within(
-        "basic.get",
-        channel.basic_get(queue, BasicGetOptions { no_ack: true }),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("basic.get on {queue:?}: {error}"))
+    within("basic.get", channel.basic_get(queue, BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap_or_else(|error| panic!("basic.get on {queue:?}: {error}"))
 }
 
 /// Empties `queue` with `basic.get` and returns the bodies as strings, sorted.
@@ -393,86 +333,47 @@ pub async fn publish_plain(channel: &Channel, exchange: &str, routing_key: &str,
 }
 
 pub fn no_ack() -> BasicConsumeOptions {
-    BasicConsumeOptions {
-        no_ack: true,
-        ..BasicConsumeOptions::default()
-    }
+    BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() }
 }
 
 pub fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    }
+    QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() }
 }
 
 pub fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..QueueDeclareOptions::default()
-    }
+    QueueDeclareOptions { exclusive: true, ..QueueDeclareOptions::default() }
 }
 
 /// A `queue.declare` whose failure the test inspects.
-pub async fn try_declare(
-    channel: &Channel,
-    name: &str,
-    options: QueueDeclareOptions,
-) -> lapin::Result<lapin::Queue> {
-    within(
-        "queue.declare",
-        channel.queue_declare(name, options, FieldTable::default()),
-    )
-    .await
+pub async fn try_declare(channel: &Channel, name: &str, options: QueueDeclareOptions) -> lapin::Result<lapin::Queue> {
+    within("queue.declare", channel.queue_declare(name, options, FieldTable::default())).await
 }
 
-pub async fn consume(
-    channel: &Channel,
-    queue: &str,
-    tag: &str,
-    options: BasicConsumeOptions,
-) -> Consumer {
-    within(
-        "basic.consume",
-        channel.basic_consume(queue, tag, options, FieldTable::default()),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("consume from {queue:?}: {error}"))
+pub async fn consume(channel: &Channel, queue: &str, tag: &str, options: BasicConsumeOptions) -> Consumer {
+    within("basic.consume", channel.basic_consume(queue, tag, options, FieldTable::default()))
+        .await
+        .unwrap_or_else(|error| panic!("consume from {queue:?}: {error}"))
 }
 
 pub async fn ack(delivery: &Delivery) {
-    within("basic.ack", delivery.ack(BasicAckOptions::default()))
-        .await
-        .expect("basic.ack");
+    within("basic.ack", delivery.ack(BasicAckOptions::default())).await.expect("basic.ack");
 }
 
 pub async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) {
     let options = ExchangeDeclareOptions::default();
-    within(
-        "exchange.declare",
-        channel.exchange_declare(name, kind, options, FieldTable::default()),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("declare exchange {name:?}: {error}"));
+    within("exchange.declare", channel.exchange_declare(name, kind, options, FieldTable::default()))
+        .await
+        .unwrap_or_else(|error| panic!("declare exchange {name:?}: {error}"));
 }
 
 pub async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) {
     bind_with(channel, queue, exchange, key, FieldTable::default()).await;
 }
 
-pub async fn bind_with(
-    channel: &Channel,
-    queue: &str,
-    exchange: &str,
-    key: &str,
-    arguments: FieldTable,
-) {
-    within(
-        "queue.bind",
-        channel.queue_bind(queue, exchange, key, QueueBindOptions::default(), arguments),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("bind {queue:?} to {exchange:?} with {key:?}: {error}"));
+pub async fn bind_with(channel: &Channel, queue: &str, exchange: &str, key: &str, arguments: FieldTable) {
+    within("queue.bind", channel.queue_bind(queue, exchange, key, QueueBindOptions::default(), arguments))
+        .await
+        .unwrap_or_else(|error| panic!("bind {queue:?} to {exchange:?} with {key:?}: {error}"));
 }
 
 /// Empties `queue` and asserts it held exactly `expected` (in any order).
@@ -538,12 +439,7 @@ pub mod raw {
         }
     }
 
-    pub fn write_frame(
-        stream: &mut impl Write,
-        frame_type: u8,
-        channel: u16,
-        payload: &[u8],
-    ) -> io::Result<()> {
+    pub fn write_frame(stream: &mut impl Write, frame_type: u8, channel: u16, payload: &[u8]) -> io::Result<()> {
         let size = u32::try_from(payload.len()).expect("test frames are small");
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.push(frame_type);
@@ -586,16 +482,9 @@ pub mod raw {
         stream.read_exact(&mut payload)?;
         let end = payload.pop().expect("payload has the frame-end octet");
         if end != FRAME_END {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame end octet was {end:#04x}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame end octet was {end:#04x}")));
         }
-        Ok(Some(Frame {
-            frame_type,
-            channel,
-            payload,
-        }))
+        Ok(Some(Frame { frame_type, channel, payload }))
     }
 
     pub fn short_string(out: &mut Vec<u8>, value: &str) {
@@ -615,17 +504,11 @@ pub mod raw {
         loop {
             let frame = read_frame(stream)
                 .expect("read a frame during the handshake")
-                .unwrap_or_else(|| {
-                    panic!("socket closed while waiting for {class_id}.{method_id}")
-                });
+                .unwrap_or_else(|| panic!("socket closed while waiting for {class_id}.{method_id}"));
             if frame.frame_type == FRAME_HEARTBEAT {
                 continue;
             }
-            assert_eq!(
-                frame.method(),
-                Some((class_id, method_id)),
-                "unexpected frame {frame:?}"
-            );
+            assert_eq!(frame.method(), Some((class_id, method_id)), "unexpected frame {frame:?}");
             return frame;
         }
     }
@@ -634,33 +517,19 @@ pub mod raw {
     /// with `heartbeat_seconds`. Returns the socket right after connection.open-ok.
     pub fn open_connection(addr: SocketAddr, heartbeat_seconds: u16) -> TcpStream {
         let mut stream = TcpStream::connect(addr).expect("connect to warren");
-        stream
-            .set_read_timeout(Some(HANDSHAKE_READ_TIMEOUT))
-            .expect("set read timeout");
-        stream
-            .write_all(PROTOCOL_HEADER)
-            .expect("send protocol header");
+        stream.set_read_timeout(Some(HANDSHAKE_READ_TIMEOUT)).expect("set read timeout");
+        stream.write_all(PROTOCOL_HEADER).expect("send protocol header");
 
         let start = expect_method(&mut stream, CONNECTION_CLASS, CONNECTION_START);
-        assert_eq!(
-            &start.payload[4..6],
-            &[0, 9],
-            "connection.start version-major/minor"
-        );
+        assert_eq!(&start.payload[4..6], &[0, 9], "connection.start version-major/minor");
 
         let mut start_ok = Vec::new();
         start_ok.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
         short_string(&mut start_ok, "PLAIN");
         long_string(&mut start_ok, b"\0guest\0guest");
         short_string(&mut start_ok, "en_US");
-        write_method(
-            &mut stream,
-            0,
-            CONNECTION_CLASS,
-            CONNECTION_START_OK,
-            &start_ok,
-        )
-        .expect("send connection.start-ok");
+        write_method(&mut stream, 0, CONNECTION_CLASS, CONNECTION_START_OK, &start_ok)
+            .expect("send connection.start-ok");
 
         let tune = expect_method(&mut stream, CONNECTION_CLASS, CONNECTION_TUNE);
         // connection.tune arguments: channel-max (u16), frame-max (u32), heartbeat (u16).
@@ -670,21 +539,13 @@ pub mod raw {
         tune_ok.extend_from_slice(channel_max);
         tune_ok.extend_from_slice(frame_max);
         tune_ok.extend_from_slice(&heartbeat_seconds.to_be_bytes());
-        write_method(
-            &mut stream,
-            0,
-            CONNECTION_CLASS,
-            CONNECTION_TUNE_OK,
-            &tune_ok,
-        )
-        .expect("send connection.tune-ok");
+        write_method(&mut stream, 0, CONNECTION_CLASS, CONNECTION_TUNE_OK, &tune_ok).expect("send connection.tune-ok");
 
         let mut open = Vec::new();
         short_string(&mut open, "/"); // virtual-host
         short_string(&mut open, ""); // reserved-1 (capabilities)
         open.push(0); // reserved-2 (insist)
-        write_method(&mut stream, 0, CONNECTION_CLASS, CONNECTION_OPEN, &open)
-            .expect("send connection.open");
+        write_method(&mut stream, 0, CONNECTION_CLASS, CONNECTION_OPEN, &open).expect("send connection.open");
         expect_method(&mut stream, CONNECTION_CLASS, CONNECTION_OPEN_OK);
         stream
     }

@@ -147,3 +147,21 @@ def wait_for_depth(
         reached, [channel.connection],
         f"{expected} messages in {queue!r} (last saw {seen[-1:] or 'nothing'})", timeout_s,
     )
+
+
+def wait_for_get(
+    channel: BlockingChannel,
+    queue: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    auto_ack: bool = True,
+) -> tuple[pika.spec.Basic.GetOk, pika.spec.BasicProperties, bytes]:
+    """basic.get from `queue` until a message comes out; for messages the broker moves there on
+    its own (dead-lettering), which no publish on our channel can order."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        method, properties, body = channel.basic_get(queue, auto_ack=auto_ack)
+        if method is not None:
+            return method, properties, body
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for a message on {queue!r}")
+        channel.connection.process_data_events(time_limit=PUMP_SLICE_S)

@@ -1,26 +1,23 @@
 //! The fanout exchange: a message goes to every bound queue, whatever its key.
 
-use std::sync::Arc;
-
-use super::{Binding, QueueRef};
-use crate::queue::Queue;
+use super::{Binding, Destination};
 
 #[derive(Debug, Default)]
 pub(super) struct FanoutRouter {
-    queues: Vec<QueueRef>,
+    queues: Vec<Destination>,
 }
 
 impl FanoutRouter {
-    pub(super) fn route(&self, out: &mut Vec<Arc<Queue>>) {
-        out.extend(self.queues.iter().map(|queue| queue.0.clone()));
+    pub(super) fn route(&self, found: &mut dyn FnMut(&Destination)) {
+        self.queues.iter().for_each(found);
     }
 
     pub(super) fn bind(&mut self, binding: &Binding) {
-        self.queues.push(binding.queue.clone());
+        self.queues.push(binding.destination.clone());
     }
 
     pub(super) fn unbind(&mut self, binding: &Binding) {
-        if let Some(index) = self.queues.iter().position(|queue| *queue == binding.queue) {
+        if let Some(index) = self.queues.iter().position(|queue| *queue == binding.destination) {
             self.queues.swap_remove(index);
         }
     }

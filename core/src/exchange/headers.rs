@@ -1,24 +1,23 @@
 //! The headers exchange: a message goes to queues whose binding arguments match its headers,
 //! all of them (`x-match: all`, the default) or any one (`x-match: any`). Arguments whose name
-//! starts with `x-` take no part in matching. A binding argument of type void matches any
-//! header of that name.
+//! starts with `x-` take no part in matching, unless the mode is `all-with-x` or `any-with-x`.
+//! A binding argument of type void matches any header of that name.
 
-use std::sync::Arc;
-
-use super::{Binding, QueueRef};
+use super::{Binding, Destination};
 use crate::message::Message;
-use crate::queue::Queue;
 use crate::value::{Table, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MatchMode {
     All,
     Any,
+    AllWithX,
+    AnyWithX,
 }
 
 #[derive(Debug)]
 struct HeadersBinding {
-    queue: QueueRef,
+    destination: Destination,
     mode: MatchMode,
     /// The binding's own arguments, less the `x-` ones.
     required: Table,
@@ -31,12 +30,12 @@ pub(super) struct HeadersRouter {
 }
 
 impl HeadersRouter {
-    pub(super) fn route(&self, message: &Message, out: &mut Vec<Arc<Queue>>) {
+    pub(super) fn route(&self, message: &Message, found: &mut dyn FnMut(&Destination)) {
         let empty = Table::new();
         let headers = message.properties.headers.as_ref().unwrap_or(&empty);
         for binding in &self.bindings {
             if matches(binding, headers) {
-                out.push(binding.queue.0.clone());
+                found(&binding.destination);
             }
         }
     }
@@ -44,18 +43,21 @@ impl HeadersRouter {
     pub(super) fn bind(&mut self, binding: &Binding) {
         let mode = match binding.arguments.get("x-match").and_then(Value::as_str) {
             Some("any") => MatchMode::Any,
+            Some("all-with-x") => MatchMode::AllWithX,
+            Some("any-with-x") => MatchMode::AnyWithX,
             _ => MatchMode::All,
         };
+        let with_x = matches!(mode, MatchMode::AllWithX | MatchMode::AnyWithX);
         let required = Table(
             binding
                 .arguments
                 .iter()
-                .filter(|(name, _)| !name.starts_with("x-"))
+                .filter(|(name, _)| *name != "x-match" && (with_x || !name.starts_with("x-")))
                 .map(|(name, value)| (name.to_owned(), value.clone()))
                 .collect(),
         );
         self.bindings.push(HeadersBinding {
-            queue: binding.queue.clone(),
+            destination: binding.destination.clone(),
             mode,
             required,
             arguments: binding.arguments.clone(),
@@ -64,7 +66,7 @@ impl HeadersRouter {
 
     pub(super) fn unbind(&mut self, binding: &Binding) {
         if let Some(index) = self.bindings.iter().position(|existing| {
-            existing.queue == binding.queue && existing.arguments.same_entries(&binding.arguments)
+            existing.destination == binding.destination && existing.arguments.same_entries(&binding.arguments)
         }) {
             self.bindings.swap_remove(index);
         }
@@ -78,7 +80,7 @@ fn matches(binding: &HeadersBinding, headers: &Table) -> bool {
         None => false,
     };
     match binding.mode {
-        MatchMode::All => binding.required.iter().all(pair_matches),
-        MatchMode::Any => binding.required.iter().any(pair_matches),
+        MatchMode::All | MatchMode::AllWithX => binding.required.iter().all(pair_matches),
+        MatchMode::Any | MatchMode::AnyWithX => binding.required.iter().any(pair_matches),
     }
 }

@@ -1,14 +1,14 @@
-//! Exchanges: named routers from a message to the queues bound to them.
+//! Exchanges: named routers from a message to the queues (and exchanges) bound to them.
 //!
-//! Each exchange type is a [`Router`] variant with its own binding index; the exchange wraps it
-//! in a read-write lock. Routing takes the read lock for the length of one lookup and never
-//! awaits, so publishers on different connections route in parallel. Binding changes take the
-//! write lock and edit the index in place: copying the whole index on every bind (copy-on-write)
+//! Each exchange type is a router with its own binding index; the exchange wraps it in a
+//! read-write lock. Routing takes the read lock for the length of one lookup and never awaits,
+//! so publishers on different connections route in parallel. Binding changes take the write
+//! lock and edit the index in place: copying the whole index on every bind (copy-on-write)
 //! would make a burst of N subscriptions cost O(N²).
 //!
 //! # Layout
-//! - `direct`: exact routing-key match, used by the default exchange's peers.
-//! - `fanout`: every bound queue.
+//! - `direct`: exact routing-key match.
+//! - `fanout`: every binding.
 //! - `topic`: the word trie.
 //! - `headers`: matching on message headers with `x-match`.
 
@@ -17,13 +17,14 @@ mod fanout;
 mod headers;
 mod topic;
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::message::Message;
 use crate::name::ExchangeName;
-use crate::queue::{Durability, Queue};
+use crate::queue::{BindingRecord, Durability, Queue};
 use crate::topic::BindingKey;
-use crate::value::Table;
+use crate::value::{Table, Value};
 
 /// The exchange types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,29 +57,35 @@ impl ExchangeKind {
     }
 }
 
-/// A queue as a binding destination, compared by identity.
+/// Where a binding leads: a queue, or another exchange (an exchange-to-exchange binding).
+/// Compared by identity.
 #[derive(Clone, Debug)]
-pub struct QueueRef(pub Arc<Queue>);
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Exchange(Arc<Exchange>),
+}
 
-impl PartialEq for QueueRef {
-    fn eq(&self, other: &QueueRef) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+impl PartialEq for Destination {
+    fn eq(&self, other: &Destination) -> bool {
+        match (self, other) {
+            (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
+            (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
 /// One binding, as listed and compared.
 #[derive(Clone, Debug)]
 pub struct Binding {
-    pub queue: QueueRef,
+    pub destination: Destination,
     pub key: BindingKey,
     pub arguments: Table,
 }
 
 impl Binding {
     fn same(&self, other: &Binding) -> bool {
-        self.queue == other.queue
-            && self.key == other.key
-            && self.arguments.same_entries(&other.arguments)
+        self.destination == other.destination && self.key == other.key && self.arguments.same_entries(&other.arguments)
     }
 }
 
@@ -87,10 +94,18 @@ impl Binding {
 pub struct ExchangeOptions {
     pub kind: ExchangeKind,
     pub durability: Durability,
+    /// Deleted when its last binding (as a source) goes, once it has had one.
     pub auto_delete: bool,
-    /// Internal exchanges accept no direct publishes.
+    /// Internal exchanges accept no direct publishes, only exchange-to-exchange traffic.
     pub internal: bool,
     pub arguments: Table,
+}
+
+impl ExchangeOptions {
+    /// The `alternate-exchange` argument: where messages this exchange cannot route go.
+    pub fn alternate_exchange(&self) -> Option<ExchangeName> {
+        self.arguments.get("alternate-exchange").and_then(Value::as_str).map(ExchangeName::new)
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +120,7 @@ enum Router {
 struct Bindings {
     all: Vec<Binding>,
     router: Router,
+    had_binding: bool,
 }
 
 #[derive(Debug)]
@@ -112,6 +128,9 @@ pub struct Exchange {
     name: ExchangeName,
     options: ExchangeOptions,
     bindings: RwLock<Bindings>,
+    /// Bindings that lead to this exchange from others, removed when it is deleted.
+    sources: Mutex<Vec<BindingRecord>>,
+    deleted: AtomicBool,
 }
 
 impl Exchange {
@@ -122,13 +141,13 @@ impl Exchange {
             ExchangeKind::Topic => Router::Topic(Default::default()),
             ExchangeKind::Headers => Router::Headers(Default::default()),
         };
+        let bindings = Bindings { all: Vec::new(), router, had_binding: false };
         Arc::new(Exchange {
             name,
             options,
-            bindings: RwLock::new(Bindings {
-                all: Vec::new(),
-                router,
-            }),
+            bindings: RwLock::new(bindings),
+            sources: Mutex::new(Vec::new()),
+            deleted: AtomicBool::new(false),
         })
     }
 
@@ -140,14 +159,18 @@ impl Exchange {
         &self.options
     }
 
-    /// Adds the queues `message` routes to onto `out` (possibly with duplicates).
-    pub fn route(&self, message: &Message, out: &mut Vec<Arc<Queue>>) {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Calls `found` for each destination `message` routes to (possibly more than once).
+    pub fn route(&self, message: &Message, found: &mut dyn FnMut(&Destination)) {
         let bindings = self.bindings.read().expect("exchange lock poisoned");
         match &bindings.router {
-            Router::Direct(router) => router.route(message, out),
-            Router::Fanout(router) => router.route(out),
-            Router::Topic(router) => router.route(message, out),
-            Router::Headers(router) => router.route(message, out),
+            Router::Direct(router) => router.route(message, found),
+            Router::Fanout(router) => router.route(found),
+            Router::Topic(router) => router.route(message, found),
+            Router::Headers(router) => router.route(message, found),
         }
     }
 
@@ -164,17 +187,14 @@ impl Exchange {
             Router::Headers(router) => router.bind(&binding),
         }
         bindings.all.push(binding);
+        bindings.had_binding = true;
         true
     }
 
     /// Removes a binding; returns false if there was none like it.
     pub(crate) fn unbind(&self, binding: &Binding) -> bool {
         let mut bindings = self.bindings.write().expect("exchange lock poisoned");
-        let Some(index) = bindings
-            .all
-            .iter()
-            .position(|existing| existing.same(binding))
-        else {
+        let Some(index) = bindings.all.iter().position(|existing| existing.same(binding)) else {
             return false;
         };
         let removed = bindings.all.swap_remove(index);
@@ -188,10 +208,46 @@ impl Exchange {
     }
 
     pub fn binding_count(&self) -> usize {
-        self.bindings
-            .read()
-            .expect("exchange lock poisoned")
-            .all
-            .len()
+        self.bindings.read().expect("exchange lock poisoned").all.len()
+    }
+
+    /// Whether an auto-delete exchange has lost its last binding.
+    pub(crate) fn should_auto_delete(&self) -> bool {
+        let bindings = self.bindings.read().expect("exchange lock poisoned");
+        self.options.auto_delete && bindings.had_binding && bindings.all.is_empty()
+    }
+
+    /// Takes every binding out, for deletion.
+    pub(crate) fn take_bindings(&self) -> Vec<Binding> {
+        let mut bindings = self.bindings.write().expect("exchange lock poisoned");
+        let all = std::mem::take(&mut bindings.all);
+        for binding in &all {
+            match &mut bindings.router {
+                Router::Direct(router) => router.unbind(binding),
+                Router::Fanout(router) => router.unbind(binding),
+                Router::Topic(router) => router.unbind(binding),
+                Router::Headers(router) => router.unbind(binding),
+            }
+        }
+        all
+    }
+
+    pub(crate) fn add_source(&self, record: BindingRecord) {
+        self.sources.lock().expect("exchange sources lock poisoned").push(record);
+    }
+
+    pub(crate) fn remove_source(&self, exchange: &ExchangeName, key: &BindingKey, arguments: &Table) {
+        let mut sources = self.sources.lock().expect("exchange sources lock poisoned");
+        if let Some(index) = sources.iter().position(|record| {
+            record.exchange == *exchange && record.key == *key && record.arguments.same_entries(arguments)
+        }) {
+            sources.swap_remove(index);
+        }
+    }
+
+    /// Marks the exchange deleted and returns the bindings that lead to it.
+    pub(crate) fn mark_deleted(&self) -> Vec<BindingRecord> {
+        self.deleted.store(true, Ordering::Release);
+        std::mem::take(&mut *self.sources.lock().expect("exchange sources lock poisoned"))
     }
 }

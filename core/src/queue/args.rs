@@ -20,8 +20,8 @@ pub enum Overflow {
     RejectPublishDeadLetter,
 }
 
-/// The arguments a queue acts on. Unknown arguments are kept in the declared table (for
-/// equivalence checks) and otherwise ignored, as RabbitMQ does.
+/// The arguments a queue acts on. Unknown arguments stay in the declared table and are
+/// otherwise ignored, as RabbitMQ does.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QueueArguments {
     /// `x-message-ttl`: how long a message may wait in this queue.
@@ -65,14 +65,12 @@ impl QueueArguments {
                 }
                 "x-max-length" => {
                     arguments.max_length = Some(
-                        non_negative(value, u64::MAX)
-                            .ok_or_else(|| invalid(name, "must be a non-negative integer"))?,
+                        non_negative(value, u64::MAX).ok_or_else(|| invalid(name, "must be a non-negative integer"))?,
                     );
                 }
                 "x-max-length-bytes" => {
                     arguments.max_length_bytes = Some(
-                        non_negative(value, u64::MAX)
-                            .ok_or_else(|| invalid(name, "must be a non-negative integer"))?,
+                        non_negative(value, u64::MAX).ok_or_else(|| invalid(name, "must be a non-negative integer"))?,
                     );
                 }
                 "x-overflow" => {
@@ -80,24 +78,15 @@ impl QueueArguments {
                         Some("drop-head") => Overflow::DropHead,
                         Some("reject-publish") => Overflow::RejectPublish,
                         Some("reject-publish-dlx") => Overflow::RejectPublishDeadLetter,
-                        _ => {
-                            return Err(invalid(
-                                name,
-                                "must be drop-head, reject-publish or reject-publish-dlx",
-                            ))
-                        }
+                        _ => return Err(invalid(name, "must be drop-head, reject-publish or reject-publish-dlx")),
                     };
                 }
                 "x-dead-letter-exchange" => {
-                    let exchange = value
-                        .as_str()
-                        .ok_or_else(|| invalid(name, "must be a string"))?;
+                    let exchange = value.as_str().ok_or_else(|| invalid(name, "must be a string"))?;
                     arguments.dead_letter_exchange = Some(ExchangeName::new(exchange));
                 }
                 "x-dead-letter-routing-key" => {
-                    let key = value
-                        .as_str()
-                        .ok_or_else(|| invalid(name, "must be a string"))?;
+                    let key = value.as_str().ok_or_else(|| invalid(name, "must be a string"))?;
                     arguments.dead_letter_routing_key = Some(RoutingKey::new(key));
                 }
                 // Lazy mode is accepted for compatibility; every queue already keeps only what
@@ -109,10 +98,7 @@ impl QueueArguments {
             }
         }
         if arguments.dead_letter_routing_key.is_some() && arguments.dead_letter_exchange.is_none() {
-            return Err(invalid(
-                "x-dead-letter-routing-key",
-                "requires x-dead-letter-exchange",
-            ));
+            return Err(invalid("x-dead-letter-routing-key", "requires x-dead-letter-exchange"));
         }
         Ok(arguments)
     }
@@ -134,12 +120,7 @@ mod tests {
     use super::*;
 
     fn parse(entries: Vec<(&str, Value)>) -> Result<QueueArguments> {
-        let table = Table(
-            entries
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-        );
+        let table = Table(entries.into_iter().map(|(name, value)| (name.to_owned(), value)).collect());
         QueueArguments::parse(&QueueName::new("q"), &table)
     }
 
@@ -159,10 +140,7 @@ mod tests {
         assert_eq!(arguments.expires, Some(Duration::from_millis(1000)));
         assert_eq!(arguments.max_length, Some(3));
         assert_eq!(arguments.overflow, Overflow::RejectPublishDeadLetter);
-        assert_eq!(
-            arguments.dead_letter_exchange,
-            Some(ExchangeName::new("dlx"))
-        );
+        assert_eq!(arguments.dead_letter_exchange, Some(ExchangeName::new("dlx")));
     }
 
     #[test]

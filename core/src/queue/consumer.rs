@@ -42,11 +42,7 @@ impl Consumer {
     /// once it has dropped its lock.
     pub(crate) fn try_reserve(&self, to_wake: &mut Vec<Arc<Credit>>) -> Result<(), Arc<Credit>> {
         let mut taken: Vec<&Arc<Credit>> = Vec::with_capacity(3);
-        let credits = [
-            Some(&self.inbox.space),
-            self.manual(&self.prefetch),
-            self.shared_manual(),
-        ];
+        let credits = [Some(&self.inbox.space), self.manual(&self.prefetch), self.shared_manual()];
         for credit in credits.into_iter().flatten() {
             if credit.try_acquire() {
                 taken.push(credit);
@@ -66,9 +62,7 @@ impl Consumer {
     }
 
     fn shared_manual(&self) -> Option<&Arc<Credit>> {
-        self.shared
-            .as_ref()
-            .filter(|_| self.ack_mode == AckMode::Manual)
+        self.shared.as_ref().filter(|_| self.ack_mode == AckMode::Manual)
     }
 
     /// Releases the credit of `count` settled (acked, rejected or requeued) deliveries.

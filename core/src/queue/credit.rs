@@ -20,11 +20,7 @@ pub struct Credit {
 
 impl Credit {
     pub fn new(limit: u32) -> Arc<Credit> {
-        Arc::new(Credit {
-            limit: AtomicU32::new(limit),
-            used: AtomicU32::new(0),
-            waiters: Mutex::new(Vec::new()),
-        })
+        Arc::new(Credit { limit: AtomicU32::new(limit), used: AtomicU32::new(0), waiters: Mutex::new(Vec::new()) })
     }
 
     pub fn used(&self) -> u32 {
@@ -48,12 +44,7 @@ impl Credit {
             if limit != 0 && used >= limit {
                 return false;
             }
-            match self.used.compare_exchange_weak(
-                used,
-                used + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self.used.compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
                 Err(actual) => used = actual,
             }
@@ -84,9 +75,7 @@ impl Credit {
     fn sub(&self, units: u32) {
         let previous = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                Some(used.saturating_sub(units))
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(units)))
             .expect("the update closure always returns Some");
         debug_assert!(previous >= units, "credit released more than it acquired");
     }

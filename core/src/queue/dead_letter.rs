@@ -42,11 +42,7 @@ pub(crate) struct DeadLetterTarget<'a> {
 /// as `original-expiration` so it cannot expire again at once), with this death recorded first
 /// in `x-death`. A death for the same queue and reason increments that entry's count and moves
 /// it to the front. `x-first-death-*` headers are set once.
-pub(crate) fn republish(
-    message: &Message,
-    reason: DeathReason,
-    target: &DeadLetterTarget<'_>,
-) -> Message {
+pub(crate) fn republish(message: &Message, reason: DeathReason, target: &DeadLetterTarget<'_>) -> Message {
     let mut properties = message.properties.clone();
     let original_expiration = properties.expiration.take();
     let mut headers = properties.headers.take().unwrap_or_default();
@@ -54,24 +50,17 @@ pub(crate) fn republish(
         Some(Value::Array(deaths)) => deaths.clone(),
         _ => Vec::new(),
     };
-    let existing = deaths
-        .iter()
-        .position(|death| death_is(death, target.queue, reason));
+    let existing = deaths.iter().position(|death| death_is(death, target.queue, reason));
     let entry = match existing {
         Some(index) => {
             let mut entry = deaths.remove(index);
             if let Value::Table(table) = &mut entry {
                 let count = table.get("count").and_then(Value::as_i64).unwrap_or(0);
-                table.insert("count", Value::I64(count + 1));
+                table.insert("count", Value::I64(count.saturating_add(1)));
             }
             entry
         }
-        None => Value::Table(new_death(
-            message,
-            reason,
-            target.queue,
-            original_expiration,
-        )),
+        None => Value::Table(new_death(message, reason, target.queue, original_expiration)),
     };
     deaths.insert(0, entry);
     headers.insert("x-death", Value::Array(deaths));
@@ -87,33 +76,21 @@ pub(crate) fn republish(
     properties.headers = Some(headers);
     Message {
         exchange: target.exchange.clone(),
-        routing_key: target
-            .routing_key
-            .cloned()
-            .unwrap_or_else(|| message.routing_key.clone()),
+        routing_key: target.routing_key.cloned().unwrap_or_else(|| message.routing_key.clone()),
         properties,
         body: message.body.clone(),
     }
 }
 
-fn new_death(
-    message: &Message,
-    reason: DeathReason,
-    queue: &QueueName,
-    original_expiration: Option<String>,
-) -> Table {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+fn new_death(message: &Message, reason: DeathReason, queue: &QueueName, original_expiration: Option<String>) -> Table {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
     let mut death = Table::new();
     death.insert("count", Value::I64(1));
     death.insert("reason", Value::string(reason.name()));
     death.insert("queue", Value::string(queue.as_str()));
     death.insert("time", Value::Timestamp(now));
     death.insert("exchange", Value::string(message.exchange.as_str()));
-    let key = Value::LongString(Bytes::copy_from_slice(
-        message.routing_key.as_str().as_bytes(),
-    ));
+    let key = Value::LongString(Bytes::copy_from_slice(message.routing_key.as_str().as_bytes()));
     death.insert("routing-keys", Value::Array(vec![key]));
     if let Some(expiration) = original_expiration {
         death.insert("original-expiration", Value::string(&expiration));
@@ -133,11 +110,7 @@ fn death_is(death: &Value, queue: &QueueName, reason: DeathReason) -> bool {
 /// already died in `queue` and no death since then (that one included) was a rejection. A
 /// rejection means a consumer saw the message, so the loop is progressing under its control.
 pub(crate) fn is_cycle(message: &Message, queue: &QueueName) -> bool {
-    let Some(Value::Array(deaths)) = message
-        .properties
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get("x-death"))
+    let Some(Value::Array(deaths)) = message.properties.headers.as_ref().and_then(|headers| headers.get("x-death"))
     else {
         return false;
     };
@@ -146,9 +119,7 @@ pub(crate) fn is_cycle(message: &Message, queue: &QueueName) -> bool {
         _ => false,
     };
     let rejected = |death: &Value| match death {
-        Value::Table(table) => {
-            table.get("reason").and_then(Value::as_str) == Some(DeathReason::Rejected.name())
-        }
+        Value::Table(table) => table.get("reason").and_then(Value::as_str) == Some(DeathReason::Rejected.name()),
         _ => false,
     };
     match deaths.iter().position(died_here) {
@@ -166,26 +137,16 @@ mod tests {
         Message {
             exchange: ExchangeName::new("orders"),
             routing_key: RoutingKey::new("order.created"),
-            properties: Properties {
-                expiration: Some("100".into()),
-                ..Default::default()
-            },
+            properties: Properties { expiration: Some("100".into()), ..Default::default() },
             body: Bytes::from_static(b"body"),
         }
     }
 
     fn death_field<'a>(message: &'a Message, index: usize, field: &str) -> &'a Value {
-        let Some(Value::Array(deaths)) = message
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("x-death"))
-        else {
+        let Some(Value::Array(deaths)) = message.properties.headers.as_ref().and_then(|h| h.get("x-death")) else {
             panic!("no x-death")
         };
-        let Value::Table(table) = &deaths[index] else {
-            panic!("death is not a table")
-        };
+        let Value::Table(table) = &deaths[index] else { panic!("death is not a table") };
         table.get(field).expect("field present")
     }
 
@@ -193,11 +154,7 @@ mod tests {
     fn first_death_records_everything() {
         let queue = QueueName::new("work");
         let exchange = ExchangeName::new("dlx");
-        let target = DeadLetterTarget {
-            queue: &queue,
-            exchange: &exchange,
-            routing_key: None,
-        };
+        let target = DeadLetterTarget { queue: &queue, exchange: &exchange, routing_key: None };
         let dead = republish(&message(), DeathReason::Expired, &target);
         assert_eq!(dead.exchange, exchange);
         assert_eq!(dead.routing_key, RoutingKey::new("order.created"));
@@ -206,15 +163,9 @@ mod tests {
         assert_eq!(death_field(&dead, 0, "reason").as_str(), Some("expired"));
         assert_eq!(death_field(&dead, 0, "queue").as_str(), Some("work"));
         assert_eq!(death_field(&dead, 0, "exchange").as_str(), Some("orders"));
-        assert_eq!(
-            death_field(&dead, 0, "original-expiration").as_str(),
-            Some("100")
-        );
+        assert_eq!(death_field(&dead, 0, "original-expiration").as_str(), Some("100"));
         let headers = dead.properties.headers.as_ref().expect("headers");
-        assert_eq!(
-            headers.get("x-first-death-reason").and_then(Value::as_str),
-            Some("expired")
-        );
+        assert_eq!(headers.get("x-first-death-reason").and_then(Value::as_str), Some("expired"));
     }
 
     #[test]
@@ -222,29 +173,15 @@ mod tests {
         let work = QueueName::new("work");
         let retry = QueueName::new("retry");
         let exchange = ExchangeName::new("dlx");
-        let to_retry = DeadLetterTarget {
-            queue: &work,
-            exchange: &exchange,
-            routing_key: None,
-        };
+        let to_retry = DeadLetterTarget { queue: &work, exchange: &exchange, routing_key: None };
         let once = republish(&message(), DeathReason::Expired, &to_retry);
-        assert!(
-            is_cycle(&once, &work),
-            "expired twice in the same queue without a rejection"
-        );
+        assert!(is_cycle(&once, &work), "expired twice in the same queue without a rejection");
         assert!(!is_cycle(&once, &retry));
-        let back = DeadLetterTarget {
-            queue: &retry,
-            exchange: &exchange,
-            routing_key: None,
-        };
+        let back = DeadLetterTarget { queue: &retry, exchange: &exchange, routing_key: None };
         let twice = republish(&once, DeathReason::Expired, &back);
         let thrice = republish(&twice, DeathReason::Rejected, &to_retry);
         assert_eq!(death_field(&thrice, 0, "reason").as_str(), Some("rejected"));
-        assert!(
-            !is_cycle(&thrice, &work),
-            "a rejection in the loop means it is consumer-driven"
-        );
+        assert!(!is_cycle(&thrice, &work), "a rejection in the loop means it is consumer-driven");
         let again = republish(&thrice, DeathReason::Rejected, &to_retry);
         assert_eq!(death_field(&again, 0, "count"), &Value::I64(2));
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::consumer::Consumer;
 use super::credit::Credit;
 use super::Queue;
 use crate::message::Message;
@@ -17,7 +18,8 @@ use crate::name::ConsumerId;
 /// One message handed to a consumer.
 #[derive(Debug)]
 pub struct Delivery {
-    pub consumer: ConsumerId,
+    /// The consumer it was dispatched to, whose credit it holds.
+    pub consumer: Arc<Consumer>,
     /// The queue it came from: acks, rejects and requeues go back to it.
     pub queue: Arc<Queue>,
     /// The message's position in its queue, used to requeue it in place.
@@ -47,18 +49,11 @@ impl Inbox {
     /// An inbox holding at most `capacity` undrained deliveries.
     pub fn new(capacity: u32) -> Arc<Inbox> {
         assert!(capacity > 0, "an inbox must hold at least one delivery");
-        Arc::new(Inbox {
-            items: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            space: Credit::new(capacity),
-        })
+        Arc::new(Inbox { items: Mutex::new(VecDeque::new()), notify: Notify::new(), space: Credit::new(capacity) })
     }
 
     pub(crate) fn push(&self, item: InboxItem) {
-        self.items
-            .lock()
-            .expect("inbox lock poisoned")
-            .push_back(item);
+        self.items.lock().expect("inbox lock poisoned").push_back(item);
         self.notify.notify_one();
     }
 
@@ -79,12 +74,8 @@ impl Inbox {
             }
             count
         };
-        let deliveries = out[out.len() - moved..]
-            .iter()
-            .filter(|item| matches!(item, InboxItem::Delivery(_)))
-            .count();
-        self.space
-            .release(u32::try_from(deliveries).expect("bounded by the inbox capacity"));
+        let deliveries = out[out.len() - moved..].iter().filter(|item| matches!(item, InboxItem::Delivery(_))).count();
+        self.space.release(u32::try_from(deliveries).expect("bounded by the inbox capacity"));
         moved
     }
 }

@@ -74,6 +74,33 @@ pub enum Enqueued {
     Rejected,
 }
 
+/// A message going back into its queue.
+#[derive(Debug)]
+pub struct Requeue {
+    /// Its original position.
+    pub sequence: u64,
+    pub message: Arc<Message>,
+    /// Whether a consumer has seen it.
+    pub redelivered: bool,
+}
+
+/// Merges two runs sorted by sequence into one.
+fn merge_by_sequence(returning: Vec<Ready>, waiting: VecDeque<Ready>) -> VecDeque<Ready> {
+    let mut merged = VecDeque::with_capacity(returning.len() + waiting.len());
+    let mut returning = returning.into_iter().peekable();
+    let mut waiting = waiting.into_iter().peekable();
+    loop {
+        let take_returning = match (returning.peek(), waiting.peek()) {
+            (Some(a), Some(b)) => a.sequence < b.sequence,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return merged,
+        };
+        let next = if take_returning { returning.next() } else { waiting.next() };
+        merged.push_back(next.expect("peeked"));
+    }
+}
+
 /// A message waiting in a queue.
 #[derive(Debug)]
 struct Ready {
@@ -205,10 +232,9 @@ impl Queue {
     /// Checks that `connection` may use this queue.
     pub fn check_access(&self, connection: ConnectionId) -> Result<()> {
         match self.options.exclusive_owner {
-            Some(owner) if owner != connection => Err(Error::QueueLocked {
-                vhost: self.vhost_name.clone(),
-                queue: self.name.clone(),
-            }),
+            Some(owner) if owner != connection => {
+                Err(Error::QueueLocked { vhost: self.vhost_name.clone(), queue: self.name.clone() })
+            }
             _ => Ok(()),
         }
     }
@@ -265,13 +291,11 @@ impl Queue {
 
     /// Whether adding `body_bytes` more would pass a length limit.
     fn would_overflow(&self, state: &State, body_bytes: usize) -> bool {
-        let over_length = self
+        let over_length = self.arguments.max_length.is_some_and(|max| state.ready.len() as u64 >= max);
+        let over_bytes = self
             .arguments
-            .max_length
-            .is_some_and(|max| state.ready.len() as u64 >= max);
-        let over_bytes = self.arguments.max_length_bytes.is_some_and(|max| {
-            (self.ready_bytes.load(Ordering::Acquire) + body_bytes) as u64 > max
-        });
+            .max_length_bytes
+            .is_some_and(|max| (self.ready_bytes.load(Ordering::Acquire) + body_bytes) as u64 > max);
         over_length || over_bytes
     }
 
@@ -286,12 +310,7 @@ impl Queue {
         outcome
     }
 
-    fn enqueue_locked(
-        &self,
-        state: &mut State,
-        message: Arc<Message>,
-        effects: &mut Effects,
-    ) -> Enqueued {
+    fn enqueue_locked(&self, state: &mut State, message: Arc<Message>, effects: &mut Effects) -> Enqueued {
         if self.would_overflow(state, message.body_bytes()) {
             match self.arguments.overflow {
                 Overflow::RejectPublish => return Enqueued::Rejected,
@@ -312,15 +331,9 @@ impl Queue {
         }
         let sequence = state.next_sequence;
         state.next_sequence += 1;
-        self.ready_bytes
-            .fetch_add(message.body_bytes(), Ordering::AcqRel);
-        state.ready.push_back(Ready {
-            sequence,
-            message,
-            redelivered: false,
-            expires_at,
-        });
-        self.dispatch_locked(state, effects);
+        self.ready_bytes.fetch_add(message.body_bytes(), Ordering::AcqRel);
+        state.ready.push_back(Ready { sequence, message, redelivered: false, expires_at });
+        self.dispatch_at(state, effects, now);
         self.drop_over_limit(state, effects);
         Enqueued::Accepted
     }
@@ -328,9 +341,7 @@ impl Queue {
     /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
     fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
         let over = |state: &State| {
-            self.arguments
-                .max_length
-                .is_some_and(|max| state.ready.len() as u64 > max)
+            self.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
                 || self
                     .arguments
                     .max_length_bytes
@@ -345,8 +356,10 @@ impl Queue {
         }
     }
 
-    /// Puts unacknowledged messages back in their original places, marked redelivered.
-    pub fn requeue(&self, messages: impl IntoIterator<Item = (u64, Arc<Message>)>) {
+    /// Puts messages back in their original places: unacknowledged ones (marked redelivered) or
+    /// ones that never reached their consumer (keeping their flag). One merge pass, so a large
+    /// requeue costs O(ready + requeued) under the lock.
+    pub fn requeue(&self, messages: impl IntoIterator<Item = Requeue>) {
         if self.is_deleted() {
             return;
         }
@@ -354,23 +367,21 @@ impl Queue {
         {
             let mut state = self.lock();
             let now = Instant::now();
-            for (sequence, message) in messages {
-                self.ready_bytes
-                    .fetch_add(message.body_bytes(), Ordering::AcqRel);
-                let expires_at = self.expiry_of(&message, now);
-                let at = state
-                    .ready
-                    .partition_point(|ready| ready.sequence < sequence);
-                state.ready.insert(
-                    at,
+            let mut returning: Vec<Ready> = messages
+                .into_iter()
+                .map(|requeue| {
+                    self.ready_bytes.fetch_add(requeue.message.body_bytes(), Ordering::AcqRel);
                     Ready {
-                        sequence,
-                        message,
-                        redelivered: true,
-                        expires_at,
-                    },
-                );
-            }
+                        sequence: requeue.sequence,
+                        expires_at: self.expiry_of(&requeue.message, now),
+                        message: requeue.message,
+                        redelivered: requeue.redelivered,
+                    }
+                })
+                .collect();
+            returning.sort_unstable_by_key(|ready| ready.sequence);
+            let waiting = std::mem::take(&mut state.ready);
+            state.ready = merge_by_sequence(returning, waiting);
             self.dispatch_locked(&mut state, &mut effects);
         }
         self.timer_wakeup.notify_one();
@@ -383,10 +394,7 @@ impl Queue {
             return;
         }
         let effects = Effects {
-            dead: messages
-                .into_iter()
-                .map(|message| (message, DeathReason::Rejected))
-                .collect(),
+            dead: messages.into_iter().map(|message| (message, DeathReason::Rejected)).collect(),
             ..Effects::default()
         };
         self.finish(effects);
@@ -429,16 +437,13 @@ impl Queue {
         let mut effects = Effects::default();
         {
             let mut state = self.lock();
-            let exclusive_held = state
-                .consumers
-                .iter()
-                .any(|existing| existing.exclusivity == Exclusivity::Exclusive);
+            if self.is_deleted() {
+                return Err(Error::QueueNotFound { vhost: self.vhost_name.clone(), queue: self.name.clone() });
+            }
+            let exclusive_held = state.consumers.iter().any(|existing| existing.exclusivity == Exclusivity::Exclusive);
             let wants_exclusive = consumer.exclusivity == Exclusivity::Exclusive;
             if exclusive_held || (wants_exclusive && !state.consumers.is_empty()) {
-                return Err(Error::QueueInExclusiveUse {
-                    vhost: self.vhost_name.clone(),
-                    queue: self.name.clone(),
-                });
+                return Err(Error::QueueInExclusiveUse { vhost: self.vhost_name.clone(), queue: self.name.clone() });
             }
             state.consumers.push_back(consumer);
             state.had_consumer = true;
@@ -451,9 +456,7 @@ impl Queue {
     /// Removes a consumer. Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, id: ConsumerId, inbox: &Arc<Inbox>) -> bool {
         let mut state = self.lock();
-        state
-            .consumers
-            .retain(|consumer| !(consumer.id == id && Arc::ptr_eq(&consumer.inbox, inbox)));
+        state.consumers.retain(|consumer| !(consumer.id == id && Arc::ptr_eq(&consumer.inbox, inbox)));
         if state.consumers.is_empty() {
             state.last_used = Instant::now();
             self.timer_wakeup.notify_one();
@@ -465,17 +468,10 @@ impl Queue {
         self.lock().bindings.push(record);
     }
 
-    pub(crate) fn remove_binding(
-        &self,
-        exchange: &ExchangeName,
-        key: &BindingKey,
-        arguments: &Table,
-    ) {
+    pub(crate) fn remove_binding(&self, exchange: &ExchangeName, key: &BindingKey, arguments: &Table) {
         let mut state = self.lock();
         if let Some(index) = state.bindings.iter().position(|record| {
-            record.exchange == *exchange
-                && record.key == *key
-                && record.arguments.same_entries(arguments)
+            record.exchange == *exchange && record.key == *key && record.arguments.same_entries(arguments)
         }) {
             state.bindings.swap_remove(index);
         }
@@ -507,13 +503,16 @@ impl Queue {
     }
 
     fn dispatch_locked(&self, state: &mut State, effects: &mut Effects) {
+        self.dispatch_at(state, effects, Instant::now());
+    }
+
+    /// Dispatches as of `now`. A message whose TTL is 0 expires at the instant it was enqueued,
+    /// so dispatching it as of that same instant delivers it if a consumer can take it at once,
+    /// as RabbitMQ does, and otherwise it dies.
+    fn dispatch_at(&self, state: &mut State, effects: &mut Effects, now: Instant) {
         while !state.ready.is_empty() && !state.consumers.is_empty() {
-            if state
-                .ready
-                .front()
-                .is_some_and(|head| head.expires_at.is_some())
-            {
-                self.reap_expired(state, Instant::now(), effects);
+            if state.ready.front().is_some_and(|head| head.expires_at.is_some()) {
+                self.reap_expired(state, now, effects);
                 if state.ready.is_empty() {
                     return;
                 }
@@ -528,11 +527,7 @@ impl Queue {
     /// Finds the next consumer in round-robin order that can take a delivery, reserving its
     /// credit and moving it to the back. Consumers without credit get this queue registered as
     /// a waiter.
-    fn next_consumer(
-        &self,
-        state: &mut State,
-        to_wake: &mut Vec<Arc<Credit>>,
-    ) -> Option<Arc<Consumer>> {
+    fn next_consumer(&self, state: &mut State, to_wake: &mut Vec<Arc<Credit>>) -> Option<Arc<Consumer>> {
         loop {
             let mut room_appeared = false;
             for _ in 0..state.consumers.len() {
@@ -549,7 +544,7 @@ impl Queue {
         }
     }
 
-    fn deliver_head(&self, state: &mut State, consumer: &Consumer) {
+    fn deliver_head(&self, state: &mut State, consumer: &Arc<Consumer>) {
         let ready = state.ready.pop_front().expect("dispatch checked non-empty");
         self.taken(ready.message.body_bytes());
         if ready.expires_at.is_some() {
@@ -558,7 +553,7 @@ impl Queue {
         }
         let queue = self.this.upgrade().expect("a queue dispatching is alive");
         consumer.inbox.push(InboxItem::Delivery(Delivery {
-            consumer: consumer.id,
+            consumer: consumer.clone(),
             queue,
             sequence: ready.sequence,
             message: ready.message,
@@ -566,15 +561,12 @@ impl Queue {
         }));
     }
 
-    /// Removes expired messages from the head, to be dead-lettered. As in RabbitMQ, only the
+    /// Removes expired messages (those whose expiry is strictly before `now`) from the head, to
+    /// be dead-lettered. As in RabbitMQ, only the
     /// head is examined: a message behind a longer-lived one waits for it, but is never
     /// delivered once expired, because delivery checks the head first.
     fn reap_expired(&self, state: &mut State, now: Instant, effects: &mut Effects) {
-        while state
-            .ready
-            .front()
-            .is_some_and(|head| head.expires_at.is_some_and(|at| at <= now))
-        {
+        while state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now)) {
             let head = state.ready.pop_front().expect("checked non-empty");
             self.taken(head.message.body_bytes());
             effects.dead.push((head.message, DeathReason::Expired));
@@ -607,15 +599,49 @@ impl Queue {
     }
 
     /// Republishes dead messages to the dead-letter exchange, if the queue has one; otherwise
-    /// they are dropped. Enqueueing happens here, after this queue's lock is released, so a
-    /// queue may dead-letter into itself.
+    /// they are dropped. This runs after this queue's lock is released, so a queue may
+    /// dead-letter into itself.
+    ///
+    /// Dead letters can chain: the target queue may overflow or reject in turn. Chains are
+    /// walked iteratively, not recursively: a nested call on the same thread only queues its
+    /// work for the outermost call, which also bounds the total hops, so no arrangement of
+    /// queues can overflow the stack or multiply work without limit.
     fn publish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
-        let Some(exchange_name) = &self.arguments.dead_letter_exchange else {
+        let Some(this) = self.this.upgrade() else { return };
+        let mut first = Some((this, dead));
+        let nested = DEAD_LETTER_WORK.with(|work| {
+            let mut work = work.borrow_mut();
+            match work.as_mut() {
+                Some(pending) => {
+                    pending.push_back(first.take().expect("set above"));
+                    true
+                }
+                None => {
+                    *work = Some(VecDeque::new());
+                    false
+                }
+            }
+        });
+        if nested {
             return;
-        };
-        let Some(vhost) = self.vhost.upgrade() else {
-            return;
-        };
+        }
+        let mut hops = 0;
+        let mut next = first;
+        while let Some((queue, dead)) = next {
+            hops += dead.len();
+            if hops > DEAD_LETTER_HOPS_MAX {
+                warn!(queue = %queue.name, hops, "dead-letter chain too long; dropping the rest");
+                break;
+            }
+            queue.republish_dead(dead);
+            next = DEAD_LETTER_WORK.with(|work| work.borrow_mut().as_mut().and_then(VecDeque::pop_front));
+        }
+        DEAD_LETTER_WORK.with(|work| *work.borrow_mut() = None);
+    }
+
+    fn republish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
+        let Some(exchange_name) = &self.arguments.dead_letter_exchange else { return };
+        let Some(vhost) = self.vhost.upgrade() else { return };
         let exchange = match vhost.exchange(exchange_name) {
             Ok(exchange) => exchange,
             Err(error) => {
@@ -683,6 +709,17 @@ impl Queue {
         }
         self.finish(effects);
     }
+}
+
+/// The most dead-letter republishes one operation may cause, across chained queues: far above
+/// any sane topology, low enough that a hostile one cannot stall a worker thread.
+const DEAD_LETTER_HOPS_MAX: usize = 10_000;
+
+/// Dead letters queued by nested `publish_dead` calls for the outermost one on this thread.
+type DeadLetterWork = VecDeque<(Arc<Queue>, Vec<(Arc<Message>, DeathReason)>)>;
+
+thread_local! {
+    static DEAD_LETTER_WORK: std::cell::RefCell<Option<DeadLetterWork>> = const { std::cell::RefCell::new(None) };
 }
 
 /// How long the timer sleeps when nothing is scheduled, before looking again. Wake-ups reschedule

@@ -13,9 +13,7 @@ pub(super) async fn run(queue: Arc<Queue>) {
         let wakeup = queue.timer_wakeup.notified();
         tokio::pin!(wakeup);
         wakeup.as_mut().enable();
-        let deadline = queue
-            .next_deadline()
-            .unwrap_or_else(|| Instant::now() + TIMER_IDLE);
+        let deadline = queue.next_deadline().unwrap_or_else(|| Instant::now() + TIMER_IDLE);
         tokio::select! {
             _ = &mut wakeup => {}
             _ = tokio::time::sleep_until(deadline) => queue.on_timer(),

@@ -90,10 +90,7 @@ impl BindingKey {
                 Segment::Hash => text.push('#'),
             }
         }
-        BindingKey {
-            text: Arc::from(text),
-            segments: Arc::from(segments),
-        }
+        BindingKey { text: Arc::from(text), segments: Arc::from(segments) }
     }
 
     pub fn as_str(&self) -> &str {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use warren_core::name::{ConsumerId, ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
-use warren_core::queue::{Consumer, Credit};
+use warren_core::queue::{Consumer, Credit, Requeue};
 use warren_core::topic::RoutingKey;
 use warren_core::{Message, Queue, Vhost};
 
@@ -16,6 +16,10 @@ use crate::error::{code, Close};
 /// The largest message body accepted: RabbitMQ's default `max_message_size` (128 MiB). A larger
 /// body would be buffered whole before routing.
 pub const MESSAGE_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
+/// The most bytes reserved up front for a multi-frame body; larger bodies grow as frames arrive,
+/// so a header that announces 128 MiB cannot make us reserve it before the bytes come.
+const ASSEMBLY_CAPACITY_MAX: usize = 1024 * 1024;
 
 /// Whether the channel is usable or waiting for the peer's channel.close-ok.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +41,7 @@ pub struct PendingPublish {
 #[derive(Debug)]
 pub enum Content {
     AwaitingHeader,
-    AwaitingBody {
-        properties: Box<Properties>,
-        body_size: u64,
-        body: BodyBuffer,
-    },
+    AwaitingBody { properties: Box<Properties>, body_size: u64, body: BodyBuffer },
 }
 
 /// A body arriving in frames. A body in one frame is kept as the frame's own bytes, uncopied.
@@ -63,9 +63,12 @@ impl BodyBuffer {
 
     fn push(&mut self, payload: Bytes, body_size: u64) {
         *self = match std::mem::replace(self, BodyBuffer::Empty) {
-            BodyBuffer::Empty => BodyBuffer::Single(payload),
+            // Copied: a slice would keep the whole 64 KiB read buffer alive for as long as the
+            // message sits in a queue.
+            BodyBuffer::Empty => BodyBuffer::Single(Bytes::copy_from_slice(&payload)),
             BodyBuffer::Single(first) => {
-                let mut assembled = BytesMut::with_capacity(body_size as usize);
+                let capacity = (body_size as usize).min(ASSEMBLY_CAPACITY_MAX);
+                let mut assembled = BytesMut::with_capacity(capacity);
                 assembled.extend_from_slice(&first);
                 assembled.extend_from_slice(&payload);
                 BodyBuffer::Assembled(assembled)
@@ -157,30 +160,14 @@ impl Channel {
         if !name.is_empty() {
             return Ok(QueueName::new(name));
         }
-        self.last_queue
-            .clone()
-            .ok_or_else(|| Close::connection(code::NOT_ALLOWED, "no previously declared queue"))
+        self.last_queue.clone().ok_or_else(|| Close::channel(code::NOT_FOUND, "no previously declared queue"))
     }
 
     /// Adds a content header to the pending publish.
-    pub fn content_header(
-        &mut self,
-        body_size: u64,
-        properties: Box<Properties>,
-    ) -> Result<Option<Message>, Close> {
+    pub fn content_header(&mut self, body_size: u64, properties: Box<Properties>) -> Result<Option<Message>, Close> {
         let publish = match &mut self.publish {
-            Some(
-                publish @ PendingPublish {
-                    content: Content::AwaitingHeader,
-                    ..
-                },
-            ) => publish,
-            _ => {
-                return Err(Close::connection(
-                    code::UNEXPECTED_FRAME,
-                    "content header without a publish",
-                ))
-            }
+            Some(publish @ PendingPublish { content: Content::AwaitingHeader, .. }) => publish,
+            _ => return Err(Close::connection(code::UNEXPECTED_FRAME, "content header without a publish")),
         };
         if body_size > MESSAGE_BYTES_MAX {
             return Err(Close::channel(
@@ -188,31 +175,15 @@ impl Channel {
                 format!("message size {body_size} is larger than configured max size {MESSAGE_BYTES_MAX}"),
             ));
         }
-        publish.content = Content::AwaitingBody {
-            properties,
-            body_size,
-            body: BodyBuffer::Empty,
-        };
-        Ok(if body_size == 0 {
-            self.take_message()
-        } else {
-            None
-        })
+        publish.content = Content::AwaitingBody { properties, body_size, body: BodyBuffer::Empty };
+        Ok(if body_size == 0 { self.take_message() } else { None })
     }
 
     /// Adds a body frame; returns the message once its body is complete.
     pub fn content_body(&mut self, payload: Bytes) -> Result<Option<Message>, Close> {
-        let Some(PendingPublish {
-            content: Content::AwaitingBody {
-                body_size, body, ..
-            },
-            ..
-        }) = &mut self.publish
+        let Some(PendingPublish { content: Content::AwaitingBody { body_size, body, .. }, .. }) = &mut self.publish
         else {
-            return Err(Close::connection(
-                code::UNEXPECTED_FRAME,
-                "content body without a content header",
-            ));
+            return Err(Close::connection(code::UNEXPECTED_FRAME, "content body without a content header"));
         };
         let size = body.len() as u64 + payload.len() as u64;
         if size > *body_size {
@@ -222,19 +193,12 @@ impl Channel {
             ));
         }
         body.push(payload, *body_size);
-        Ok(if size == *body_size {
-            self.take_message()
-        } else {
-            None
-        })
+        Ok(if size == *body_size { self.take_message() } else { None })
     }
 
     fn take_message(&mut self) -> Option<Message> {
         let publish = self.publish.take()?;
-        let Content::AwaitingBody {
-            properties, body, ..
-        } = publish.content
-        else {
+        let Content::AwaitingBody { properties, body, .. } = publish.content else {
             unreachable!("take_message is called once the body is complete");
         };
         Some(Message {
@@ -246,28 +210,13 @@ impl Channel {
     }
 
     /// Takes the unacked deliveries that a (multiple) ack, nack or reject names.
-    pub fn take_unacked(
-        &mut self,
-        delivery_tag: u64,
-        multiple: bool,
-    ) -> Result<Vec<Unacked>, Close> {
+    pub fn take_unacked(&mut self, delivery_tag: u64, multiple: bool) -> Result<Vec<Unacked>, Close> {
         if multiple {
-            let upto = if delivery_tag == 0 {
-                u64::MAX
-            } else {
-                delivery_tag
-            };
-            if delivery_tag != 0
-                && !self
-                    .unacked
-                    .iter()
-                    .any(|entry| entry.delivery_tag == delivery_tag)
-            {
+            let upto = if delivery_tag == 0 { u64::MAX } else { delivery_tag };
+            if delivery_tag != 0 && !self.unacked.iter().any(|entry| entry.delivery_tag == delivery_tag) {
                 return Err(unknown_tag(delivery_tag));
             }
-            let count = self
-                .unacked
-                .partition_point(|entry| entry.delivery_tag <= upto);
+            let count = self.unacked.partition_point(|entry| entry.delivery_tag <= upto);
             return Ok(self.unacked.drain(..count).collect());
         }
         let index = self
@@ -296,10 +245,7 @@ impl Channel {
 
 /// Detaches one consumer, deleting its queue if that was auto-delete's last consumer.
 pub fn cancel(vhost: &Vhost, entry: &ChannelConsumer) {
-    if entry
-        .queue
-        .remove_consumer(entry.consumer.id, &entry.consumer.inbox)
-    {
+    if entry.queue.remove_consumer(entry.consumer.id, &entry.consumer.inbox) {
         vhost.remove_queue(&entry.queue);
     }
 }
@@ -323,20 +269,15 @@ pub fn settle(entries: &[Unacked]) {
     }
 }
 
-/// A message going back to its queue, with its original position.
-type Requeued = (u64, Arc<Message>);
-
 /// Puts deliveries back in their queues (in place, marked redelivered) and frees their credit.
 pub fn requeue(entries: Vec<Unacked>) {
     settle(&entries);
-    let mut by_queue: Vec<(Arc<Queue>, Vec<Requeued>)> = Vec::new();
+    let mut by_queue: Vec<(Arc<Queue>, Vec<Requeue>)> = Vec::new();
     for entry in entries {
-        match by_queue
-            .iter_mut()
-            .find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue))
-        {
-            Some((_, items)) => items.push((entry.sequence, entry.message)),
-            None => by_queue.push((entry.queue, vec![(entry.sequence, entry.message)])),
+        let requeue = Requeue { sequence: entry.sequence, message: entry.message, redelivered: true };
+        match by_queue.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue)) {
+            Some((_, items)) => items.push(requeue),
+            None => by_queue.push((entry.queue, vec![requeue])),
         }
     }
     for (queue, items) in by_queue {
@@ -345,20 +286,14 @@ pub fn requeue(entries: Vec<Unacked>) {
 }
 
 fn unknown_tag(delivery_tag: u64) -> Close {
-    Close::channel(
-        code::PRECONDITION_FAILED,
-        format!("unknown delivery tag {delivery_tag}"),
-    )
+    Close::channel(code::PRECONDITION_FAILED, format!("unknown delivery tag {delivery_tag}"))
 }
 
 /// Hands rejected deliveries to their queues' dead-lettering (dropped if a queue has none).
 pub fn dead_letter(entries: Vec<Unacked>) {
     let mut by_queue: Vec<(Arc<Queue>, Vec<Arc<Message>>)> = Vec::new();
     for entry in entries {
-        match by_queue
-            .iter_mut()
-            .find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue))
-        {
+        match by_queue.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue)) {
             Some((_, messages)) => messages.push(entry.message),
             None => by_queue.push((entry.queue, vec![entry.message])),
         }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_core::auth::{Credentials, Principal};
-use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, QueueName, UserName, VhostName};
+use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, UserName, VhostName};
 use warren_core::value::{Table, Value};
 use warren_core::{Broker, Inbox, Vhost};
 
@@ -55,6 +55,8 @@ impl Default for AmqpConfig {
 const WRITE_QUEUE_CHUNKS: usize = 8;
 /// Bytes read per socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Output produced by one batch of input before the batch pauses for the writer.
+const OUTPUT_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// How long to wait for the peer's connection.close-ok before hanging up. Some clients (lapin)
 /// never send it, so this must stay short.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -87,7 +89,7 @@ pub struct Connection {
     next_consumer: u64,
     pub(crate) inbox: Arc<Inbox>,
     /// Exclusive queues this connection declared, deleted when it closes.
-    pub(crate) exclusive_queues: Vec<QueueName>,
+    pub(crate) exclusive_queues: Vec<Arc<warren_core::Queue>>,
     /// Bytes to send, handed to the writer after each batch of work.
     pub(crate) out: BytesMut,
     pub(crate) frame_bytes_max: u32,
@@ -100,6 +102,10 @@ pub struct Connection {
     /// A queue that was full after our last publish to it: until it has room again we read
     /// nothing more from the socket, so TCP pushes back on the publisher.
     pub(crate) paused_on: Option<Arc<warren_core::Queue>>,
+    /// Whether the client handles connection.blocked, sent while we are paused.
+    blocked_notify: bool,
+    /// Whether complete frames may be waiting in the read buffer.
+    input_backlog: bool,
     /// Set once we answered the peer's connection.close: the peer hangs up first, and we wait
     /// for that before closing our side.
     peer_closes_first: bool,
@@ -113,11 +119,7 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     let (chunks, chunk_receiver) = mpsc::channel(WRITE_QUEUE_CHUNKS);
     let heartbeat_seconds = Arc::new(AtomicU16::new(0));
-    let writer_task = tokio::spawn(write_loop(
-        writer,
-        chunk_receiver,
-        heartbeat_seconds.clone(),
-    ));
+    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat_seconds.clone()));
     let mut connection = Connection::new(peer, broker, config, heartbeat_seconds);
     let reason = connection.run(&mut reader, &chunks).await;
     connection.release();
@@ -160,6 +162,8 @@ impl Connection {
             close_deadline: None,
             peer_closes_first: false,
             paused_on: None,
+            blocked_notify: false,
+            input_backlog: false,
             config,
         }
     }
@@ -190,6 +194,8 @@ impl Connection {
             let closing_deadline = self.close_deadline.unwrap_or(handshake_deadline);
             let draining = self.vhost.is_some() && self.phase != Phase::Closing;
             let paused = self.paused_on.clone();
+            // Frames left in the buffer because the last batch filled the output.
+            let backlog = self.input_backlog && paused.is_none() && self.phase != Phase::Finished;
             if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
                 buffer.reserve(READ_CHUNK_BYTES);
             }
@@ -202,15 +208,21 @@ impl Connection {
                     ));
                 }
                 _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
-                    self.paused_on = None;
+                    self.unpause();
                     last_read = Instant::now();
                     self.process(&mut buffer).await;
                 }
-                read = reader.read_buf(&mut buffer), if paused.is_none() => match read {
+                _ = std::future::ready(()), if backlog => self.process(&mut buffer).await,
+                read = reader.read_buf(&mut buffer), if paused.is_none() && !backlog => match read {
                     Ok(0) => return "peer closed the socket",
                     Ok(_) => {
                         last_read = Instant::now();
                         self.process(&mut buffer).await;
+                        // A connection that publishes without pause must still serve its own
+                        // consumers.
+                        if draining {
+                            self.drain_inbox();
+                        }
                     }
                     Err(_) => return "read error",
                 },
@@ -278,7 +290,14 @@ impl Connection {
 
     /// Decodes and handles every complete frame in the buffer.
     async fn process(&mut self, buffer: &mut BytesMut) {
+        self.input_backlog = false;
         while !matches!(self.phase, Phase::Finished) && self.paused_on.is_none() {
+            if self.out.len() >= OUTPUT_BATCH_BYTES_MAX {
+                // Hand this output to the writer before producing more (pipelined basic.get
+                // could otherwise grow it without bound); the rest is handled next turn.
+                self.input_backlog = true;
+                break;
+            }
             let frame_max = self.frame_bytes_max;
             match codec::decode(buffer, frame_max) {
                 Ok(Some(frame)) => self.handle_frame(frame).await,
@@ -307,26 +326,17 @@ impl Connection {
         match frame {
             Frame::Heartbeat => {}
             Frame::Method { channel: 0, method } => self.connection_method(method).await,
-            Frame::Method { channel, method } => {
-                self.channel_frame(channel, ChannelFrame::Method(method))
+            Frame::Method { channel, method } => self.channel_frame(channel, ChannelFrame::Method(method)),
+            Frame::Header { channel, body_size, properties, .. } => {
+                self.channel_frame(channel, ChannelFrame::Header(body_size, properties))
             }
-            Frame::Header {
-                channel,
-                body_size,
-                properties,
-                ..
-            } => self.channel_frame(channel, ChannelFrame::Header(body_size, properties)),
-            Frame::Body { channel, payload } => {
-                self.channel_frame(channel, ChannelFrame::Body(payload))
-            }
+            Frame::Body { channel, payload } => self.channel_frame(channel, ChannelFrame::Body(payload)),
         }
     }
 
     async fn connection_method(&mut self, method: Method) {
         let result = match (self.phase, method) {
-            (Phase::AwaitStartOk, Method::ConnectionStartOk(start_ok)) => {
-                self.start_ok(start_ok).await
-            }
+            (Phase::AwaitStartOk, Method::ConnectionStartOk(start_ok)) => self.start_ok(start_ok).await,
             (Phase::AwaitTuneOk, Method::ConnectionTuneOk(tune_ok)) => self.tune_ok(tune_ok),
             (Phase::AwaitOpen, Method::ConnectionOpen(open)) => self.open(open).await,
             (Phase::Closing, Method::ConnectionCloseOk(_)) => {
@@ -372,6 +382,8 @@ impl Connection {
             "consumer_cancel_notify",
             "authentication_failure_close",
             "per_consumer_qos",
+            "exchange_exchange_bindings",
+            "connection.blocked",
         ] {
             capabilities.insert(capability, Value::Bool(true));
         }
@@ -383,28 +395,17 @@ impl Connection {
         properties.insert("version", Value::string(&config.version));
         properties.insert("platform", Value::string("Rust"));
         properties.insert("copyright", Value::string("Warren contributors"));
-        properties.insert(
-            "information",
-            Value::string("Licensed under the Apache License 2.0"),
-        );
+        properties.insert("information", Value::string("Licensed under the Apache License 2.0"));
         properties
     }
 
     async fn start_ok(&mut self, start_ok: connection::StartOk) -> Result<(), Close> {
-        self.cancel_notify =
-            client_capability(&start_ok.client_properties, "consumer_cancel_notify");
-        let (username, password) = credentials(&start_ok.mechanism, &start_ok.response)
-            .ok_or_else(|| {
-                Close::connection(
-                    code::ACCESS_REFUSED,
-                    format!("{} login was refused", start_ok.mechanism),
-                )
-            })?;
-        let credentials = Credentials {
-            username: UserName::new(&username),
-            password,
-            peer: self.peer,
-        };
+        self.cancel_notify = client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+        self.blocked_notify = client_capability(&start_ok.client_properties, "connection.blocked");
+        let (username, password) = credentials(&start_ok.mechanism, &start_ok.response).ok_or_else(|| {
+            Close::connection(code::ACCESS_REFUSED, format!("{} login was refused", start_ok.mechanism))
+        })?;
+        let credentials = Credentials { username: UserName::new(&username), password, peer: self.peer };
         match self.broker.authenticate(&credentials).await {
             Ok(principal) => self.principal = Some(principal),
             Err(error) => {
@@ -438,8 +439,7 @@ impl Connection {
             ));
         }
         self.frame_bytes_max = frame_max;
-        self.heartbeat_seconds
-            .store(tune_ok.heartbeat, Ordering::Relaxed);
+        self.heartbeat_seconds.store(tune_ok.heartbeat, Ordering::Relaxed);
         self.phase = Phase::AwaitOpen;
         Ok(())
     }
@@ -447,20 +447,11 @@ impl Connection {
     async fn open(&mut self, open: connection::Open) -> Result<(), Close> {
         let principal = self.principal.clone().expect("authenticated before open");
         let name = VhostName::new(&open.virtual_host);
-        let vhost = self
-            .broker
-            .open_vhost(&principal, &name)
-            .await
-            .map_err(Close::from)?;
+        let vhost = self.broker.open_vhost(&principal, &name).await.map_err(Close::from)?;
         self.vhost = Some(vhost);
         self.phase = Phase::Open;
         info!(connection = self.id.0, peer = %self.peer, user = %principal.user, vhost = %name, "connection open");
-        self.send(
-            0,
-            Method::ConnectionOpenOk(connection::OpenOk {
-                known_hosts: String::new(),
-            }),
-        );
+        self.send(0, Method::ConnectionOpenOk(connection::OpenOk { known_hosts: String::new() }));
         Ok(())
     }
 
@@ -478,19 +469,13 @@ impl Connection {
             return;
         }
         if self.phase != Phase::Open {
-            let close = Close::connection(
-                code::CHANNEL_ERROR,
-                "channel frame before the connection is open",
-            );
+            let close = Close::connection(code::CHANNEL_ERROR, "channel frame before the connection is open");
             return self.fail(channel_id, close);
         }
         let state = self.channels.get(&channel_id).map(|channel| channel.state);
         let result = match (state, frame) {
             (None, ChannelFrame::Method(Method::ChannelOpen(_))) => self.open_channel(channel_id),
-            (None, _) => Err(Close::connection(
-                code::CHANNEL_ERROR,
-                format!("channel {channel_id} is not open"),
-            )),
+            (None, _) => Err(Close::connection(code::CHANNEL_ERROR, format!("channel {channel_id} is not open"))),
             (Some(ChannelState::Closing), ChannelFrame::Method(Method::ChannelCloseOk(_))) => {
                 self.channels.remove(&channel_id);
                 Ok(())
@@ -500,15 +485,11 @@ impl Connection {
                 Ok(())
             }
             (Some(ChannelState::Closing), _) => Ok(()),
-            (Some(ChannelState::Open), ChannelFrame::Method(method)) => {
-                self.channel_method(channel_id, method)
-            }
+            (Some(ChannelState::Open), ChannelFrame::Method(method)) => self.channel_method(channel_id, method),
             (Some(ChannelState::Open), ChannelFrame::Header(body_size, properties)) => {
                 self.content_header(channel_id, body_size, properties)
             }
-            (Some(ChannelState::Open), ChannelFrame::Body(payload)) => {
-                self.content_body(channel_id, payload)
-            }
+            (Some(ChannelState::Open), ChannelFrame::Body(payload)) => self.content_body(channel_id, payload),
         };
         if let Err(close) = result {
             self.fail(channel_id, close);
@@ -519,19 +500,11 @@ impl Connection {
         if channel_id > self.channel_max {
             return Err(Close::connection(
                 code::CHANNEL_ERROR,
-                format!(
-                    "channel {channel_id} exceeds channel_max {}",
-                    self.channel_max
-                ),
+                format!("channel {channel_id} exceeds channel_max {}", self.channel_max),
             ));
         }
         self.channels.insert(channel_id, Channel::new(channel_id));
-        self.send(
-            channel_id,
-            Method::ChannelOpenOk(channel::OpenOk {
-                channel_id: Bytes::new(),
-            }),
-        );
+        self.send(channel_id, Method::ChannelOpenOk(channel::OpenOk { channel_id: Bytes::new() }));
         Ok(())
     }
 
@@ -547,10 +520,7 @@ impl Connection {
         let Some(channel) = self.channels.get_mut(&channel_id) else {
             return;
         };
-        let vhost = self
-            .vhost
-            .as_ref()
-            .expect("channels exist only on open connections");
+        let vhost = self.vhost.as_ref().expect("channels exist only on open connections");
         for consumer in channel.cancel_all(vhost) {
             self.consumers.remove(&consumer);
         }
@@ -568,6 +538,8 @@ impl Connection {
 
     fn fail_channel(&mut self, channel_id: u16, close: Close) {
         debug!(connection = self.id.0, channel = channel_id, code = close.code, text = %close.text, "closing channel");
+        // Publishes routed before the error are confirmed before the close.
+        self.send_pending_confirm(channel_id);
         self.release_channel(channel_id);
         if let Some(channel) = self.channels.get_mut(&channel_id) {
             channel.state = ChannelState::Closing;
@@ -581,11 +553,32 @@ impl Connection {
         self.send(channel_id, method);
     }
 
+    /// Pauses reading because `queue` is full, telling the client if it listens.
+    pub(crate) fn pause(&mut self, queue: Arc<warren_core::Queue>) {
+        if self.paused_on.is_some() {
+            return;
+        }
+        debug!(connection = self.id.0, queue = %queue.name(), "queue full; pausing reads");
+        if self.blocked_notify {
+            let blocked = connection::Blocked { reason: "queue full".into() };
+            self.send(0, Method::ConnectionBlocked(blocked));
+        }
+        self.paused_on = Some(queue);
+    }
+
+    fn unpause(&mut self) {
+        self.paused_on = None;
+        if self.blocked_notify {
+            self.send(0, Method::ConnectionUnblocked(connection::Unblocked {}));
+        }
+    }
+
     /// Sends connection.close and waits (briefly) for close-ok.
     fn begin_close(&mut self, close: Close) {
         if matches!(self.phase, Phase::Closing | Phase::Finished) {
             return;
         }
+        self.send_pending_confirms();
         if close.code != code::CONNECTION_FORCED {
             warn!(connection = self.id.0, peer = %self.peer, code = close.code, text = %close.text, "closing connection");
         }
@@ -622,11 +615,18 @@ impl Connection {
         }
         self.channels.clear();
         self.requeue_inbox();
-        for name in std::mem::take(&mut self.exclusive_queues) {
-            if let Ok(queue) = vhost.queue(&name, self.id) {
-                vhost.remove_queue(&queue);
-            }
+        for queue in std::mem::take(&mut self.exclusive_queues) {
+            // By identity: a queue of the same name declared since by someone else survives.
+            vhost.remove_queue(&queue);
         }
+    }
+}
+
+impl Drop for Connection {
+    /// Releases what the connection holds even if its task panicked: without this, its unacked
+    /// messages would never be requeued and its consumers would stay in their queues.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -701,11 +701,7 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
 /// negotiated interval.
 ///
 /// Returns the writer once the reader side is done with it, or `None` after a write error.
-async fn write_loop<W>(
-    mut writer: W,
-    mut chunks: mpsc::Receiver<Bytes>,
-    heartbeat_seconds: Arc<AtomicU16>,
-) -> Option<W>
+async fn write_loop<W>(mut writer: W, mut chunks: mpsc::Receiver<Bytes>, heartbeat_seconds: Arc<AtomicU16>) -> Option<W>
 where
     W: AsyncWrite + Unpin,
 {
@@ -739,10 +735,7 @@ mod tests {
     #[test]
     fn plain_credentials() {
         let response = Bytes::from_static(b"\0guest\0secret");
-        assert_eq!(
-            credentials("PLAIN", &response),
-            Some(("guest".into(), "secret".into()))
-        );
+        assert_eq!(credentials("PLAIN", &response), Some(("guest".into(), "secret".into())));
         assert_eq!(credentials("PLAIN", &Bytes::from_static(b"guest")), None);
     }
 
@@ -755,14 +748,8 @@ mod tests {
         let mut encoded = BytesMut::new();
         codec::wire::put_table(&mut encoded, &table);
         let response = encoded.freeze().slice(4..);
-        assert_eq!(
-            credentials("AMQPLAIN", &response),
-            Some(("guest".into(), "secret".into()))
-        );
-        assert_eq!(
-            credentials("AMQPLAIN", &Bytes::from_static(b"\x05LOGIN")),
-            None
-        );
+        assert_eq!(credentials("AMQPLAIN", &response), Some(("guest".into(), "secret".into())));
+        assert_eq!(credentials("AMQPLAIN", &Bytes::from_static(b"\x05LOGIN")), None);
         assert_eq!(credentials("EXTERNAL", &response), None);
     }
 

@@ -1,9 +1,9 @@
 //! Turning inbox items into basic.deliver (or basic.cancel) frames.
 
-use warren_core::queue::{AckMode, InboxItem};
+use warren_core::queue::{AckMode, InboxItem, Requeue};
 use warren_core::Delivery;
 
-use crate::channel::{self, Unacked};
+use crate::channel::Unacked;
 use crate::codec::methods::basic;
 use crate::codec::{self, Method};
 use crate::connection::Connection;
@@ -32,18 +32,15 @@ impl Connection {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let Some((channel_id, tag)) = self.consumers.get(&delivery.consumer).cloned() else {
+        let Some((channel_id, tag)) = self.consumers.get(&delivery.consumer.id).cloned() else {
             // The consumer was cancelled while this was in flight: give it back.
             return requeue_orphan(delivery);
         };
-        let channel = self
-            .channels
-            .get_mut(&channel_id)
-            .expect("consumers belong to live channels");
-        let Some(entry) = channel.consumers.get(&tag) else {
+        let channel = self.channels.get_mut(&channel_id).expect("consumers belong to live channels");
+        if !channel.consumers.contains_key(&tag) {
             return requeue_orphan(delivery);
-        };
-        let consumer = entry.consumer.clone();
+        }
+        let consumer = delivery.consumer.clone();
         let delivery_tag = channel.next_delivery_tag();
         let method = Method::BasicDeliver(basic::Deliver {
             consumer_tag: tag.to_string(),
@@ -81,10 +78,7 @@ impl Connection {
             channel.consumers.remove(&tag);
         }
         if self.cancel_notify {
-            let cancel = basic::Cancel {
-                consumer_tag: tag.to_string(),
-                nowait: true,
-            };
+            let cancel = basic::Cancel { consumer_tag: tag.to_string(), nowait: true };
             self.send(channel_id, Method::BasicCancel(cancel));
         }
     }
@@ -102,14 +96,10 @@ impl Connection {
     }
 }
 
-/// Gives a delivery that never reached its consumer back to its queue.
+/// Gives a delivery that never reached its consumer back to its queue, unmarked (the client
+/// never saw it), and frees the credit it held.
 fn requeue_orphan(delivery: Delivery) {
-    let entry = Unacked {
-        delivery_tag: 0,
-        queue: delivery.queue,
-        sequence: delivery.sequence,
-        message: delivery.message,
-        consumer: None,
-    };
-    channel::requeue(vec![entry]);
+    delivery.consumer.settle(1);
+    let requeue = Requeue { sequence: delivery.sequence, message: delivery.message, redelivered: delivery.redelivered };
+    delivery.queue.requeue([requeue]);
 }

@@ -11,7 +11,7 @@ use warren_core::topic::RoutingKey;
 use warren_core::vhost::Declare;
 use warren_core::{Error, Message, Vhost};
 
-use crate::channel::{self, Channel, ChannelConsumer, Content, PendingPublish, Unacked};
+use crate::channel::{self, Channel, ChannelConsumer, ChannelState, Content, PendingPublish, Unacked};
 use crate::codec::methods::{access, basic, channel as channel_methods, confirm, exchange, queue};
 use crate::codec::{self, Method};
 use crate::connection::Connection;
@@ -26,10 +26,7 @@ impl Connection {
         if self.channel(channel_id).publish.is_some() {
             return Err(Close::connection(
                 code::UNEXPECTED_FRAME,
-                format!(
-                    "expected content header for class 60, got non content header frame {}",
-                    method.name()
-                ),
+                format!("expected content header for class 60, got non content header frame {}", method.name()),
             )
             .during(method_id));
         }
@@ -38,14 +35,13 @@ impl Connection {
                 self.close_channel(channel_id);
                 Ok(())
             }
-            Method::ChannelOpen(_) => Err(Close::connection(
-                code::CHANNEL_ERROR,
-                "second 'channel.open' seen",
-            )),
+            Method::ChannelOpen(_) => Err(Close::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")),
             Method::ChannelFlow(flow) => self.flow(channel_id, flow),
             Method::AccessRequest(_) => self.access_request(channel_id),
             Method::ExchangeDeclare(declare) => self.exchange_declare(channel_id, declare),
             Method::ExchangeDelete(delete) => self.exchange_delete(channel_id, delete),
+            Method::ExchangeBind(bind) => self.exchange_bind(channel_id, bind),
+            Method::ExchangeUnbind(unbind) => self.exchange_unbind(channel_id, unbind),
             Method::QueueDeclare(declare) => self.queue_declare(channel_id, declare),
             Method::QueueBind(bind) => self.queue_bind(channel_id, bind),
             Method::QueueUnbind(unbind) => self.queue_unbind(channel_id, unbind),
@@ -57,16 +53,10 @@ impl Connection {
             Method::BasicPublish(publish) => self.basic_publish(channel_id, publish),
             Method::BasicGet(get) => self.basic_get(channel_id, get),
             Method::BasicAck(ack) => self.basic_ack(channel_id, ack),
-            Method::BasicReject(reject) => {
-                self.basic_reject(channel_id, reject.delivery_tag, false, reject.requeue)
-            }
-            Method::BasicNack(nack) => {
-                self.basic_reject(channel_id, nack.delivery_tag, nack.multiple, nack.requeue)
-            }
+            Method::BasicReject(reject) => self.basic_reject(channel_id, reject.delivery_tag, false, reject.requeue),
+            Method::BasicNack(nack) => self.basic_reject(channel_id, nack.delivery_tag, nack.multiple, nack.requeue),
             Method::BasicRecover(recover) => self.basic_recover(channel_id, recover.requeue, true),
-            Method::BasicRecoverAsync(recover) => {
-                self.basic_recover(channel_id, recover.requeue, false)
-            }
+            Method::BasicRecoverAsync(recover) => self.basic_recover(channel_id, recover.requeue, false),
             Method::ConfirmSelect(select) => self.confirm_select(channel_id, select),
             other => Err(not_implemented(&other)),
         };
@@ -74,49 +64,34 @@ impl Connection {
     }
 
     fn channel(&mut self, channel_id: u16) -> &mut Channel {
-        self.channels
-            .get_mut(&channel_id)
-            .expect("routed only to open channels")
+        self.channels.get_mut(&channel_id).expect("routed only to open channels")
     }
 
     fn vhost(&self) -> Arc<Vhost> {
-        self.vhost
-            .clone()
-            .expect("channels exist only on open connections")
+        self.vhost.clone().expect("channels exist only on open connections")
     }
 
     fn flow(&mut self, channel_id: u16, flow: channel_methods::Flow) -> Handled {
-        self.send(
-            channel_id,
-            Method::ChannelFlowOk(channel_methods::FlowOk {
-                active: flow.active,
-            }),
-        );
+        if !flow.active {
+            // As RabbitMQ: a client may not stop the broker's deliveries with channel.flow.
+            return Err(Close::connection(code::NOT_IMPLEMENTED, "active=false"));
+        }
+        self.send(channel_id, Method::ChannelFlowOk(channel_methods::FlowOk { active: flow.active }));
         Ok(())
     }
 
     fn access_request(&mut self, channel_id: u16) -> Handled {
-        self.send(
-            channel_id,
-            Method::AccessRequestOk(access::RequestOk { ticket: 1 }),
-        );
+        self.send(channel_id, Method::AccessRequestOk(access::RequestOk { ticket: 1 }));
         Ok(())
     }
 
     fn exchange_declare(&mut self, channel_id: u16, declare: exchange::Declare) -> Handled {
         let name = ExchangeName::new(&declare.exchange);
         let vhost = self.vhost();
-        let mode = if declare.passive {
-            Declare::Passive
-        } else {
-            Declare::Create
-        };
+        let mode = if declare.passive { Declare::Passive } else { Declare::Create };
         if mode == Declare::Create {
-            let kind = ExchangeKind::from_name(&declare.kind).ok_or_else(|| {
-                Error::UnknownExchangeType {
-                    type_name: declare.kind.clone(),
-                }
-            })?;
+            let kind = ExchangeKind::from_name(&declare.kind)
+                .ok_or_else(|| Error::UnknownExchangeType { type_name: declare.kind.clone() })?;
             let options = ExchangeOptions {
                 kind,
                 durability: translate::durability(declare.durable),
@@ -129,19 +104,37 @@ impl Connection {
             vhost.exchange(&name)?;
         }
         if !declare.nowait {
-            self.send(
-                channel_id,
-                Method::ExchangeDeclareOk(exchange::DeclareOk {}),
-            );
+            self.send(channel_id, Method::ExchangeDeclareOk(exchange::DeclareOk {}));
         }
         Ok(())
     }
 
     fn exchange_delete(&mut self, channel_id: u16, delete: exchange::Delete) -> Handled {
-        self.vhost()
-            .delete_exchange(&ExchangeName::new(&delete.exchange), delete.if_unused)?;
+        self.vhost().delete_exchange(&ExchangeName::new(&delete.exchange), delete.if_unused)?;
         if !delete.nowait {
             self.send(channel_id, Method::ExchangeDeleteOk(exchange::DeleteOk {}));
+        }
+        Ok(())
+    }
+
+    fn exchange_bind(&mut self, channel_id: u16, bind: exchange::Bind) -> Handled {
+        let key = translate::binding_key(&bind.routing_key);
+        let destination = ExchangeName::new(&bind.destination);
+        let source = ExchangeName::new(&bind.source);
+        self.vhost().bind_exchange(&destination, &source, key, bind.arguments)?;
+        if !bind.nowait {
+            self.send(channel_id, Method::ExchangeBindOk(exchange::BindOk {}));
+        }
+        Ok(())
+    }
+
+    fn exchange_unbind(&mut self, channel_id: u16, unbind: exchange::Unbind) -> Handled {
+        let key = translate::binding_key(&unbind.routing_key);
+        let destination = ExchangeName::new(&unbind.destination);
+        let source = ExchangeName::new(&unbind.source);
+        self.vhost().unbind_exchange(&destination, &source, key, unbind.arguments)?;
+        if !unbind.nowait {
+            self.send(channel_id, Method::ExchangeUnbindOk(exchange::UnbindOk {}));
         }
         Ok(())
     }
@@ -149,11 +142,7 @@ impl Connection {
     fn queue_declare(&mut self, channel_id: u16, declare: queue::Declare) -> Handled {
         let vhost = self.vhost();
         let name = QueueName::new(&declare.queue);
-        let mode = if declare.passive {
-            Declare::Passive
-        } else {
-            Declare::Create
-        };
+        let mode = if declare.passive { Declare::Passive } else { Declare::Create };
         let options = translate::queue_options(
             declare.durable,
             declare.exclusive,
@@ -164,8 +153,10 @@ impl Connection {
         let exclusive = options.exclusive_owner.is_some();
         let declared = vhost.declare_queue(&name, options, mode, self.id)?;
         let name = declared.queue.name().clone();
-        if exclusive && mode == Declare::Create && !self.exclusive_queues.contains(&name) {
-            self.exclusive_queues.push(name.clone());
+        let queue = &declared.queue;
+        if exclusive && mode == Declare::Create && !self.exclusive_queues.iter().any(|known| Arc::ptr_eq(known, queue))
+        {
+            self.exclusive_queues.push(queue.clone());
         }
         self.channel(channel_id).last_queue = Some(name.clone());
         if !declare.nowait {
@@ -183,8 +174,7 @@ impl Connection {
         let queue = self.channel(channel_id).queue_name(&bind.queue)?;
         let key = translate::binding_key(&bind.routing_key);
         let exchange = ExchangeName::new(&bind.exchange);
-        self.vhost()
-            .bind_queue(&queue, &exchange, key, bind.arguments, self.id)?;
+        self.vhost().bind_queue(&queue, &exchange, key, bind.arguments, self.id)?;
         if !bind.nowait {
             self.send(channel_id, Method::QueueBindOk(queue::BindOk {}));
         }
@@ -195,8 +185,7 @@ impl Connection {
         let queue = self.channel(channel_id).queue_name(&unbind.queue)?;
         let key = translate::binding_key(&unbind.routing_key);
         let exchange = ExchangeName::new(&unbind.exchange);
-        self.vhost()
-            .unbind_queue(&queue, &exchange, key, unbind.arguments, self.id)?;
+        self.vhost().unbind_queue(&queue, &exchange, key, unbind.arguments, self.id)?;
         self.send(channel_id, Method::QueueUnbindOk(queue::UnbindOk {}));
         Ok(())
     }
@@ -205,39 +194,24 @@ impl Connection {
         let name = self.channel(channel_id).queue_name(&purge.queue)?;
         let purged = self.vhost().queue(&name, self.id)?.purge();
         if !purge.nowait {
-            self.send(
-                channel_id,
-                Method::QueuePurgeOk(queue::PurgeOk {
-                    message_count: count(purged),
-                }),
-            );
+            self.send(channel_id, Method::QueuePurgeOk(queue::PurgeOk { message_count: count(purged) }));
         }
         Ok(())
     }
 
     fn queue_delete(&mut self, channel_id: u16, delete: queue::Delete) -> Handled {
         let name = self.channel(channel_id).queue_name(&delete.queue)?;
-        let deleted =
-            self.vhost()
-                .delete_queue(&name, delete.if_unused, delete.if_empty, self.id)?;
-        self.exclusive_queues.retain(|queue| *queue != name);
+        let deleted = self.vhost().delete_queue(&name, delete.if_unused, delete.if_empty, self.id)?;
+        self.exclusive_queues.retain(|queue| !queue.is_deleted());
         if !delete.nowait {
-            self.send(
-                channel_id,
-                Method::QueueDeleteOk(queue::DeleteOk {
-                    message_count: count(deleted),
-                }),
-            );
+            self.send(channel_id, Method::QueueDeleteOk(queue::DeleteOk { message_count: count(deleted) }));
         }
         Ok(())
     }
 
     fn basic_qos(&mut self, channel_id: u16, qos: basic::Qos) -> Handled {
         if qos.prefetch_size != 0 {
-            return Err(Close::connection(
-                code::NOT_IMPLEMENTED,
-                format!("prefetch_size!=0 ({})", qos.prefetch_size),
-            ));
+            return Err(Close::connection(code::NOT_IMPLEMENTED, format!("prefetch_size!=0 ({})", qos.prefetch_size)));
         }
         let channel = self.channel(channel_id);
         let prefetch = u32::from(qos.prefetch_count);
@@ -260,10 +234,7 @@ impl Connection {
             ConsumerTag::new(&consume.consumer_tag)
         };
         if self.channel(channel_id).consumers.contains_key(&tag) {
-            return Err(Close::connection(
-                code::NOT_ALLOWED,
-                format!("attempt to reuse consumer tag '{tag}'"),
-            ));
+            return Err(Close::connection(code::NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
         }
         let id = self.next_consumer_id();
         let inbox = self.inbox.clone();
@@ -271,33 +242,21 @@ impl Connection {
         let consumer = Arc::new(Consumer {
             id,
             tag: tag.clone(),
-            ack_mode: if consume.no_ack {
-                AckMode::Auto
-            } else {
-                AckMode::Manual
-            },
-            exclusivity: if consume.exclusive {
-                Exclusivity::Exclusive
-            } else {
-                Exclusivity::Shared
-            },
+            ack_mode: if consume.no_ack { AckMode::Auto } else { AckMode::Manual },
+            exclusivity: if consume.exclusive { Exclusivity::Exclusive } else { Exclusivity::Shared },
             inbox,
             prefetch: Credit::new(channel.consumer_prefetch),
             shared: Some(channel.shared_credit.clone()),
         });
-        // consume-ok goes out before any delivery: deliveries reach the wire only when the inbox
-        // is drained, after this method's output.
+        queue.add_consumer(consumer.clone())?;
+        // Deliveries reach the wire only when the inbox is drained, after this method's output,
+        // so consume-ok still precedes them.
         if !consume.nowait {
-            let ok = basic::ConsumeOk {
-                consumer_tag: tag.to_string(),
-            };
+            let ok = basic::ConsumeOk { consumer_tag: tag.to_string() };
             self.send(channel_id, Method::BasicConsumeOk(ok));
         }
-        queue.add_consumer(consumer.clone())?;
         let channel = self.channel(channel_id);
-        channel
-            .consumers
-            .insert(tag.clone(), ChannelConsumer { consumer, queue });
+        channel.consumers.insert(tag.clone(), ChannelConsumer { consumer, queue });
         self.consumers.insert(id, (channel_id, tag));
         Ok(())
     }
@@ -310,12 +269,7 @@ impl Connection {
             self.consumers.remove(&entry.consumer.id);
         }
         if !cancel.nowait {
-            self.send(
-                channel_id,
-                Method::BasicCancelOk(basic::CancelOk {
-                    consumer_tag: cancel.consumer_tag,
-                }),
-            );
+            self.send(channel_id, Method::BasicCancelOk(basic::CancelOk { consumer_tag: cancel.consumer_tag }));
         }
         Ok(())
     }
@@ -333,17 +287,9 @@ impl Connection {
         Ok(())
     }
 
-    pub(crate) fn content_header(
-        &mut self,
-        channel_id: u16,
-        body_size: u64,
-        properties: Box<Properties>,
-    ) -> Handled {
+    pub(crate) fn content_header(&mut self, channel_id: u16, body_size: u64, properties: Box<Properties>) -> Handled {
         let channel = self.channel(channel_id);
-        let mandatory = channel
-            .publish
-            .as_ref()
-            .is_some_and(|publish| publish.mandatory);
+        let mandatory = channel.publish.as_ref().is_some_and(|publish| publish.mandatory);
         match channel.content_header(body_size, properties)? {
             Some(message) => self.route(channel_id, message, mandatory),
             None => Ok(()),
@@ -352,10 +298,7 @@ impl Connection {
 
     pub(crate) fn content_body(&mut self, channel_id: u16, payload: Bytes) -> Handled {
         let channel = self.channel(channel_id);
-        let mandatory = channel
-            .publish
-            .as_ref()
-            .is_some_and(|publish| publish.mandatory);
+        let mandatory = channel.publish.as_ref().is_some_and(|publish| publish.mandatory);
         match channel.content_body(payload)? {
             Some(message) => self.route(channel_id, message, mandatory),
             None => Ok(()),
@@ -376,8 +319,8 @@ impl Connection {
         let mut rejected = false;
         for queue in &queues {
             rejected |= queue.enqueue(message.clone()) == Enqueued::Rejected;
-            if queue.is_full() && self.paused_on.is_none() {
-                self.paused_on = Some(queue.clone());
+            if queue.is_full() {
+                self.pause(queue.clone());
             }
         }
         self.confirm(channel_id, rejected);
@@ -397,19 +340,9 @@ impl Connection {
             return;
         }
         if let Some(upto) = confirms.ack_pending_upto.take() {
-            self.send(
-                channel_id,
-                Method::BasicAck(basic::Ack {
-                    delivery_tag: upto,
-                    multiple: true,
-                }),
-            );
+            self.send(channel_id, Method::BasicAck(basic::Ack { delivery_tag: upto, multiple: true }));
         }
-        let nack = basic::Nack {
-            delivery_tag: sequence,
-            multiple: false,
-            requeue: false,
-        };
+        let nack = basic::Nack { delivery_tag: sequence, multiple: false, requeue: false };
         self.send(channel_id, Method::BasicNack(nack));
     }
 
@@ -421,34 +354,27 @@ impl Connection {
             routing_key: message.routing_key.to_string(),
         });
         let frame_max = self.frame_bytes_max;
-        codec::encode_content(
-            &mut self.out,
-            channel_id,
-            &method,
-            &message.properties,
-            &message.body,
-            frame_max,
-        );
+        codec::encode_content(&mut self.out, channel_id, &method, &message.properties, &message.body, frame_max);
     }
 
     /// Acks, in one multiple-ack per channel, every publish confirmed during this batch.
     pub(crate) fn send_pending_confirms(&mut self) {
-        let mut acks = Vec::new();
-        for channel in self.channels.values_mut() {
-            if let Some(upto) = channel
-                .confirms
-                .as_mut()
-                .and_then(|confirms| confirms.ack_pending_upto.take())
-            {
-                acks.push((channel.id, upto));
-            }
+        let open: Vec<u16> = self
+            .channels
+            .values()
+            .filter(|channel| channel.state == ChannelState::Open && channel.confirms.is_some())
+            .map(|channel| channel.id)
+            .collect();
+        for channel_id in open {
+            self.send_pending_confirm(channel_id);
         }
-        for (channel_id, upto) in acks {
-            let ack = basic::Ack {
-                delivery_tag: upto,
-                multiple: true,
-            };
-            self.send(channel_id, Method::BasicAck(ack));
+    }
+
+    /// Sends one channel's batched ack, if it has one.
+    pub(crate) fn send_pending_confirm(&mut self, channel_id: u16) {
+        let pending = self.channels.get_mut(&channel_id).and_then(|channel| channel.confirms.as_mut());
+        if let Some(upto) = pending.and_then(|confirms| confirms.ack_pending_upto.take()) {
+            self.send(channel_id, Method::BasicAck(basic::Ack { delivery_tag: upto, multiple: true }));
         }
     }
 
@@ -456,12 +382,7 @@ impl Connection {
         let name = self.channel(channel_id).queue_name(&get.queue)?;
         let queue = self.vhost().queue(&name, self.id)?;
         let Some(got) = queue.get() else {
-            self.send(
-                channel_id,
-                Method::BasicGetEmpty(basic::GetEmpty {
-                    cluster_id: String::new(),
-                }),
-            );
+            self.send(channel_id, Method::BasicGetEmpty(basic::GetEmpty { cluster_id: String::new() }));
             return Ok(());
         };
         let channel = self.channel(channel_id);
@@ -484,35 +405,18 @@ impl Connection {
         });
         let frame_max = self.frame_bytes_max;
         let message = &got.message;
-        codec::encode_content(
-            &mut self.out,
-            channel_id,
-            &method,
-            &message.properties,
-            &message.body,
-            frame_max,
-        );
+        codec::encode_content(&mut self.out, channel_id, &method, &message.properties, &message.body, frame_max);
         Ok(())
     }
 
     fn basic_ack(&mut self, channel_id: u16, ack: basic::Ack) -> Handled {
-        let entries = self
-            .channel(channel_id)
-            .take_unacked(ack.delivery_tag, ack.multiple)?;
+        let entries = self.channel(channel_id).take_unacked(ack.delivery_tag, ack.multiple)?;
         channel::settle(&entries);
         Ok(())
     }
 
-    fn basic_reject(
-        &mut self,
-        channel_id: u16,
-        delivery_tag: u64,
-        multiple: bool,
-        requeue: bool,
-    ) -> Handled {
-        let entries = self
-            .channel(channel_id)
-            .take_unacked(delivery_tag, multiple)?;
+    fn basic_reject(&mut self, channel_id: u16, delivery_tag: u64, multiple: bool, requeue: bool) -> Handled {
+        let entries = self.channel(channel_id).take_unacked(delivery_tag, multiple)?;
         if requeue {
             channel::requeue(entries);
         } else {
@@ -545,10 +449,7 @@ impl Connection {
 }
 
 fn not_implemented(method: &Method) -> Close {
-    Close::connection(
-        code::NOT_IMPLEMENTED,
-        format!("{} is not implemented", method.name()),
-    )
+    Close::connection(code::NOT_IMPLEMENTED, format!("{} is not implemented", method.name()))
 }
 
 /// Saturates a count into a 32-bit wire field.

@@ -68,12 +68,7 @@ pub struct Close {
 
 impl Close {
     pub fn new(scope: Scope, code: u16, detail: impl std::fmt::Display) -> Close {
-        Close {
-            scope,
-            code,
-            text: format!("{} - {detail}", code::name(code)),
-            method: (0, 0),
-        }
+        Close { scope, code, text: format!("{} - {detail}", code::name(code)), method: (0, 0) }
     }
 
     pub fn channel(code: u16, detail: impl std::fmt::Display) -> Close {
@@ -104,9 +99,7 @@ impl From<Error> for Close {
     fn from(error: Error) -> Close {
         use code::*;
         let (scope, code) = match &error {
-            Error::ExchangeNotFound { .. } | Error::QueueNotFound { .. } => {
-                (Scope::Channel, NOT_FOUND)
-            }
+            Error::ExchangeNotFound { .. } | Error::QueueNotFound { .. } => (Scope::Channel, NOT_FOUND),
             Error::QueueLocked { .. } => (Scope::Channel, RESOURCE_LOCKED),
             Error::QueueInExclusiveUse { .. }
             | Error::ReservedName { .. }
@@ -120,12 +113,8 @@ impl From<Error> for Close {
             | Error::InvalidExpiration { .. }
             | Error::ResourceLimit { .. } => (Scope::Channel, PRECONDITION_FAILED),
             Error::UnknownExchangeType { .. } => (Scope::Connection, COMMAND_INVALID),
-            Error::VhostNotFound { .. } | Error::VhostAccessRefused { .. } => {
-                (Scope::Connection, NOT_ALLOWED)
-            }
-            Error::LoginRefused { .. } | Error::LoopbackOnly { .. } => {
-                (Scope::Connection, ACCESS_REFUSED)
-            }
+            Error::VhostNotFound { .. } | Error::VhostAccessRefused { .. } => (Scope::Connection, NOT_ALLOWED),
+            Error::LoginRefused { .. } | Error::LoopbackOnly { .. } => (Scope::Connection, ACCESS_REFUSED),
         };
         Close::new(scope, code, error)
     }

@@ -52,9 +52,6 @@ mod tests {
         for text in ["", "a", "a.b", "*.b.#", "#", "a..b"] {
             assert_eq!(binding_key(text).as_str(), text);
         }
-        assert_eq!(
-            binding_key("a.*.#").segments(),
-            &[Segment::Literal("a".into()), Segment::Star, Segment::Hash]
-        );
+        assert_eq!(binding_key("a.*.#").segments(), &[Segment::Literal("a".into()), Segment::Star, Segment::Hash]);
     }
 }

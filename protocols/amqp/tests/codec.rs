@@ -33,27 +33,13 @@ fn every_frame() -> Vec<Frame> {
     let mut frames: Vec<Frame> = Method::samples()
         .into_iter()
         .enumerate()
-        .map(|(index, method)| Frame::Method {
-            channel: index as u16,
-            method,
-        })
+        .map(|(index, method)| Frame::Method { channel: index as u16, method })
         .collect();
     for properties in [Properties::default(), full_properties()] {
-        frames.push(Frame::Header {
-            channel: 9,
-            class_id: 60,
-            body_size: 12,
-            properties: Box::new(properties),
-        });
+        frames.push(Frame::Header { channel: 9, class_id: 60, body_size: 12, properties: Box::new(properties) });
     }
-    frames.push(Frame::Body {
-        channel: 9,
-        payload: Bytes::from_static(b"hello, world"),
-    });
-    frames.push(Frame::Body {
-        channel: 65535,
-        payload: Bytes::from(vec![0xAB; 4000]),
-    });
+    frames.push(Frame::Body { channel: 9, payload: Bytes::from_static(b"hello, world") });
+    frames.push(Frame::Body { channel: 65535, payload: Bytes::from(vec![0xAB; 4000]) });
     frames.push(Frame::Heartbeat);
     frames
 }
@@ -75,8 +61,7 @@ fn decode_in_pieces(stream: &[u8], mut piece: impl FnMut() -> usize) -> Vec<Fram
         let end = (offset + piece().max(1)).min(stream.len());
         buffer.extend_from_slice(&stream[offset..end]);
         offset = end;
-        while let Some(frame) = codec::decode(&mut buffer, FRAME_MAX).expect("valid stream decodes")
-        {
+        while let Some(frame) = codec::decode(&mut buffer, FRAME_MAX).expect("valid stream decodes") {
             frames.push(frame);
         }
     }
@@ -108,15 +93,9 @@ fn every_frame_round_trips_one_byte_at_a_time() {
 
 #[test]
 fn every_frame_round_trips_in_random_splits() {
-    let seed: u64 = std::env::var("WARREN_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-        | 1;
+    let seed: u64 = std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    }) | 1;
     let frames = every_frame();
     let stream = encode_all(&frames);
     let mut state = seed;
@@ -139,9 +118,7 @@ fn large_bodies_are_split_at_frame_max() {
     let mut reassembled = Vec::new();
     let mut count = 0;
     while let Some(frame) = codec::decode(&mut out, 4096).expect("decodes") {
-        let Frame::Body { payload, .. } = frame else {
-            panic!("expected a body frame")
-        };
+        let Frame::Body { payload, .. } = frame else { panic!("expected a body frame") };
         assert!(payload.len() <= 4096 - 8);
         reassembled.extend_from_slice(&payload);
         count += 1;
@@ -157,37 +134,22 @@ fn malformed_frames_are_errors_not_panics() {
     let mut bad_end = frame.clone();
     let last = bad_end.len() - 1;
     bad_end[last] = 0;
-    assert_eq!(
-        codec::decode(&mut bad_end, FRAME_MAX),
-        Err(CodecError::BadFrameEnd { found: 0 })
-    );
+    assert_eq!(codec::decode(&mut bad_end, FRAME_MAX), Err(CodecError::BadFrameEnd { found: 0 }));
 
     let mut unknown = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
-    assert_eq!(
-        codec::decode(&mut unknown, FRAME_MAX),
-        Err(CodecError::UnknownFrameType { frame_type: 9 })
-    );
+    assert_eq!(codec::decode(&mut unknown, FRAME_MAX), Err(CodecError::UnknownFrameType { frame_type: 9 }));
 
     let mut huge = BytesMut::from(&[3u8, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF][..]);
-    assert!(matches!(
-        codec::decode(&mut huge, FRAME_MAX),
-        Err(CodecError::FrameTooLarge { .. })
-    ));
+    assert!(matches!(codec::decode(&mut huge, FRAME_MAX), Err(CodecError::FrameTooLarge { .. })));
 
     // queue.declare whose queue-name length runs past the payload.
     let mut truncated = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 7, 0, 50, 0, 10, 0, 0, 200, 0xCE][..]);
-    assert_eq!(
-        codec::decode(&mut truncated, FRAME_MAX),
-        Err(CodecError::Truncated)
-    );
+    assert_eq!(codec::decode(&mut truncated, FRAME_MAX), Err(CodecError::Truncated));
 
     let mut unknown_method = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE][..]);
     assert_eq!(
         codec::decode(&mut unknown_method, FRAME_MAX),
-        Err(CodecError::UnknownMethod {
-            class_id: 99,
-            method_id: 1
-        })
+        Err(CodecError::UnknownMethod { class_id: 99, method_id: 1 })
     );
 }
 
@@ -218,10 +180,6 @@ fn vendored_spec_matches_the_shared_copy() {
     let Ok(shared) = std::fs::read(shared) else {
         return;
     };
-    let vendored =
-        std::fs::read(manifest.join("spec/amqp-rabbitmq-0.9.1.json")).expect("vendored spec");
-    assert!(
-        shared == vendored,
-        "protocols/amqp/spec/ is stale: copy ../shared/specs/amqp-rabbitmq-0.9.1.json"
-    );
+    let vendored = std::fs::read(manifest.join("spec/amqp-rabbitmq-0.9.1.json")).expect("vendored spec");
+    assert!(shared == vendored, "protocols/amqp/spec/ is stale: copy ../shared/specs/amqp-rabbitmq-0.9.1.json");
 }

@@ -27,24 +27,12 @@ pub fn sample_table() -> Table {
         ("i64".into(), Value::I64(-64)),
         ("f32".into(), Value::F32(1.5)),
         ("f64".into(), Value::F64(-2.25)),
-        (
-            "decimal".into(),
-            Value::Decimal {
-                scale: 2,
-                value: 12345,
-            },
-        ),
+        ("decimal".into(), Value::Decimal { scale: 2, value: 12345 }),
         ("string".into(), Value::string("text")),
-        (
-            "array".into(),
-            Value::Array(vec![Value::I32(1), Value::string("two"), Value::Void]),
-        ),
+        ("array".into(), Value::Array(vec![Value::I32(1), Value::string("two"), Value::Void])),
         ("timestamp".into(), Value::Timestamp(1_700_000_000)),
         ("table".into(), Value::Table(nested)),
         ("void".into(), Value::Void),
-        (
-            "bytes".into(),
-            Value::ByteArray(Bytes::from_static(b"\x00\x01\xff")),
-        ),
+        ("bytes".into(), Value::ByteArray(Bytes::from_static(b"\x00\x01\xff"))),
     ])
 }

@@ -35,10 +35,7 @@ pub const FRAME_MIN_BYTES: u32 = 4096;
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum CodecError {
     #[error("frame of {frame_bytes} bytes exceeds frame_max {frame_bytes_max}")]
-    FrameTooLarge {
-        frame_bytes: u64,
-        frame_bytes_max: u32,
-    },
+    FrameTooLarge { frame_bytes: u64, frame_bytes_max: u32 },
     #[error("frame end octet was {found:#04x}, expected 0xce")]
     BadFrameEnd { found: u8 },
     #[error("unknown frame type {frame_type}")]
@@ -64,20 +61,9 @@ pub enum CodecError {
 /// A decoded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Frame {
-    Method {
-        channel: u16,
-        method: Method,
-    },
-    Header {
-        channel: u16,
-        class_id: u16,
-        body_size: u64,
-        properties: Box<Properties>,
-    },
-    Body {
-        channel: u16,
-        payload: Bytes,
-    },
+    Method { channel: u16, method: Method },
+    Header { channel: u16, class_id: u16, body_size: u64, properties: Box<Properties> },
+    Body { channel: u16, payload: Bytes },
     Heartbeat,
 }
 
@@ -93,10 +79,7 @@ pub fn decode(buffer: &mut BytesMut, frame_bytes_max: u32) -> Result<Option<Fram
     let size = u32::from_be_bytes([buffer[3], buffer[4], buffer[5], buffer[6]]) as usize;
     let frame_bytes = size as u64 + FRAME_OVERHEAD_BYTES as u64;
     if frame_bytes > u64::from(frame_bytes_max) {
-        return Err(CodecError::FrameTooLarge {
-            frame_bytes,
-            frame_bytes_max,
-        });
+        return Err(CodecError::FrameTooLarge { frame_bytes, frame_bytes_max });
     }
     let total = size + FRAME_OVERHEAD_BYTES;
     if buffer.len() < total {
@@ -136,12 +119,7 @@ fn decode_header(channel: u16, payload: &Bytes) -> Result<Frame, CodecError> {
     let body_size = reader.longlong()?;
     let properties = Box::new(methods::decode_properties(&mut reader)?);
     finish(&reader)?;
-    Ok(Frame::Header {
-        channel,
-        class_id,
-        body_size,
-        properties,
-    })
+    Ok(Frame::Header { channel, class_id, body_size, properties })
 }
 
 fn finish(reader: &Reader<'_>) -> Result<(), CodecError> {
@@ -214,12 +192,7 @@ pub fn encode_heartbeat(out: &mut BytesMut) {
 pub fn encode_frame(out: &mut BytesMut, frame: &Frame, frame_bytes_max: u32) {
     match frame {
         Frame::Method { channel, method } => encode_method(out, *channel, method),
-        Frame::Header {
-            channel,
-            body_size,
-            properties,
-            ..
-        } => encode_header(out, *channel, *body_size, properties),
+        Frame::Header { channel, body_size, properties, .. } => encode_header(out, *channel, *body_size, properties),
         Frame::Body { channel, payload } => encode_body(out, *channel, payload, frame_bytes_max),
         Frame::Heartbeat => encode_heartbeat(out),
     }

@@ -20,11 +20,7 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a Bytes) -> Reader<'a> {
-        Reader {
-            bytes,
-            position: 0,
-            depth: 0,
-        }
+        Reader { bytes, position: 0, depth: 0 }
     }
 
     pub fn remaining(&self) -> usize {
@@ -40,13 +36,10 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    /// Copies out `count` bytes. Not a slice of the frame: header values live as long as their
+    /// message, and a slice would keep the whole read buffer alive with them.
     fn take_bytes(&mut self, count: usize) -> Result<Bytes, CodecError> {
-        if self.remaining() < count {
-            return Err(CodecError::Truncated);
-        }
-        let slice = self.bytes.slice(self.position..self.position + count);
-        self.position += count;
-        Ok(slice)
+        Ok(Bytes::copy_from_slice(self.take(count)?))
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
@@ -76,9 +69,7 @@ impl<'a> Reader<'a> {
     pub fn shortstr(&mut self) -> Result<String, CodecError> {
         let length = usize::from(self.octet()?);
         let bytes = self.take(length)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| CodecError::InvalidUtf8)
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| CodecError::InvalidUtf8)
     }
 
     pub fn longstr(&mut self) -> Result<Bytes, CodecError> {
@@ -146,10 +137,7 @@ impl<'a> Reader<'a> {
             b'l' => Value::I64(self.longlong()? as i64),
             b'f' => Value::F32(f32::from_bits(self.long()?)),
             b'd' => Value::F64(f64::from_bits(self.longlong()?)),
-            b'D' => Value::Decimal {
-                scale: self.octet()?,
-                value: self.long()?,
-            },
+            b'D' => Value::Decimal { scale: self.octet()?, value: self.long()? },
             b'S' => Value::LongString(self.longstr()?),
             b'A' => Value::Array(self.field_array()?),
             b'T' => Value::Timestamp(self.longlong()?),
