@@ -36,6 +36,9 @@ pub struct Config {
     pub log_level: String,
     /// The most client connections at once, across protocols.
     pub connections_max: usize,
+    /// Ready message bytes a queue holds before its publishers are paused (and told with
+    /// connection.blocked).
+    pub queue_ready_bytes_max: usize,
     pub amqp: AmqpSection,
 }
 
@@ -46,6 +49,8 @@ pub struct AmqpSection {
     pub frame_max: u32,
     pub channel_max: u16,
     pub heartbeat_seconds: u16,
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed; 0 disables.
+    pub consumer_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -57,6 +62,7 @@ impl Default for Config {
             data_dir: PathBuf::from("warren-data"),
             log_level: "info".into(),
             connections_max: 65_536,
+            queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
         }
     }
@@ -70,6 +76,7 @@ impl Default for AmqpSection {
             frame_max: defaults.frame_bytes_max,
             channel_max: defaults.channel_max,
             heartbeat_seconds: defaults.heartbeat_seconds,
+            consumer_timeout_ms: defaults.consumer_timeout.map_or(0, |timeout| timeout.as_millis() as u64),
         }
     }
 }
@@ -120,6 +127,8 @@ impl Config {
             frame_bytes_max: self.amqp.frame_max,
             channel_max: self.amqp.channel_max,
             heartbeat_seconds: self.amqp.heartbeat_seconds,
+            consumer_timeout: (self.amqp.consumer_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.amqp.consumer_timeout_ms)),
             ..Default::default()
         }
     }

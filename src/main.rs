@@ -64,7 +64,8 @@ async fn run(config: Config) -> std::io::Result<()> {
     info!(data_dir = %config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting warren");
     let shutdown = Shutdown::new();
     let users = Arc::new(InternalUsers::with_default_guest());
-    let broker = Broker::new(BrokerConfig::default(), users, shutdown.clone());
+    let broker_config = BrokerConfig { queue_ready_bytes_max: config.queue_ready_bytes_max, ..BrokerConfig::default() };
+    let broker = Broker::new(broker_config, users, shutdown.clone());
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());

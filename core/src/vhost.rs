@@ -37,6 +37,11 @@ const PREDECLARED: [(&str, ExchangeKind); 6] = [
     ("amq.match", ExchangeKind::Headers),
 ];
 
+/// Direct reply-to: a consumer of this pseudo-queue gets a private reply queue, named with
+/// this prefix and a random suffix, that publishers reach through the default exchange.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+const REPLY_QUEUE_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
 /// Names with this prefix are reserved for the broker.
 const RESERVED_PREFIX: &str = "amq.";
 
@@ -47,6 +52,9 @@ pub struct Vhost {
     this: std::sync::Weak<Vhost>,
     exchanges: RwLock<HashMap<ExchangeName, Arc<Exchange>>>,
     queues: RwLock<HashMap<QueueName, Arc<Queue>>>,
+    /// Direct reply-to queues: reachable by name through the default exchange, but not declared
+    /// and not listed.
+    reply_queues: RwLock<HashMap<QueueName, Arc<Queue>>>,
     /// Seeds server-generated queue names.
     generated_names: AtomicU64,
     /// Bound on each queue's ready bytes before publishers wait.
@@ -75,6 +83,7 @@ impl Vhost {
             this: this.clone(),
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(HashMap::new()),
+            reply_queues: RwLock::new(HashMap::new()),
             generated_names: AtomicU64::new(seed),
             queue_ready_bytes_max,
         })
@@ -223,7 +232,10 @@ impl Vhost {
         connection: ConnectionId,
     ) -> Result<DeclaredQueue> {
         if declare == Declare::Passive {
-            return self.queue(name, connection).map(counted);
+            // A passive declare counts as use, restarting `x-expires`, as in RabbitMQ.
+            let queue = self.queue(name, connection)?;
+            queue.touch();
+            return Ok(counted(queue));
         }
         let client_named = !name.is_empty();
         let name = if client_named { name.clone() } else { self.generate_queue_name() };
@@ -268,6 +280,35 @@ impl Vhost {
         }
         check_arguments_equivalent(&current.arguments, &wanted.arguments, &QUEUE_EQUIVALENCE_ARGUMENTS)
             .map_err(|(argument, received, current)| mismatch(argument, received, current))
+    }
+
+    /// Creates a private reply queue for a direct reply-to consumer of `connection`.
+    pub fn create_reply_queue(&self, connection: ConnectionId) -> Arc<Queue> {
+        let suffix = self.generate_queue_name();
+        let name = QueueName::from(format!("{REPLY_QUEUE_PREFIX}{}", &suffix.as_str()["amq.gen-".len()..]));
+        let options = QueueOptions {
+            durability: Durability::Transient,
+            exclusive_owner: Some(connection),
+            auto_delete: false,
+            arguments: Table::new(),
+        };
+        let this = self.this.upgrade().expect("a vhost in use is alive");
+        let queue = Queue::new(name.clone(), &this, options, QueueArguments::default(), self.queue_ready_bytes_max);
+        self.reply_queues.write().expect("queues lock poisoned").insert(name, queue.clone());
+        queue
+    }
+
+    /// Removes a reply queue when its consumer goes.
+    pub fn remove_reply_queue(&self, queue: &Arc<Queue>) {
+        let removed = self.reply_queues.write().expect("queues lock poisoned").remove(queue.name());
+        if removed.is_some() {
+            queue.mark_deleted();
+        }
+    }
+
+    /// Whether `queue` is a direct reply-to queue.
+    pub fn is_reply_queue(queue: &Queue) -> bool {
+        queue.name().as_str().starts_with(REPLY_QUEUE_PREFIX)
     }
 
     /// `amq.gen-` followed by 22 URL-safe base64 characters, as RabbitMQ names them.
@@ -340,6 +381,7 @@ impl Vhost {
     ) -> Result<()> {
         let source = self.source_exchange(exchange)?;
         let queue = self.queue(queue, connection)?;
+        source.check_binding(&arguments)?;
         let binding =
             Binding { destination: Destination::Queue(queue.clone()), key: key.clone(), arguments: arguments.clone() };
         if source.bind(binding) {
@@ -384,6 +426,7 @@ impl Vhost {
             key: key.clone(),
             arguments: arguments.clone(),
         };
+        source_exchange.check_binding(&binding.arguments)?;
         if source_exchange.bind(binding) {
             target.add_source(BindingRecord { exchange: source.clone(), key, arguments });
         }
@@ -466,8 +509,9 @@ impl Vhost {
         out: &mut Vec<Arc<Queue>>,
     ) {
         if exchange.name().is_empty() {
-            let queues = self.queues.read().expect("queues lock poisoned");
-            out.extend(queues.get(message.routing_key.as_str()).cloned());
+            let key = message.routing_key.as_str();
+            let queues = if key.starts_with(REPLY_QUEUE_PREFIX) { &self.reply_queues } else { &self.queues };
+            out.extend(queues.read().expect("queues lock poisoned").get(key).cloned());
             return;
         }
         let (queues_before, exchanges_before) = (out.len(), exchanges.len());

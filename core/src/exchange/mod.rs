@@ -20,6 +20,7 @@ mod topic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::error::{EntityKind, Error, Result};
 use crate::message::Message;
 use crate::name::ExchangeName;
 use crate::queue::{BindingRecord, Durability, Queue};
@@ -172,6 +173,21 @@ impl Exchange {
             Router::Topic(router) => router.route(message, found),
             Router::Headers(router) => router.route(message, found),
         }
+    }
+
+    /// Checks a new binding's arguments: a headers exchange needs a valid `x-match`.
+    pub(crate) fn check_binding(&self, arguments: &Table) -> Result<()> {
+        let Some(mode) = arguments.get("x-match") else { return Ok(()) };
+        let valid = matches!(mode.as_str(), Some("all" | "any" | "all-with-x" | "any-with-x"));
+        if self.options.kind == ExchangeKind::Headers && !valid {
+            return Err(Error::InvalidArgument {
+                kind: EntityKind::Exchange,
+                name: self.name.to_string(),
+                argument: "x-match".into(),
+                reason: "expected all, any, all-with-x, or any-with-x",
+            });
+        }
+        Ok(())
     }
 
     /// Adds a binding; returns false if an identical one existed.

@@ -38,6 +38,10 @@ pub struct QueueArguments {
     pub dead_letter_exchange: Option<ExchangeName>,
     /// `x-dead-letter-routing-key`: the key they are republished with (else their own).
     pub dead_letter_routing_key: Option<RoutingKey>,
+    /// `x-max-priority`: the highest message priority the queue orders by (at most 255).
+    pub max_priority: Option<u8>,
+    /// `x-single-active-consumer`: only one consumer at a time receives messages.
+    pub single_active_consumer: bool,
 }
 
 impl QueueArguments {
@@ -88,6 +92,16 @@ impl QueueArguments {
                 "x-dead-letter-routing-key" => {
                     let key = value.as_str().ok_or_else(|| invalid(name, "must be a string"))?;
                     arguments.dead_letter_routing_key = Some(RoutingKey::new(key));
+                }
+                "x-single-active-consumer" => {
+                    let Value::Bool(single) = value else { return Err(invalid(name, "must be a boolean")) };
+                    arguments.single_active_consumer = *single;
+                }
+                "x-max-priority" => {
+                    let max = non_negative(value, u64::from(u8::MAX))
+                        .filter(|max| *max > 0)
+                        .ok_or_else(|| invalid(name, "must be 1..255"))?;
+                    arguments.max_priority = Some(u8::try_from(max).expect("checked at most 255"));
                 }
                 // Lazy mode is accepted for compatibility; every queue already keeps only what
                 // it must in memory.

@@ -29,6 +29,8 @@ pub struct Consumer {
     pub tag: ConsumerTag,
     pub ack_mode: AckMode,
     pub exclusivity: Exclusivity,
+    /// `x-priority`: higher-priority consumers are served first.
+    pub priority: i32,
     pub inbox: Arc<Inbox>,
     /// Per-consumer prefetch window (manual ack only).
     pub prefetch: Arc<Credit>,

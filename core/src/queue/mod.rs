@@ -16,6 +16,7 @@
 //! - `credit`: counters with waiters, used for prefetch and inbox room.
 //! - `dead_letter`: republished dead messages and the cycle rule.
 //! - `inbox`: a session's bounded inbox of deliveries.
+//! - `ready`: the ready list, one FIFO per priority level.
 //! - `timer`: the task that expires messages and idle queues.
 
 mod args;
@@ -23,6 +24,7 @@ mod consumer;
 mod credit;
 mod dead_letter;
 mod inbox;
+mod ready;
 mod timer;
 
 use std::collections::VecDeque;
@@ -47,6 +49,7 @@ use crate::topic::BindingKey;
 use crate::value::Table;
 use crate::vhost::Vhost;
 use dead_letter::DeadLetterTarget;
+use ready::{Ready, ReadyList};
 
 /// Whether a queue survives a broker restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,33 +87,6 @@ pub struct Requeue {
     pub redelivered: bool,
 }
 
-/// Merges two runs sorted by sequence into one.
-fn merge_by_sequence(returning: Vec<Ready>, waiting: VecDeque<Ready>) -> VecDeque<Ready> {
-    let mut merged = VecDeque::with_capacity(returning.len() + waiting.len());
-    let mut returning = returning.into_iter().peekable();
-    let mut waiting = waiting.into_iter().peekable();
-    loop {
-        let take_returning = match (returning.peek(), waiting.peek()) {
-            (Some(a), Some(b)) => a.sequence < b.sequence,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => return merged,
-        };
-        let next = if take_returning { returning.next() } else { waiting.next() };
-        merged.push_back(next.expect("peeked"));
-    }
-}
-
-/// A message waiting in a queue.
-#[derive(Debug)]
-struct Ready {
-    sequence: u64,
-    message: Arc<Message>,
-    redelivered: bool,
-    /// When it dies of old age, if it has a TTL.
-    expires_at: Option<Instant>,
-}
-
 /// A binding that points at this queue, remembered so deleting the queue can remove it.
 #[derive(Clone, Debug)]
 pub struct BindingRecord {
@@ -121,9 +97,13 @@ pub struct BindingRecord {
 
 #[derive(Debug)]
 struct State {
-    ready: VecDeque<Ready>,
+    ready: ReadyList,
     /// In round-robin order: the front gets the next message.
-    consumers: VecDeque<Arc<Consumer>>,
+    /// Highest priority first; in arrival order within a priority. With a single active
+    /// consumer, the first is the active one.
+    consumers: Vec<Arc<Consumer>>,
+    /// Round-robin position within a priority group.
+    cursor: usize,
     next_sequence: u64,
     had_consumer: bool,
     bindings: Vec<BindingRecord>,
@@ -181,6 +161,7 @@ impl Queue {
         arguments: QueueArguments,
         ready_bytes_max: usize,
     ) -> Arc<Queue> {
+        let ready = ReadyList::new(arguments.max_priority.unwrap_or(0));
         let queue = Arc::new_cyclic(|this| Queue {
             name,
             vhost_name: vhost.name().clone(),
@@ -188,8 +169,9 @@ impl Queue {
             options,
             arguments,
             state: Mutex::new(State {
-                ready: VecDeque::new(),
-                consumers: VecDeque::new(),
+                ready,
+                consumers: Vec::new(),
+                cursor: 0,
                 next_sequence: 0,
                 had_consumer: false,
                 bindings: Vec::new(),
@@ -367,7 +349,7 @@ impl Queue {
         {
             let mut state = self.lock();
             let now = Instant::now();
-            let mut returning: Vec<Ready> = messages
+            let returning: Vec<Ready> = messages
                 .into_iter()
                 .map(|requeue| {
                     self.ready_bytes.fetch_add(requeue.message.body_bytes(), Ordering::AcqRel);
@@ -379,9 +361,7 @@ impl Queue {
                     }
                 })
                 .collect();
-            returning.sort_unstable_by_key(|ready| ready.sequence);
-            let waiting = std::mem::take(&mut state.ready);
-            state.ready = merge_by_sequence(returning, waiting);
+            state.ready.requeue(returning);
             self.dispatch_locked(&mut state, &mut effects);
         }
         self.timer_wakeup.notify_one();
@@ -445,7 +425,8 @@ impl Queue {
             if exclusive_held || (wants_exclusive && !state.consumers.is_empty()) {
                 return Err(Error::QueueInExclusiveUse { vhost: self.vhost_name.clone(), queue: self.name.clone() });
             }
-            state.consumers.push_back(consumer);
+            let at = state.consumers.partition_point(|existing| existing.priority >= consumer.priority);
+            state.consumers.insert(at, consumer);
             state.had_consumer = true;
             self.dispatch_locked(&mut state, &mut effects);
         }
@@ -527,16 +508,30 @@ impl Queue {
     /// Finds the next consumer in round-robin order that can take a delivery, reserving its
     /// credit and moving it to the back. Consumers without credit get this queue registered as
     /// a waiter.
+    ///
+    /// Consumers of a higher priority (`x-priority`) are served first; lower ones get messages
+    /// only while every higher one lacks credit. With `x-single-active-consumer` only the first
+    /// consumer is ever served; the next takes over when it leaves.
     fn next_consumer(&self, state: &mut State, to_wake: &mut Vec<Arc<Credit>>) -> Option<Arc<Consumer>> {
         loop {
             let mut room_appeared = false;
-            for _ in 0..state.consumers.len() {
-                let consumer = state.consumers.pop_front().expect("checked non-empty");
-                state.consumers.push_back(consumer.clone());
-                match consumer.try_reserve(to_wake) {
-                    Ok(()) => return Some(consumer),
-                    Err(blocker) => room_appeared |= consumer.wait_for(&blocker, &self.this),
+            let candidates = if self.arguments.single_active_consumer { 1 } else { state.consumers.len() };
+            let mut start = 0;
+            while start < candidates {
+                let priority = state.consumers[start].priority;
+                let group = state.consumers[start..candidates].iter().take_while(|c| c.priority == priority).count();
+                for offset in 0..group {
+                    let consumer = &state.consumers[start + (state.cursor.wrapping_add(offset)) % group];
+                    match consumer.try_reserve(to_wake) {
+                        Ok(()) => {
+                            let consumer = consumer.clone();
+                            state.cursor = state.cursor.wrapping_add(offset + 1);
+                            return Some(consumer);
+                        }
+                        Err(blocker) => room_appeared |= consumer.wait_for(&blocker, &self.this),
+                    }
                 }
+                start += group;
             }
             if !room_appeared {
                 return None;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 use warren_core::name::{ConsumerId, ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
 use warren_core::queue::{Consumer, Credit, Requeue};
@@ -12,6 +13,7 @@ use warren_core::topic::RoutingKey;
 use warren_core::{Message, Queue, Vhost};
 
 use crate::error::{code, Close};
+use crate::tx::Transaction;
 
 /// The largest message body accepted: RabbitMQ's default `max_message_size` (128 MiB). A larger
 /// body would be buffered whole before routing.
@@ -98,6 +100,8 @@ pub struct Unacked {
     pub message: Arc<Message>,
     /// The consumer whose credit it holds; `None` for basic.get.
     pub consumer: Option<Arc<Consumer>>,
+    /// When it was sent, for the consumer timeout.
+    pub delivered_at: Instant,
 }
 
 /// Publisher-confirm bookkeeping.
@@ -131,6 +135,10 @@ pub struct Channel {
     pub confirms: Option<Confirms>,
     /// The last queue declared, which an empty queue name refers to.
     pub last_queue: Option<QueueName>,
+    /// Set by tx.select: publishes and acks wait for tx.commit.
+    pub transaction: Option<Transaction>,
+    /// The channel's direct reply-to queue, while it has a reply consumer.
+    pub reply_queue: Option<Arc<Queue>>,
 }
 
 impl Channel {
@@ -146,6 +154,8 @@ impl Channel {
             shared_credit: Credit::new(0),
             confirms: None,
             last_queue: None,
+            transaction: None,
+            reply_queue: None,
         }
     }
 
@@ -236,15 +246,28 @@ impl Channel {
         cancelled
     }
 
-    /// Requeues every unacked delivery, as a channel close does.
+    /// Requeues every unacked delivery, as a channel close does, including those acknowledged
+    /// in a transaction that was never committed.
     pub fn requeue_all(&mut self) {
-        let entries: Vec<Unacked> = self.unacked.drain(..).collect();
+        let mut entries: Vec<Unacked> = self.unacked.drain(..).collect();
+        if let Some(transaction) = &mut self.transaction {
+            entries.extend(transaction.take_unacked());
+        }
         requeue(entries);
+    }
+
+    /// Puts deliveries back on the unacked list, in delivery-tag order (a rollback).
+    pub fn restore_unacked(&mut self, entries: Vec<Unacked>) {
+        self.unacked.extend(entries);
+        self.unacked.make_contiguous().sort_unstable_by_key(|entry| entry.delivery_tag);
     }
 }
 
 /// Detaches one consumer, deleting its queue if that was auto-delete's last consumer.
 pub fn cancel(vhost: &Vhost, entry: &ChannelConsumer) {
+    if Vhost::is_reply_queue(&entry.queue) {
+        return vhost.remove_reply_queue(&entry.queue);
+    }
     if entry.queue.remove_consumer(entry.consumer.id, &entry.consumer.inbox) {
         vhost.remove_queue(&entry.queue);
     }

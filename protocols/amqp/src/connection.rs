@@ -38,6 +38,9 @@ pub struct AmqpConfig {
     pub heartbeat_seconds: u16,
     /// How long a client has to finish the handshake: RabbitMQ's 10 s.
     pub handshake_timeout: Duration,
+    /// How long a delivery may stay unacknowledged before its channel is closed (406), as
+    /// RabbitMQ's `consumer_timeout`: 30 minutes by default; `None` disables it.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Default for AmqpConfig {
@@ -47,6 +50,7 @@ impl Default for AmqpConfig {
             channel_max: 2047,
             heartbeat_seconds: 60,
             handshake_timeout: Duration::from_secs(10),
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -235,6 +239,7 @@ impl Connection {
                     return "handshake timeout";
                 }
                 _ = heartbeat_check.tick() => {
+                    self.enforce_consumer_timeout();
                     // A paused connection is silent because we stopped reading it.
                     if self.paused_on.is_none() && self.missed_heartbeats(last_read) {
                         warn!(connection = self.id.0, peer = %self.peer, "missed heartbeats from client");
@@ -242,6 +247,29 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes (406) every channel holding a delivery unacknowledged for longer than the consumer
+    /// timeout. The oldest delivery is at the front of each unacked list.
+    fn enforce_consumer_timeout(&mut self) {
+        let Some(timeout) = self.config.consumer_timeout else { return };
+        let now = Instant::now();
+        let late: Vec<u16> = self
+            .channels
+            .values()
+            .filter(|channel| channel.state == ChannelState::Open)
+            .filter(|channel| channel.unacked.front().is_some_and(|oldest| now - oldest.delivered_at > timeout))
+            .map(|channel| channel.id)
+            .collect();
+        for channel_id in late {
+            let detail = format!(
+                "delivery acknowledgement on channel {channel_id} timed out. Timeout value used: {} ms. This \
+                 timeout value can be configured, see consumers doc guide to learn more",
+                timeout.as_millis()
+            );
+            warn!(connection = self.id.0, channel = channel_id, "consumer timeout");
+            self.fail(channel_id, Close::channel(code::PRECONDITION_FAILED, detail));
         }
     }
 

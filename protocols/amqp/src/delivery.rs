@@ -1,5 +1,6 @@
 //! Turning inbox items into basic.deliver (or basic.cancel) frames.
 
+use tokio::time::Instant;
 use warren_core::queue::{AckMode, InboxItem, Requeue};
 use warren_core::Delivery;
 
@@ -17,6 +18,7 @@ impl Connection {
     /// Encodes deliveries from the inbox until it is empty or the output is large enough.
     pub(crate) fn drain_inbox(&mut self) {
         let mut items = Vec::with_capacity(DRAIN_BATCH);
+        let now = Instant::now();
         while self.out.len() < DRAIN_OUTPUT_BYTES_MAX {
             items.clear();
             if self.inbox.drain_into(&mut items, DRAIN_BATCH) == 0 {
@@ -24,14 +26,14 @@ impl Connection {
             }
             for item in items.drain(..) {
                 match item {
-                    InboxItem::Delivery(delivery) => self.deliver(delivery),
+                    InboxItem::Delivery(delivery) => self.deliver(delivery, now),
                     InboxItem::Cancelled(consumer) => self.consumer_cancelled(consumer),
                 }
             }
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
+    fn deliver(&mut self, delivery: Delivery, now: Instant) {
         let Some((channel_id, tag)) = self.consumers.get(&delivery.consumer.id).cloned() else {
             // The consumer was cancelled while this was in flight: give it back.
             return requeue_orphan(delivery);
@@ -65,6 +67,7 @@ impl Connection {
                 sequence: delivery.sequence,
                 message: delivery.message,
                 consumer: Some(consumer),
+                delivered_at: now,
             });
         }
     }

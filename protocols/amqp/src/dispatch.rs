@@ -8,8 +8,8 @@ use warren_core::name::{ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
 use warren_core::queue::{AckMode, Consumer, Credit, Enqueued, Exclusivity};
 use warren_core::topic::RoutingKey;
-use warren_core::vhost::Declare;
-use warren_core::{Error, Message, Vhost};
+use warren_core::vhost::{Declare, REPLY_TO};
+use warren_core::{Error, Message, Queue, Vhost};
 
 use crate::channel::{self, Channel, ChannelConsumer, ChannelState, Content, PendingPublish, Unacked};
 use crate::codec::methods::{access, basic, channel as channel_methods, confirm, exchange, queue};
@@ -17,6 +17,7 @@ use crate::codec::{self, Method};
 use crate::connection::Connection;
 use crate::error::{code, Close};
 use crate::translate;
+use crate::tx::Settlement;
 
 type Handled = Result<(), Close>;
 
@@ -58,9 +59,16 @@ impl Connection {
             Method::BasicRecover(recover) => self.basic_recover(channel_id, recover.requeue, true),
             Method::BasicRecoverAsync(recover) => self.basic_recover(channel_id, recover.requeue, false),
             Method::ConfirmSelect(select) => self.confirm_select(channel_id, select),
+            Method::TxSelect(_) => self.tx_select(channel_id),
+            Method::TxCommit(_) => self.tx_commit(channel_id),
+            Method::TxRollback(_) => self.tx_rollback(channel_id),
             other => Err(not_implemented(&other)),
         };
         result.map_err(|close| close.during(method_id))
+    }
+
+    pub(crate) fn channel_mut(&mut self, channel_id: u16) -> &mut Channel {
+        self.channel(channel_id)
     }
 
     fn channel(&mut self, channel_id: u16) -> &mut Channel {
@@ -140,6 +148,12 @@ impl Connection {
     }
 
     fn queue_declare(&mut self, channel_id: u16, declare: queue::Declare) -> Handled {
+        if declare.queue == REPLY_TO && declare.passive {
+            // The pseudo-queue always exists, as in RabbitMQ.
+            let ok = queue::DeclareOk { queue: declare.queue, message_count: 0, consumer_count: 0 };
+            self.send(channel_id, Method::QueueDeclareOk(ok));
+            return Ok(());
+        }
         let vhost = self.vhost();
         let name = QueueName::new(&declare.queue);
         let mode = if declare.passive { Declare::Passive } else { Declare::Create };
@@ -226,8 +240,12 @@ impl Connection {
 
     fn basic_consume(&mut self, channel_id: u16, consume: basic::Consume) -> Handled {
         let vhost = self.vhost();
-        let name = self.channel(channel_id).queue_name(&consume.queue)?;
-        let queue = vhost.queue(&name, self.id)?;
+        let queue = if consume.queue == REPLY_TO {
+            self.reply_queue(channel_id, consume.no_ack)?
+        } else {
+            let name = self.channel(channel_id).queue_name(&consume.queue)?;
+            vhost.queue(&name, self.id)?
+        };
         let tag = if consume.consumer_tag.is_empty() {
             ConsumerTag::from(generated_tag(self.id.0, self.next_consumer_id().0))
         } else {
@@ -236,6 +254,7 @@ impl Connection {
         if self.channel(channel_id).consumers.contains_key(&tag) {
             return Err(Close::connection(code::NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
         }
+        let priority = translate::consumer_priority(&consume.arguments)?;
         let id = self.next_consumer_id();
         let inbox = self.inbox.clone();
         let channel = self.channel(channel_id);
@@ -244,6 +263,7 @@ impl Connection {
             tag: tag.clone(),
             ack_mode: if consume.no_ack { AckMode::Auto } else { AckMode::Manual },
             exclusivity: if consume.exclusive { Exclusivity::Exclusive } else { Exclusivity::Shared },
+            priority,
             inbox,
             prefetch: Credit::new(channel.consumer_prefetch),
             shared: Some(channel.shared_credit.clone()),
@@ -261,11 +281,29 @@ impl Connection {
         Ok(())
     }
 
+    /// Direct reply-to: a no-ack consumer of the pseudo-queue gets a private reply queue, one
+    /// per channel, that the channel's publishes name in their reply_to.
+    fn reply_queue(&mut self, channel_id: u16, no_ack: bool) -> Result<Arc<Queue>, Close> {
+        if !no_ack {
+            return Err(Close::channel(code::PRECONDITION_FAILED, "reply consumer cannot acknowledge"));
+        }
+        if self.channel(channel_id).reply_queue.is_some() {
+            return Err(Close::channel(code::PRECONDITION_FAILED, "reply consumer already set"));
+        }
+        let queue = self.vhost().create_reply_queue(self.id);
+        self.channel(channel_id).reply_queue = Some(queue.clone());
+        Ok(queue)
+    }
+
     fn basic_cancel(&mut self, channel_id: u16, cancel: basic::Cancel) -> Handled {
         let vhost = self.vhost();
         let tag = ConsumerTag::new(&cancel.consumer_tag);
         if let Some(entry) = self.channel(channel_id).consumers.remove(&tag) {
             channel::cancel(&vhost, &entry);
+            let channel = self.channel(channel_id);
+            if channel.reply_queue.as_ref().is_some_and(|queue| Arc::ptr_eq(queue, &entry.queue)) {
+                channel.reply_queue = None;
+            }
             self.consumers.remove(&entry.consumer.id);
         }
         if !cancel.nowait {
@@ -305,11 +343,26 @@ impl Connection {
         }
     }
 
-    /// Routes a complete message, returns it if unroutable and mandatory, and confirms it.
-    fn route(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
+    /// A complete message: checked now, then routed now or, in a transaction, at commit.
+    fn route(&mut self, channel_id: u16, mut message: Message, mandatory: bool) -> Handled {
+        self.vhost().exchange(&message.exchange)?;
+        message.check_expiration()?;
+        if message.properties.reply_to.as_deref() == Some(REPLY_TO) {
+            let Some(reply_queue) = &self.channel(channel_id).reply_queue else {
+                return Err(Close::channel(code::PRECONDITION_FAILED, "fast reply consumer does not exist"));
+            };
+            message.properties.reply_to = Some(reply_queue.name().to_string());
+        }
+        if self.channel(channel_id).transaction.is_some() {
+            return self.tx_publish(channel_id, message, mandatory);
+        }
+        self.route_now(channel_id, message, mandatory)
+    }
+
+    /// Routes a message, returns it if unroutable and mandatory, and confirms it.
+    pub(crate) fn route_now(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
         let vhost = self.vhost();
         let exchange = vhost.exchange(&message.exchange)?;
-        message.check_expiration()?;
         let mut queues = Vec::new();
         vhost.route(&exchange, &message, &mut queues)?;
         if queues.is_empty() && mandatory {
@@ -394,6 +447,7 @@ impl Connection {
                 sequence: got.sequence,
                 message: got.message.clone(),
                 consumer: None,
+                delivered_at: tokio::time::Instant::now(),
             });
         }
         let method = Method::BasicGetOk(basic::GetOk {
@@ -411,12 +465,21 @@ impl Connection {
 
     fn basic_ack(&mut self, channel_id: u16, ack: basic::Ack) -> Handled {
         let entries = self.channel(channel_id).take_unacked(ack.delivery_tag, ack.multiple)?;
+        if self.channel(channel_id).transaction.is_some() {
+            self.tx_settle(channel_id, Settlement::Ack, entries);
+            return Ok(());
+        }
         channel::settle(&entries);
         Ok(())
     }
 
     fn basic_reject(&mut self, channel_id: u16, delivery_tag: u64, multiple: bool, requeue: bool) -> Handled {
         let entries = self.channel(channel_id).take_unacked(delivery_tag, multiple)?;
+        if self.channel(channel_id).transaction.is_some() {
+            let settlement = if requeue { Settlement::Requeue } else { Settlement::Reject };
+            self.tx_settle(channel_id, settlement, entries);
+            return Ok(());
+        }
         if requeue {
             channel::requeue(entries);
         } else {
@@ -438,6 +501,9 @@ impl Connection {
 
     fn confirm_select(&mut self, channel_id: u16, select: confirm::Select) -> Handled {
         let channel = self.channel(channel_id);
+        if channel.transaction.is_some() {
+            return Err(Close::channel(code::PRECONDITION_FAILED, "cannot switch from tx to confirm mode"));
+        }
         if channel.confirms.is_none() {
             channel.confirms = Some(Default::default());
         }

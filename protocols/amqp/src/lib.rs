@@ -10,6 +10,7 @@
 //! - `dispatch`: channel method handlers.
 //! - `error`: core and codec errors to reply codes.
 //! - `translate`: pure functions between AMQP forms and the core's.
+//! - `tx`: transactions.
 
 mod channel;
 pub mod codec;
@@ -18,5 +19,6 @@ mod delivery;
 mod dispatch;
 pub mod error;
 pub mod translate;
+mod tx;
 
 pub use connection::{serve, AmqpConfig};

@@ -5,6 +5,8 @@ use warren_core::queue::{Durability, QueueOptions};
 use warren_core::topic::{BindingKey, Segment};
 use warren_core::value::Table;
 
+use crate::error::{code, Close};
+
 /// Parses an AMQP binding key: words separated by `.`, with `*` for one word and `#` for any
 /// number.
 pub fn binding_key(text: &str) -> BindingKey {
@@ -24,6 +26,17 @@ pub fn durability(durable: bool) -> Durability {
         Durability::Durable
     } else {
         Durability::Transient
+    }
+}
+
+/// A consumer's `x-priority` argument: any integer; 0 if absent.
+pub fn consumer_priority(arguments: &Table) -> Result<i32, Close> {
+    match arguments.get("x-priority") {
+        None => Ok(0),
+        Some(value) => value
+            .as_i64()
+            .and_then(|priority| i32::try_from(priority).ok())
+            .ok_or_else(|| Close::channel(code::PRECONDITION_FAILED, "invalid arg 'x-priority': must be an integer")),
     }
 }
 
