@@ -40,6 +40,56 @@ pub struct Config {
     /// connection.blocked).
     pub queue_ready_bytes_max: usize,
     pub amqp: AmqpSection,
+    /// Operator policies, applied at start.
+    pub policies: Vec<PolicySection>,
+}
+
+/// One `[[policies]]` entry, as RabbitMQ's `set_policy` takes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub name: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// A regular expression matched against queue and exchange names.
+    pub pattern: String,
+    /// `queues`, `exchanges` or `all`.
+    #[serde(default = "default_apply_to")]
+    pub apply_to: String,
+    #[serde(default)]
+    pub priority: i32,
+    /// Keys such as `message-ttl`, `max-length`, `dead-letter-exchange`.
+    pub definition: toml::Table,
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+fn default_apply_to() -> String {
+    "all".into()
+}
+
+impl PolicySection {
+    /// The core policy, with TOML values turned into typed values.
+    pub fn to_policy(&self) -> Result<warren_core::policy::Policy, ConfigError> {
+        use warren_core::value::{Table, Value};
+        let invalid = |reason: String| ConfigError::Policy { name: self.name.clone(), reason };
+        let apply_to = warren_core::policy::ApplyTo::from_name(&self.apply_to)
+            .ok_or_else(|| invalid(format!("apply_to must be queues, exchanges or all, not '{}'", self.apply_to)))?;
+        let mut definition = Table::new();
+        for (key, value) in &self.definition {
+            let value = match value {
+                toml::Value::Integer(number) => Value::I64(*number),
+                toml::Value::String(text) => Value::string(text),
+                toml::Value::Boolean(flag) => Value::Bool(*flag),
+                other => return Err(invalid(format!("unsupported value for '{key}': {other}"))),
+            };
+            definition.insert(key.as_str(), value);
+        }
+        warren_core::policy::Policy::new(&self.name, &self.pattern, apply_to, self.priority, definition)
+            .map_err(|error| invalid(error.to_string()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +114,7 @@ impl Default for Config {
             connections_max: 65_536,
             queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
+            policies: Vec::new(),
         }
     }
 }
@@ -87,6 +138,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
+    #[error("policy '{name}': {reason}")]
+    Policy { name: String, reason: String },
     #[error("amqp.frame_max must be at least 4096, got {frame_max}")]
     FrameMaxTooSmall { frame_max: u32 },
 }
@@ -151,6 +204,22 @@ mod tests {
         assert_eq!(config.amqp.heartbeat_seconds, 5);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn policies_parse_and_are_checked() {
+        let config: Config = toml::from_str(
+            "[[policies]]\nname = \"ttl\"\npattern = \"^ttl\\\\.\"\napply_to = \"queues\"\npriority = 2\n\
+             [policies.definition]\nmessage-ttl = 500\ndead-letter-exchange = \"dlx\"\n",
+        )
+        .expect("parses");
+        let policy = config.policies[0].to_policy().expect("valid policy");
+        assert_eq!(policy.pattern(), "^ttl\\.");
+        assert_eq!(policy.priority, 2);
+        let bad: Config =
+            toml::from_str("[[policies]]\nname = \"x\"\npattern = \".*\"\n[policies.definition]\nmessage-ttl = -5\n")
+                .expect("parses");
+        assert!(bad.policies[0].to_policy().is_err());
     }
 
     #[test]

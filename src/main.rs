@@ -66,6 +66,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     let users = Arc::new(InternalUsers::with_default_guest());
     let broker_config = BrokerConfig { queue_ready_bytes_max: config.queue_ready_bytes_max, ..BrokerConfig::default() };
     let broker = Broker::new(broker_config, users, shutdown.clone());
+    apply_policies(&config, &broker)?;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());
@@ -81,6 +82,23 @@ async fn run(config: Config) -> std::io::Result<()> {
         error!("connections did not close within the grace period");
     }
     info!("stopped");
+    Ok(())
+}
+
+/// Sets the config file's policies on their vhosts.
+fn apply_policies(config: &Config, broker: &Broker) -> std::io::Result<()> {
+    for section in &config.policies {
+        let policy =
+            section.to_policy().map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+        let vhost = broker.vhost(&warren_core::name::VhostName::new(&section.vhost)).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("policy '{}': vhost '{}' does not exist", section.name, section.vhost),
+            )
+        })?;
+        info!(policy = %section.name, pattern = %section.pattern, vhost = %section.vhost, "policy set");
+        vhost.set_policy(policy);
+    }
     Ok(())
 }
 

@@ -78,6 +78,9 @@ pub enum Error {
     #[error("invalid arg '{argument}' for {kind} '{name}': {reason}")]
     InvalidArgument { kind: EntityKind, name: String, argument: String, reason: &'static str },
 
+    #[error("invalid policy '{policy}': {reason}")]
+    InvalidPolicy { policy: String, reason: String },
+
     #[error("invalid expiration '{expiration}' for message")]
     InvalidExpiration { expiration: String },
 

@@ -12,6 +12,7 @@
 //! - `limits`: default bounds.
 //! - `message`: a published message, shared by every queue it reaches.
 //! - `name`: identifier newtypes.
+//! - `policy`: operator policies matched to queues and exchanges by name.
 //! - `properties`: message metadata.
 //! - `queue`: queues, consumers, credit and session inboxes.
 //! - `shutdown`: the task tracker and cancellation token.
@@ -26,6 +27,7 @@ pub mod exchange;
 pub mod limits;
 pub mod message;
 pub mod name;
+pub mod policy;
 pub mod properties;
 pub mod queue;
 pub mod shutdown;

@@ -8,6 +8,7 @@ use crate::error::{EntityKind, Error, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
 use crate::name::{ConnectionId, ExchangeName, QueueName, VhostName};
+use crate::policy::{self, ApplyTo, Policy};
 use crate::queue::{BindingRecord, Durability, Queue, QueueArguments, QueueOptions};
 use crate::topic::BindingKey;
 use crate::value::{Table, Value};
@@ -55,6 +56,8 @@ pub struct Vhost {
     /// Direct reply-to queues: reachable by name through the default exchange, but not declared
     /// and not listed.
     reply_queues: RwLock<HashMap<QueueName, Arc<Queue>>>,
+    /// Operator policies, in the order they were set.
+    policies: RwLock<Vec<Policy>>,
     /// Seeds server-generated queue names.
     generated_names: AtomicU64,
     /// Bound on each queue's ready bytes before publishers wait.
@@ -84,6 +87,7 @@ impl Vhost {
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(HashMap::new()),
             reply_queues: RwLock::new(HashMap::new()),
+            policies: RwLock::new(Vec::new()),
             generated_names: AtomicU64::new(seed),
             queue_ready_bytes_max,
         })
@@ -124,6 +128,10 @@ impl Vhost {
             return Err(Error::ReservedName { kind: EntityKind::Exchange, name: name.to_string() });
         }
         let exchange = Exchange::new(name.clone(), options);
+        let policies = self.policies.read().expect("policies lock poisoned");
+        let policy = policy::select(&policies, name.as_str(), ApplyTo::Exchanges);
+        exchange.set_policy_alternate(policy.and_then(Policy::alternate_exchange).map(ExchangeName::new));
+        drop(policies);
         exchanges.insert(name.clone(), exchange.clone());
         Ok(exchange)
     }
@@ -252,7 +260,10 @@ impl Vhost {
         }
         let arguments = QueueArguments::parse(&name, &options.arguments)?;
         let this = self.this.upgrade().expect("a vhost in use is alive");
-        let queue = Queue::new(name.clone(), &this, options, arguments, self.queue_ready_bytes_max);
+        let policies = self.policies.read().expect("policies lock poisoned");
+        let policy = policy::select(&policies, name.as_str(), ApplyTo::Queues);
+        let queue = Queue::new(name.clone(), &this, options, arguments, policy, self.queue_ready_bytes_max);
+        drop(policies);
         queues.insert(name, queue.clone());
         drop(queues);
         Ok(counted(queue))
@@ -282,6 +293,52 @@ impl Vhost {
             .map_err(|(argument, received, current)| mismatch(argument, received, current))
     }
 
+    /// Sets (or replaces, by name) a policy and applies policies afresh to every queue and
+    /// exchange, so existing ones change without being redeclared.
+    pub fn set_policy(&self, policy: Policy) {
+        {
+            let mut policies = self.policies.write().expect("policies lock poisoned");
+            match policies.iter_mut().find(|existing| existing.name == policy.name) {
+                Some(existing) => *existing = policy,
+                None => policies.push(policy),
+            }
+        }
+        self.apply_policies();
+    }
+
+    /// Clears a policy; returns whether it existed.
+    pub fn clear_policy(&self, name: &str) -> bool {
+        let removed = {
+            let mut policies = self.policies.write().expect("policies lock poisoned");
+            let before = policies.len();
+            policies.retain(|policy| policy.name != name);
+            policies.len() != before
+        };
+        if removed {
+            self.apply_policies();
+        }
+        removed
+    }
+
+    pub fn policies(&self) -> Vec<Policy> {
+        self.policies.read().expect("policies lock poisoned").clone()
+    }
+
+    /// Re-applies the current policies to every queue and exchange.
+    fn apply_policies(&self) {
+        let policies = self.policies();
+        let queues: Vec<Arc<Queue>> = self.queues.read().expect("queues lock poisoned").values().cloned().collect();
+        for queue in queues {
+            queue.apply_policy(policy::select(&policies, queue.name().as_str(), ApplyTo::Queues));
+        }
+        let exchanges: Vec<Arc<Exchange>> =
+            self.exchanges.read().expect("exchanges lock poisoned").values().cloned().collect();
+        for exchange in exchanges {
+            let policy = policy::select(&policies, exchange.name().as_str(), ApplyTo::Exchanges);
+            exchange.set_policy_alternate(policy.and_then(Policy::alternate_exchange).map(ExchangeName::new));
+        }
+    }
+
     /// Creates a private reply queue for a direct reply-to consumer of `connection`.
     pub fn create_reply_queue(&self, connection: ConnectionId) -> Arc<Queue> {
         let suffix = self.generate_queue_name();
@@ -293,7 +350,8 @@ impl Vhost {
             arguments: Table::new(),
         };
         let this = self.this.upgrade().expect("a vhost in use is alive");
-        let queue = Queue::new(name.clone(), &this, options, QueueArguments::default(), self.queue_ready_bytes_max);
+        let queue =
+            Queue::new(name.clone(), &this, options, QueueArguments::default(), None, self.queue_ready_bytes_max);
         self.reply_queues.write().expect("queues lock poisoned").insert(name, queue.clone());
         queue
     }
@@ -520,7 +578,7 @@ impl Vhost {
             Destination::Exchange(target) => exchanges.push(target.clone()),
         });
         if out.len() == queues_before && exchanges.len() == exchanges_before {
-            if let Some(alternate) = exchange.options().alternate_exchange() {
+            if let Some(alternate) = exchange.alternate_exchange() {
                 exchanges.extend(self.exchange(&alternate).ok());
             }
         }

@@ -131,6 +131,8 @@ pub struct Exchange {
     bindings: RwLock<Bindings>,
     /// Bindings that lead to this exchange from others, removed when it is deleted.
     sources: Mutex<Vec<BindingRecord>>,
+    /// The alternate exchange set by a policy, used when the arguments name none.
+    policy_alternate: Mutex<Option<ExchangeName>>,
     deleted: AtomicBool,
 }
 
@@ -148,6 +150,7 @@ impl Exchange {
             options,
             bindings: RwLock::new(bindings),
             sources: Mutex::new(Vec::new()),
+            policy_alternate: Mutex::new(None),
             deleted: AtomicBool::new(false),
         })
     }
@@ -158,6 +161,18 @@ impl Exchange {
 
     pub fn options(&self) -> &ExchangeOptions {
         &self.options
+    }
+
+    /// Where messages this exchange cannot route go: its `alternate-exchange` argument, else
+    /// its policy's.
+    pub fn alternate_exchange(&self) -> Option<ExchangeName> {
+        self.options
+            .alternate_exchange()
+            .or_else(|| self.policy_alternate.lock().expect("exchange policy lock poisoned").clone())
+    }
+
+    pub(crate) fn set_policy_alternate(&self, alternate: Option<ExchangeName>) {
+        *self.policy_alternate.lock().expect("exchange policy lock poisoned") = alternate;
     }
 
     pub fn is_deleted(&self) -> bool {

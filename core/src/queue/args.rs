@@ -34,6 +34,8 @@ pub struct QueueArguments {
     pub max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub overflow: Overflow,
+    /// Whether `x-overflow` was given (a policy may set it otherwise).
+    pub overflow_set: bool,
     /// `x-dead-letter-exchange`: where dead messages are republished.
     pub dead_letter_exchange: Option<ExchangeName>,
     /// `x-dead-letter-routing-key`: the key they are republished with (else their own).
@@ -78,6 +80,7 @@ impl QueueArguments {
                     );
                 }
                 "x-overflow" => {
+                    arguments.overflow_set = true;
                     arguments.overflow = match value.as_str() {
                         Some("drop-head") => Overflow::DropHead,
                         Some("reject-publish") => Overflow::RejectPublish,

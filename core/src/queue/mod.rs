@@ -45,6 +45,7 @@ pub use inbox::{Delivery, Inbox, InboxItem};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::name::{ConnectionId, ConsumerId, ExchangeName, QueueName, VhostName};
+use crate::policy::{self, Policy};
 use crate::topic::BindingKey;
 use crate::value::Table;
 use crate::vhost::Vhost;
@@ -98,6 +99,8 @@ pub struct BindingRecord {
 #[derive(Debug)]
 struct State {
     ready: ReadyList,
+    /// The arguments in force: the declared ones combined with the matching policy's.
+    arguments: Arc<QueueArguments>,
     /// In round-robin order: the front gets the next message.
     /// Highest priority first; in arrival order within a priority. With a single active
     /// consumer, the first is the active one.
@@ -137,7 +140,8 @@ pub struct Queue {
     /// The vhost, for dead-lettering and self-deletion.
     vhost: Weak<Vhost>,
     options: QueueOptions,
-    arguments: QueueArguments,
+    /// The arguments it was declared with, kept to recombine with a changed policy.
+    declared: QueueArguments,
     state: Mutex<State>,
     /// Itself, for registering as a credit waiter.
     this: Weak<Queue>,
@@ -158,18 +162,22 @@ impl Queue {
         name: QueueName,
         vhost: &Arc<Vhost>,
         options: QueueOptions,
-        arguments: QueueArguments,
+        declared: QueueArguments,
+        policy: Option<&Policy>,
         ready_bytes_max: usize,
     ) -> Arc<Queue> {
-        let ready = ReadyList::new(arguments.max_priority.unwrap_or(0));
+        let arguments = Arc::new(policy::effective_queue_arguments(&declared, policy));
+        let ready = ReadyList::new(declared.max_priority.unwrap_or(0));
+        let needs_timer = arguments.needs_timer();
         let queue = Arc::new_cyclic(|this| Queue {
             name,
             vhost_name: vhost.name().clone(),
             vhost: Arc::downgrade(vhost),
             options,
-            arguments,
+            declared,
             state: Mutex::new(State {
                 ready,
+                arguments,
                 consumers: Vec::new(),
                 cursor: 0,
                 next_sequence: 0,
@@ -185,7 +193,7 @@ impl Queue {
             timer_wakeup: Notify::new(),
             timer_started: AtomicBool::new(false),
         });
-        if queue.arguments.needs_timer() {
+        if needs_timer {
             queue.ensure_timer();
         }
         queue
@@ -199,8 +207,30 @@ impl Queue {
         &self.options
     }
 
-    pub fn arguments(&self) -> &QueueArguments {
-        &self.arguments
+    /// The arguments in force.
+    pub fn arguments(&self) -> Arc<QueueArguments> {
+        self.lock().arguments.clone()
+    }
+
+    /// Recombines the declared arguments with a (changed) policy, applying the result at once:
+    /// a lower length limit drops the excess, a TTL starts counting for new messages.
+    pub fn apply_policy(&self, policy: Option<&Policy>) {
+        let arguments = Arc::new(policy::effective_queue_arguments(&self.declared, policy));
+        let needs_timer = arguments.needs_timer();
+        let mut effects = Effects::default();
+        {
+            let mut state = self.lock();
+            if *state.arguments == *arguments {
+                return;
+            }
+            state.arguments = arguments;
+            self.drop_over_limit(&mut state, &mut effects);
+        }
+        if needs_timer {
+            self.ensure_timer();
+            self.timer_wakeup.notify_one();
+        }
+        self.finish(effects);
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -262,9 +292,9 @@ impl Queue {
     }
 
     /// The expiry of a message entering now: the sooner of the queue's TTL and its own.
-    fn expiry_of(&self, message: &Message, now: Instant) -> Option<Instant> {
+    fn expiry_of(state: &State, message: &Message, now: Instant) -> Option<Instant> {
         let own = message.ttl();
-        let ttl = match (self.arguments.message_ttl, own) {
+        let ttl = match (state.arguments.message_ttl, own) {
             (Some(queue), Some(own)) => Some(queue.min(own)),
             (queue, own) => queue.or(own),
         };
@@ -273,8 +303,8 @@ impl Queue {
 
     /// Whether adding `body_bytes` more would pass a length limit.
     fn would_overflow(&self, state: &State, body_bytes: usize) -> bool {
-        let over_length = self.arguments.max_length.is_some_and(|max| state.ready.len() as u64 >= max);
-        let over_bytes = self
+        let over_length = state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 >= max);
+        let over_bytes = state
             .arguments
             .max_length_bytes
             .is_some_and(|max| (self.ready_bytes.load(Ordering::Acquire) + body_bytes) as u64 > max);
@@ -294,7 +324,7 @@ impl Queue {
 
     fn enqueue_locked(&self, state: &mut State, message: Arc<Message>, effects: &mut Effects) -> Enqueued {
         if self.would_overflow(state, message.body_bytes()) {
-            match self.arguments.overflow {
+            match state.arguments.overflow {
                 Overflow::RejectPublish => return Enqueued::Rejected,
                 Overflow::RejectPublishDeadLetter => {
                     effects.dead.push((message, DeathReason::MaxLength));
@@ -304,7 +334,7 @@ impl Queue {
             }
         }
         let now = Instant::now();
-        let expires_at = self.expiry_of(&message, now);
+        let expires_at = Self::expiry_of(state, &message, now);
         if expires_at.is_some() {
             self.ensure_timer();
             if state.ready.is_empty() {
@@ -323,8 +353,8 @@ impl Queue {
     /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
     fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
         let over = |state: &State| {
-            self.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
-                || self
+            state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
+                || state
                     .arguments
                     .max_length_bytes
                     .is_some_and(|max| self.ready_bytes.load(Ordering::Acquire) as u64 > max)
@@ -355,7 +385,7 @@ impl Queue {
                     self.ready_bytes.fetch_add(requeue.message.body_bytes(), Ordering::AcqRel);
                     Ready {
                         sequence: requeue.sequence,
-                        expires_at: self.expiry_of(&requeue.message, now),
+                        expires_at: Self::expiry_of(&state, &requeue.message, now),
                         message: requeue.message,
                         redelivered: requeue.redelivered,
                     }
@@ -370,7 +400,7 @@ impl Queue {
 
     /// Dead-letters messages that consumers rejected without requeue.
     pub fn reject(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
-        if self.arguments.dead_letter_exchange.is_none() {
+        if self.lock().arguments.dead_letter_exchange.is_none() {
             return;
         }
         let effects = Effects {
@@ -515,7 +545,7 @@ impl Queue {
     fn next_consumer(&self, state: &mut State, to_wake: &mut Vec<Arc<Credit>>) -> Option<Arc<Consumer>> {
         loop {
             let mut room_appeared = false;
-            let candidates = if self.arguments.single_active_consumer { 1 } else { state.consumers.len() };
+            let candidates = if state.arguments.single_active_consumer { 1 } else { state.consumers.len() };
             let mut start = 0;
             while start < candidates {
                 let priority = state.consumers[start].priority;
@@ -635,7 +665,8 @@ impl Queue {
     }
 
     fn republish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
-        let Some(exchange_name) = &self.arguments.dead_letter_exchange else { return };
+        let arguments = self.lock().arguments.clone();
+        let Some(exchange_name) = &arguments.dead_letter_exchange else { return };
         let Some(vhost) = self.vhost.upgrade() else { return };
         let exchange = match vhost.exchange(exchange_name) {
             Ok(exchange) => exchange,
@@ -647,7 +678,7 @@ impl Queue {
         let target = DeadLetterTarget {
             queue: &self.name,
             exchange: exchange_name,
-            routing_key: self.arguments.dead_letter_routing_key.as_ref(),
+            routing_key: arguments.dead_letter_routing_key.as_ref(),
         };
         let mut queues = Vec::new();
         for (message, reason) in dead {
@@ -681,7 +712,7 @@ impl Queue {
     fn next_deadline(&self) -> Option<Instant> {
         let state = self.lock();
         let head = state.ready.front().and_then(|head| head.expires_at);
-        let idle = match (self.arguments.expires, state.consumers.is_empty()) {
+        let idle = match (state.arguments.expires, state.consumers.is_empty()) {
             (Some(expires), true) => Some(state.last_used + expires),
             _ => None,
         };
@@ -698,7 +729,7 @@ impl Queue {
             let mut state = self.lock();
             let now = Instant::now();
             self.reap_expired(&mut state, now, &mut effects);
-            if let Some(expires) = self.arguments.expires {
+            if let Some(expires) = state.arguments.expires {
                 effects.delete = state.consumers.is_empty() && now >= state.last_used + expires;
             }
         }

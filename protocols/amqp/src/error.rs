@@ -110,6 +110,7 @@ impl From<Error> for Close {
             | Error::QueueNotEmpty { .. }
             | Error::ExchangeInUse { .. }
             | Error::InvalidArgument { .. }
+            | Error::InvalidPolicy { .. }
             | Error::InvalidExpiration { .. }
             | Error::ResourceLimit { .. } => (Scope::Channel, PRECONDITION_FAILED),
             Error::UnknownExchangeType { .. } => (Scope::Connection, COMMAND_INVALID),
