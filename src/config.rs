@@ -25,6 +25,9 @@ pub struct Flags {
     /// The AMQP port; 0 picks a free one (logged at start).
     #[arg(long)]
     pub amqp_port: Option<u16>,
+    /// The MQTT port; 0 picks a free one (logged at start).
+    #[arg(long)]
+    pub mqtt_port: Option<u16>,
 }
 
 /// The whole configuration, as the file spells it.
@@ -40,8 +43,33 @@ pub struct Config {
     /// connection.blocked).
     pub queue_ready_bytes_max: usize,
     pub amqp: AmqpSection,
+    pub mqtt: MqttSection,
     /// Operator policies, applied at start.
     pub policies: Vec<PolicySection>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSection {
+    pub port: u16,
+    /// Let clients without credentials in, as `guest`. Off by default.
+    pub allow_anonymous: bool,
+    /// The largest packet accepted, in bytes.
+    pub packet_bytes_max: usize,
+    /// Unacknowledged QoS 1 deliveries per session.
+    pub prefetch: u32,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        let defaults = warren_mqtt::MqttConfig::default();
+        MqttSection {
+            port: 1883,
+            allow_anonymous: defaults.allow_anonymous,
+            packet_bytes_max: defaults.packet_bytes_max,
+            prefetch: defaults.prefetch,
+        }
+    }
 }
 
 /// One `[[policies]]` entry, as RabbitMQ's `set_policy` takes it.
@@ -114,6 +142,7 @@ impl Default for Config {
             connections_max: 65_536,
             queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
+            mqtt: MqttSection::default(),
             policies: Vec::new(),
         }
     }
@@ -163,6 +192,9 @@ impl Config {
         if let Some(port) = flags.amqp_port {
             config.amqp.port = port;
         }
+        if let Some(port) = flags.mqtt_port {
+            config.mqtt.port = port;
+        }
         if config.amqp.frame_max < 4096 {
             return Err(ConfigError::FrameMaxTooSmall { frame_max: config.amqp.frame_max });
         }
@@ -173,6 +205,15 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    pub fn mqtt(&self) -> warren_mqtt::MqttConfig {
+        warren_mqtt::MqttConfig {
+            allow_anonymous: self.mqtt.allow_anonymous,
+            packet_bytes_max: self.mqtt.packet_bytes_max,
+            prefetch: self.mqtt.prefetch.max(1),
+            ..Default::default()
+        }
     }
 
     pub fn amqp(&self) -> warren_amqp::AmqpConfig {

@@ -72,8 +72,15 @@ async fn run(config: Config) -> std::io::Result<()> {
     let amqp_config = Arc::new(config.amqp());
     let amqp = listener::bind("amqp", SocketAddr::new(config.bind, config.amqp.port)).await?;
     let amqp_broker = broker.clone();
-    tokio::spawn(listener::accept_loop("amqp", amqp, broker.clone(), connections, move |stream, peer| {
+    tokio::spawn(listener::accept_loop("amqp", amqp, broker.clone(), connections.clone(), move |stream, peer| {
         warren_amqp::serve(stream, peer, amqp_broker.clone(), amqp_config.clone())
+    }));
+
+    let mqtt_state = warren_mqtt::MqttState::new(broker.clone(), config.mqtt());
+    let mqtt = listener::bind("mqtt", SocketAddr::new(config.bind, config.mqtt.port)).await?;
+    let mqtt_connections = connections.clone();
+    tokio::spawn(listener::accept_loop("mqtt", mqtt, broker.clone(), mqtt_connections, move |stream, peer| {
+        warren_mqtt::serve(stream, peer, mqtt_state.clone())
     }));
 
     wait_for_signal().await?;

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -61,10 +61,29 @@ impl Broker {
     pub fn start() -> Broker {
         let data_dir = unique_data_dir();
         std::fs::create_dir_all(&data_dir).expect("create the broker data dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--amqp-port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
+        Broker::spawn(data_dir, None)
+    }
+
+    /// Like `start`, with `toml` as the broker's config file (written into its data dir and
+    /// passed with `--config`). The flags `start` passes still override the file.
+    pub fn start_with_config(toml: &str) -> Broker {
+        let data_dir = unique_data_dir();
+        std::fs::create_dir_all(&data_dir).expect("create the broker data dir");
+        let config_path = data_dir.join("warren.toml");
+        std::fs::write(&config_path, toml).expect("write the broker config file");
+        Broker::spawn(data_dir, Some(&config_path))
+    }
+
+    fn spawn(data_dir: PathBuf, config_path: Option<&Path>) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+        command
+            .args(["--amqp-port", "0", "--mqtt-port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(&data_dir);
+        if let Some(config_path) = config_path {
+            command.arg("--config").arg(config_path);
+        }
+        let mut child = command
             // A developer's RUST_LOG must not hide the "listening" line we parse.
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -406,6 +425,8 @@ pub mod raw {
 
     pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
     pub const FRAME_METHOD: u8 = 1;
+    pub const FRAME_HEADER: u8 = 2;
+    pub const FRAME_BODY: u8 = 3;
     pub const FRAME_HEARTBEAT: u8 = 8;
     pub const FRAME_END: u8 = 0xCE;
     /// The handshake itself must never stall a test for long.
@@ -419,6 +440,20 @@ pub mod raw {
     pub const CONNECTION_TUNE_OK: u16 = 31;
     pub const CONNECTION_OPEN: u16 = 40;
     pub const CONNECTION_OPEN_OK: u16 = 41;
+    pub const CONNECTION_CLOSE: u16 = 50;
+    pub const CONNECTION_BLOCKED: u16 = 60;
+    pub const CONNECTION_UNBLOCKED: u16 = 61;
+    /// Channel class (20) and basic class (60) method ids.
+    pub const CHANNEL_CLASS: u16 = 20;
+    pub const CHANNEL_OPEN: u16 = 10;
+    pub const CHANNEL_OPEN_OK: u16 = 11;
+    pub const CHANNEL_CLOSE: u16 = 40;
+    pub const BASIC_CLASS: u16 = 60;
+    pub const BASIC_PUBLISH: u16 = 40;
+    /// The smallest frame-max a peer may negotiate; body frames this size always fit.
+    const FRAME_MIN_BYTES: usize = 4096;
+    /// Frame header (7 bytes) plus the frame-end octet.
+    const FRAME_OVERHEAD_BYTES: usize = 8;
 
     #[derive(Debug)]
     pub struct Frame {
@@ -513,9 +548,34 @@ pub mod raw {
         }
     }
 
+    /// A client-properties field table `{"capabilities": {name: true, ...}}`, encoded with its
+    /// length prefix, for `open_connection_with`.
+    pub fn client_capabilities(names: &[&str]) -> Vec<u8> {
+        let mut capabilities = Vec::new();
+        for name in names {
+            short_string(&mut capabilities, name);
+            capabilities.push(b't');
+            capabilities.push(1);
+        }
+        let mut entries = Vec::new();
+        short_string(&mut entries, "capabilities");
+        entries.push(b'F');
+        long_string(&mut entries, &capabilities);
+        let mut table = Vec::new();
+        long_string(&mut table, &entries);
+        table
+    }
+
     /// Performs the AMQP handshake as guest/guest on vhost "/" and answers connection.tune
     /// with `heartbeat_seconds`. Returns the socket right after connection.open-ok.
     pub fn open_connection(addr: SocketAddr, heartbeat_seconds: u16) -> TcpStream {
+        // client-properties: an empty table.
+        open_connection_with(addr, heartbeat_seconds, &0u32.to_be_bytes())
+    }
+
+    /// `open_connection` sending `client_properties` (an encoded field table, length prefix
+    /// included) in connection.start-ok.
+    pub fn open_connection_with(addr: SocketAddr, heartbeat_seconds: u16, client_properties: &[u8]) -> TcpStream {
         let mut stream = TcpStream::connect(addr).expect("connect to warren");
         stream.set_read_timeout(Some(HANDSHAKE_READ_TIMEOUT)).expect("set read timeout");
         stream.write_all(PROTOCOL_HEADER).expect("send protocol header");
@@ -524,7 +584,7 @@ pub mod raw {
         assert_eq!(&start.payload[4..6], &[0, 9], "connection.start version-major/minor");
 
         let mut start_ok = Vec::new();
-        start_ok.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
+        start_ok.extend_from_slice(client_properties);
         short_string(&mut start_ok, "PLAIN");
         long_string(&mut start_ok, b"\0guest\0guest");
         short_string(&mut start_ok, "en_US");
@@ -548,5 +608,42 @@ pub mod raw {
         write_method(&mut stream, 0, CONNECTION_CLASS, CONNECTION_OPEN, &open).expect("send connection.open");
         expect_method(&mut stream, CONNECTION_CLASS, CONNECTION_OPEN_OK);
         stream
+    }
+
+    /// Opens `channel` and waits for channel.open-ok.
+    pub fn open_channel(stream: &mut TcpStream, channel: u16) {
+        let mut open = Vec::new();
+        short_string(&mut open, ""); // reserved-1 (out-of-band)
+        write_method(stream, channel, CHANNEL_CLASS, CHANNEL_OPEN, &open).expect("send channel.open");
+        expect_method(stream, CHANNEL_CLASS, CHANNEL_OPEN_OK);
+    }
+
+    /// basic.publish with no properties: the method frame, a content header and the body in
+    /// frames small enough for any negotiated frame-max.
+    pub fn publish(
+        stream: &mut impl Write,
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let mut publish = Vec::new();
+        publish.extend_from_slice(&0u16.to_be_bytes()); // reserved-1
+        short_string(&mut publish, exchange);
+        short_string(&mut publish, routing_key);
+        publish.push(0); // mandatory, immediate
+        write_method(stream, channel, BASIC_CLASS, BASIC_PUBLISH, &publish)?;
+
+        let mut header = Vec::with_capacity(14);
+        header.extend_from_slice(&BASIC_CLASS.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes()); // weight
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes()); // property flags: none
+        write_frame(stream, FRAME_HEADER, channel, &header)?;
+
+        for chunk in body.chunks(FRAME_MIN_BYTES - FRAME_OVERHEAD_BYTES) {
+            write_frame(stream, FRAME_BODY, channel, chunk)?;
+        }
+        Ok(())
     }
 }

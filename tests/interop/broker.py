@@ -56,9 +56,11 @@ def resolve_binary() -> Path:
 class Broker:
     """One running broker process and where to reach it."""
 
-    def __init__(self, binary: Path, work_dir: Path):
+    def __init__(self, binary: Path, work_dir: Path, config_text: str | None = None):
         self.binary = binary
         self.work_dir = work_dir
+        # Written to work_dir/warren.toml and passed with `--config` when given.
+        self.config_text = config_text
         self.data_dir = work_dir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = work_dir / "warren.stderr.log"
@@ -78,10 +80,15 @@ class Broker:
         command = [
             str(self.binary),
             "--amqp-port", "0",
+            "--mqtt-port", "0",
             "--bind", "127.0.0.1",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
         ]
+        if self.config_text is not None:
+            config_path = self.work_dir / "warren.toml"
+            config_path.write_text(self.config_text, encoding="utf-8")
+            command += ["--config", str(config_path)]
         with open(self.stdout_path, "wb") as stdout:
             self._process = subprocess.Popen(
                 command,

@@ -21,6 +21,11 @@ from broker import Broker, BrokerNotBuilt, resolve_binary
 TEST_TIMEOUT_S = 20.0
 
 _session_broker: Broker | None = None
+# Brokers started by `start_broker` for the running test, for the failure report.
+_test_brokers: list[Broker] = []
+
+# The stand-in that runs RabbitMQ instead of Warren; tests marked `warren_only` skip under it.
+REFERENCE_STAND_IN = "reference-rabbitmq.sh"
 
 
 class TestHung(BaseException):
@@ -61,14 +66,56 @@ def _test_deadline():
     signal.signal(signal.SIGALRM, previous)
 
 
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("warren_only")
+    if marker is None:
+        return
+    try:
+        binary = resolve_binary()
+    except BrokerNotBuilt:
+        return  # the broker fixture reports it
+    if binary.name == REFERENCE_STAND_IN:
+        reason = marker.args[0] if marker.args else "no RabbitMQ equivalent"
+        pytest.skip(f"Warren-only: {reason}")
+
+
 @pytest.fixture
-def connect(broker):
-    """Factory: `connect(**parameter_overrides)` opens a BlockingConnection, closed after the
-    test if the broker has not closed it already."""
+def start_broker(broker, tmp_path_factory):
+    """Factory: `start_broker(config_text)` starts a separate broker with `--config` pointing at
+    a file holding `config_text` (TOML), for settings the session broker does not have. It is
+    stopped after the test. Depends on `broker` only so that a missing binary fails once, the
+    same way."""
+    def start(config_text: str) -> Broker:
+        running = Broker(broker.binary, tmp_path_factory.mktemp("warren-config"), config_text)
+        # The startup has its own timeout (WARREN_STARTUP_TIMEOUT_S, long for the RabbitMQ
+        # stand-in), so the test's deadline is paused meanwhile.
+        remaining_s, _interval = signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            running.start()
+        finally:
+            if remaining_s > 0:
+                signal.setitimer(signal.ITIMER_REAL, remaining_s)
+        _test_brokers.append(running)
+        return running
+
+    yield start
+    while _test_brokers:
+        running = _test_brokers.pop()
+        if running.stop() is None:
+            warnings.warn(f"broker with config was killed; log: {running.stderr_path}")
+
+
+@pytest.fixture
+def connect(broker, start_broker):
+    """Factory: `connect(**parameter_overrides)` opens a BlockingConnection to the session
+    broker, or to `on=` another one (from `start_broker`). Each is closed after the test if the
+    broker has not closed it already. (It depends on `start_broker` so that these connections
+    are closed before such brokers stop.)"""
     opened: list[pika.BlockingConnection] = []
 
-    def open_connection(**overrides) -> pika.BlockingConnection:
-        connection = pika.BlockingConnection(broker.params(**overrides))
+    def open_connection(*, on: Broker | None = None, **overrides) -> pika.BlockingConnection:
+        target = broker if on is None else on
+        connection = pika.BlockingConnection(target.params(**overrides))
         opened.append(connection)
         return connection
 
@@ -99,3 +146,8 @@ def pytest_runtest_makereport(item, call):
         )
         if not _session_broker.is_running():
             report.sections.append(("warren", "the broker process has exited"))
+    if report.failed:
+        for running in _test_brokers:
+            report.sections.append(
+                (f"warren --config stderr (last 40 lines) {running.work_dir}", running.log_tail(40))
+            )

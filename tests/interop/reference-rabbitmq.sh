@@ -8,17 +8,23 @@
 # warren, starts a private node under --data-dir and prints warren's listening line on stderr
 # once the AMQP port accepts connections. SIGTERM stops the node. RabbitMQ also starts epmd,
 # Erlang's port mapper, as a daemon that outlives the node.
+#
+# --config FILE: the Warren settings with a RabbitMQ equivalent are translated (see
+# translate_config); any other setting is refused, so a test cannot pass by being ignored.
 set -euo pipefail
 
 port=0
 bind=127.0.0.1
 data_dir=
+config=
 while [ $# -gt 0 ]; do
     case "$1" in
         --amqp-port) port=$2; shift 2 ;;
+        --mqtt-port) shift 2 ;;
         --bind) bind=$2; shift 2 ;;
         --data-dir) data_dir=$2; shift 2 ;;
         --log-level) shift 2 ;;
+        --config) config=$2; shift 2 ;;
         *) echo "reference-rabbitmq: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -40,8 +46,32 @@ export RABBITMQ_LOG_BASE="$data_dir/log"
 export RABBITMQ_PID_FILE="$data_dir/rabbitmq.pid"
 export RABBITMQ_ENABLED_PLUGINS_FILE="$data_dir/enabled_plugins"
 export RABBITMQ_LOGS=-
+# Warren's TOML settings as `-rabbit key value` arguments for the Erlang VM.
+translate_config() {
+    python3 - "$1" <<'PYTHON'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as file:
+    config = tomllib.load(file)
+arguments = []
+amqp = config.pop("amqp", {})
+if "consumer_timeout_ms" in amqp:
+    # RabbitMQ checks the timeout on each channel tick (once a minute by default); Warren
+    # checks about once a second.
+    arguments += ["-rabbit consumer_timeout", str(amqp.pop("consumer_timeout_ms"))]
+    arguments += ["-rabbit channel_tick_interval 1000"]
+untranslated = list(config) + [f"amqp.{key}" for key in amqp]
+if untranslated:
+    sys.exit(f"reference-rabbitmq: no translation for config {', '.join(untranslated)}")
+print(" ".join(arguments))
+PYTHON
+}
+erl_config_args=
+[ -z "$config" ] || erl_config_args=$(translate_config "$config")
+
 # One scheduler: the reference only has to be correct, not fast.
-export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S 1:1"
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+S 1:1 $erl_config_args"
 
 # The Debian wrapper in /usr/sbin switches to the rabbitmq user; the real script does not.
 /usr/lib/rabbitmq/bin/rabbitmq-server >&2 &

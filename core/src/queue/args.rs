@@ -101,10 +101,10 @@ impl QueueArguments {
                     arguments.single_active_consumer = *single;
                 }
                 "x-max-priority" => {
-                    let max = non_negative(value, u64::from(u8::MAX))
-                        .filter(|max| *max > 0)
-                        .ok_or_else(|| invalid(name, "must be 1..255"))?;
-                    arguments.max_priority = Some(u8::try_from(max).expect("checked at most 255"));
+                    // 0 is accepted and means no priorities, as in RabbitMQ.
+                    let max = non_negative(value, u64::from(u8::MAX)).ok_or_else(|| invalid(name, "must be 0..255"))?;
+                    arguments.max_priority =
+                        Some(u8::try_from(max).expect("checked at most 255")).filter(|max| *max > 0);
                 }
                 // Lazy mode is accepted for compatibility; every queue already keeps only what
                 // it must in memory.

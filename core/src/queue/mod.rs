@@ -107,6 +107,10 @@ struct State {
     consumers: Vec<Arc<Consumer>>,
     /// Round-robin position within a priority group.
     cursor: usize,
+    /// With a single active consumer: the active one that left with deliveries unacked. As in
+    /// RabbitMQ, nobody else is served until those are settled (acked or requeued), so a
+    /// takeover cannot overtake the messages it was holding.
+    departing_active: Option<Arc<Consumer>>,
     next_sequence: u64,
     had_consumer: bool,
     bindings: Vec<BindingRecord>,
@@ -180,6 +184,7 @@ impl Queue {
                 arguments,
                 consumers: Vec::new(),
                 cursor: 0,
+                departing_active: None,
                 next_sequence: 0,
                 had_consumer: false,
                 bindings: Vec::new(),
@@ -464,9 +469,27 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes a consumer. Returns true when the queue should now be auto-deleted.
+    /// Removes a consumer and serves the remaining ones (with a single active consumer, the
+    /// next takes over here). Returns true when the queue should now be auto-deleted.
     pub fn remove_consumer(&self, id: ConsumerId, inbox: &Arc<Inbox>) -> bool {
+        let auto_delete = self.detach_consumer(id, inbox);
+        self.dispatch();
+        auto_delete
+    }
+
+    /// Removes a consumer without dispatching: for a channel or connection that is going, whose
+    /// unacked messages must be requeued before anyone else is served (`dispatch` after that).
+    /// Returns true when the queue should now be auto-deleted.
+    pub fn detach_consumer(&self, id: ConsumerId, inbox: &Arc<Inbox>) -> bool {
         let mut state = self.lock();
+        let was_active =
+            state.consumers.first().is_some_and(|first| first.id == id && Arc::ptr_eq(&first.inbox, inbox));
+        if was_active && state.arguments.single_active_consumer {
+            let departing = state.consumers[0].clone();
+            if departing.ack_mode == AckMode::Manual && departing.prefetch.used() > 0 {
+                state.departing_active = Some(departing);
+            }
+        }
         state.consumers.retain(|consumer| !(consumer.id == id && Arc::ptr_eq(&consumer.inbox, inbox)));
         if state.consumers.is_empty() {
             state.last_used = Instant::now();
@@ -503,8 +526,9 @@ impl Queue {
         std::mem::take(&mut state.bindings)
     }
 
-    /// Delivers ready messages to consumers with credit. Called when credit frees up.
-    pub(crate) fn dispatch(&self) {
+    /// Delivers ready messages to consumers with credit. Called when credit frees up, or after
+    /// `detach_consumer`.
+    pub fn dispatch(&self) {
         let mut effects = Effects::default();
         {
             let mut state = self.lock();
@@ -543,6 +567,9 @@ impl Queue {
     /// only while every higher one lacks credit. With `x-single-active-consumer` only the first
     /// consumer is ever served; the next takes over when it leaves.
     fn next_consumer(&self, state: &mut State, to_wake: &mut Vec<Arc<Credit>>) -> Option<Arc<Consumer>> {
+        if !self.departing_settled(state) {
+            return None;
+        }
         loop {
             let mut room_appeared = false;
             let candidates = if state.arguments.single_active_consumer { 1 } else { state.consumers.len() };
@@ -567,6 +594,21 @@ impl Queue {
                 return None;
             }
         }
+    }
+
+    /// Whether a departing single active consumer has settled everything it held; until then
+    /// the queue waits on its credit, whose release wakes the queue again.
+    fn departing_settled(&self, state: &mut State) -> bool {
+        let Some(departing) = &state.departing_active else { return true };
+        if departing.prefetch.used() > 0 {
+            departing.prefetch.wait(&self.this);
+            // Checked again after registering, so a release in between is not lost.
+            if departing.prefetch.used() > 0 {
+                return false;
+            }
+        }
+        state.departing_active = None;
+        true
     }
 
     fn deliver_head(&self, state: &mut State, consumer: &Arc<Consumer>) {

@@ -236,14 +236,31 @@ impl Channel {
         Ok(self.unacked.remove(index).into_iter().collect())
     }
 
-    /// Detaches every consumer from its queue, deleting auto-delete queues left without one.
-    pub fn cancel_all(&mut self, vhost: &Vhost) -> Vec<ConsumerId> {
-        let mut cancelled = Vec::with_capacity(self.consumers.len());
+    /// Closes the channel's consumption: detaches every consumer, requeues every unacked
+    /// delivery, and only then lets the queues serve their other consumers (so the requeued
+    /// messages keep their places) or deletes auto-delete queues left without consumers.
+    /// Returns the detached consumers' ids.
+    pub fn release(&mut self, vhost: &Vhost) -> Vec<ConsumerId> {
+        let mut detached = Vec::with_capacity(self.consumers.len());
+        let mut queues: Vec<(Arc<Queue>, bool)> = Vec::new();
         for (_, entry) in self.consumers.drain() {
-            cancel(vhost, &entry);
-            cancelled.push(entry.consumer.id);
+            detached.push(entry.consumer.id);
+            if Vhost::is_reply_queue(&entry.queue) {
+                vhost.remove_reply_queue(&entry.queue);
+                continue;
+            }
+            let auto_delete = entry.queue.detach_consumer(entry.consumer.id, &entry.consumer.inbox);
+            queues.push((entry.queue, auto_delete));
         }
-        cancelled
+        self.requeue_all();
+        for (queue, auto_delete) in queues {
+            if auto_delete {
+                vhost.remove_queue(&queue);
+            } else {
+                queue.dispatch();
+            }
+        }
+        detached
     }
 
     /// Requeues every unacked delivery, as a channel close does, including those acknowledged
@@ -294,7 +311,9 @@ pub fn settle(entries: &[Unacked]) {
 
 /// Puts deliveries back in their queues (in place, marked redelivered) and frees their credit.
 pub fn requeue(entries: Vec<Unacked>) {
-    settle(&entries);
+    // Credit is released after the messages are back: releasing it first could let another
+    // consumer be served the next message ahead of these.
+    let consumers: Vec<Arc<Consumer>> = entries.iter().filter_map(|entry| entry.consumer.clone()).collect();
     let mut by_queue: Vec<(Arc<Queue>, Vec<Requeue>)> = Vec::new();
     for entry in entries {
         let requeue = Requeue { sequence: entry.sequence, message: entry.message, redelivered: true };
@@ -305,6 +324,9 @@ pub fn requeue(entries: Vec<Unacked>) {
     }
     for (queue, items) in by_queue {
         queue.requeue(items);
+    }
+    for consumer in consumers {
+        consumer.settle(1);
     }
 }
 

@@ -549,10 +549,9 @@ impl Connection {
             return;
         };
         let vhost = self.vhost.as_ref().expect("channels exist only on open connections");
-        for consumer in channel.cancel_all(vhost) {
+        for consumer in channel.release(vhost) {
             self.consumers.remove(&consumer);
         }
-        channel.requeue_all();
         channel.publish = None;
     }
 

@@ -102,7 +102,7 @@ impl Connection {
 /// Gives a delivery that never reached its consumer back to its queue, unmarked (the client
 /// never saw it), and frees the credit it held.
 fn requeue_orphan(delivery: Delivery) {
-    delivery.consumer.settle(1);
     let requeue = Requeue { sequence: delivery.sequence, message: delivery.message, redelivered: delivery.redelivered };
     delivery.queue.requeue([requeue]);
+    delivery.consumer.settle(1);
 }

@@ -150,7 +150,7 @@ impl Connection {
     fn queue_declare(&mut self, channel_id: u16, declare: queue::Declare) -> Handled {
         if declare.queue == REPLY_TO && declare.passive {
             // The pseudo-queue always exists, as in RabbitMQ.
-            let ok = queue::DeclareOk { queue: declare.queue, message_count: 0, consumer_count: 0 };
+            let ok = queue::DeclareOk { queue: declare.queue, message_count: 0, consumer_count: 1 };
             self.send(channel_id, Method::QueueDeclareOk(ok));
             return Ok(());
         }

@@ -1,0 +1,197 @@
+//! The MQTT codec: mqttbytes' v4 (3.1.1) packets, sans-IO, plus the two things it lacks.
+//!
+//! - MQTT 3.1 (protocol name `MQIsdp`, level 3): mqttbytes accepts only `MQTT` level 4. A 3.1
+//!   CONNECT differs from a 3.1.1 one only in that header, so it is rewritten to the 3.1.1 form
+//!   before decoding and the session remembers the level. Everything after CONNECT is the same
+//!   on the wire.
+//! - A size bound that is checked before a packet is buffered whole: mqttbytes' own check does
+//!   that too (`max_size`), and its error is mapped here.
+
+use bytes::{BufMut, BytesMut};
+use mqttbytes::v4::{self, Packet};
+
+/// The protocol level a client connected with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// MQTT 3.1 (`MQIsdp`, level 3).
+    V31,
+    /// MQTT 3.1.1 (`MQTT`, level 4).
+    V311,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CodecError {
+    #[error("packet exceeds the {packet_bytes_max}-byte limit")]
+    TooLarge { packet_bytes_max: usize },
+    #[error("unsupported protocol level {level}")]
+    UnsupportedLevel { level: u8 },
+    #[error("malformed packet: {reason:?}")]
+    Malformed { reason: mqttbytes::Error },
+}
+
+/// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete.
+pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
+    match v4::read(buffer, packet_bytes_max) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(mqttbytes::Error::PayloadSizeLimitExceeded(_)) => Err(CodecError::TooLarge { packet_bytes_max }),
+        Err(mqttbytes::Error::InvalidProtocolLevel(level)) => Err(CodecError::UnsupportedLevel { level }),
+        Err(reason) => Err(CodecError::Malformed { reason }),
+    }
+}
+
+/// Decodes the first packet, which must be a CONNECT, accepting 3.1 as well as 3.1.1.
+pub fn decode_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<(Packet, Level)>, CodecError> {
+    let level = match rewrite_mqtt31_connect(buffer) {
+        Rewrite::Incomplete => return Ok(None),
+        Rewrite::Rewritten => Level::V31,
+        Rewrite::NotMqtt31 => Level::V311,
+    };
+    Ok(decode(buffer, packet_bytes_max)?.map(|packet| (packet, level)))
+}
+
+enum Rewrite {
+    Incomplete,
+    Rewritten,
+    NotMqtt31,
+}
+
+/// The variable header of a 3.1 CONNECT: protocol name `MQIsdp` and level 3.
+const MQTT31_HEADER: &[u8] = b"\x00\x06MQIsdp\x03";
+const MQTT311_HEADER: &[u8] = b"\x00\x04MQTT\x04";
+
+/// If the buffer starts with a 3.1 CONNECT, rewrites its header to the 3.1.1 form.
+fn rewrite_mqtt31_connect(buffer: &mut BytesMut) -> Rewrite {
+    if buffer.first().is_some_and(|byte| byte >> 4 != 1) {
+        return Rewrite::NotMqtt31;
+    }
+    let Some((remaining, length_bytes)) = remaining_length(&buffer[1.min(buffer.len())..]) else {
+        return if buffer.len() < 5 { Rewrite::Incomplete } else { Rewrite::NotMqtt31 };
+    };
+    let header_start = 1 + length_bytes;
+    if buffer.len() < header_start + MQTT31_HEADER.len() {
+        return Rewrite::Incomplete;
+    }
+    if &buffer[header_start..header_start + MQTT31_HEADER.len()] == MQTT31_HEADER
+        && buffer.len() < header_start + remaining
+    {
+        // Rewrite only a whole packet: a partial one would be rewritten again on the next read,
+        // by then looking like 3.1.1.
+        return Rewrite::Incomplete;
+    }
+    if &buffer[header_start..header_start + MQTT31_HEADER.len()] != MQTT31_HEADER {
+        return Rewrite::NotMqtt31;
+    }
+    let rest = buffer.split_off(header_start + MQTT31_HEADER.len());
+    let first = buffer[0];
+    let new_remaining = remaining - (MQTT31_HEADER.len() - MQTT311_HEADER.len());
+    let mut rewritten = BytesMut::with_capacity(buffer.len() + rest.len());
+    rewritten.put_u8(first);
+    put_remaining_length(&mut rewritten, new_remaining);
+    rewritten.put_slice(MQTT311_HEADER);
+    rewritten.unsplit(rest);
+    *buffer = rewritten;
+    Rewrite::Rewritten
+}
+
+/// Decodes the variable-length "remaining length" field: (value, bytes used).
+fn remaining_length(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (index, byte) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7F) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+fn put_remaining_length(out: &mut BytesMut, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if value == 0 {
+            return;
+        }
+    }
+}
+
+/// Encodes a packet.
+pub fn encode(packet: &Packet, out: &mut BytesMut) {
+    let result = match packet {
+        Packet::ConnAck(packet) => packet.write(out),
+        Packet::Publish(packet) => packet.write(out),
+        Packet::PubAck(packet) => packet.write(out),
+        Packet::PubRec(packet) => packet.write(out),
+        Packet::PubRel(packet) => packet.write(out),
+        Packet::PubComp(packet) => packet.write(out),
+        Packet::SubAck(packet) => packet.write(out),
+        Packet::UnsubAck(packet) => packet.write(out),
+        Packet::PingResp => v4::PingResp.write(out),
+        other => unreachable!("the broker never sends {other:?}"),
+    };
+    // mqttbytes fails to encode only packets we never build (oversized topics are refused on
+    // the way in).
+    result.expect("broker packets encode");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_bytes(client_id: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        v4::Connect::new(client_id).write(&mut out).expect("encodes");
+        out
+    }
+
+    #[test]
+    fn mqtt311_connect_decodes() {
+        let mut buffer = connect_bytes("device-1");
+        let (packet, level) = decode_connect(&mut buffer, 1024).expect("valid").expect("complete");
+        assert_eq!(level, Level::V311);
+        assert!(matches!(packet, Packet::Connect(connect) if connect.client_id == "device-1"));
+    }
+
+    #[test]
+    fn mqtt31_connect_is_accepted() {
+        let mqtt311 = connect_bytes("old-device");
+        // Turn it into a 3.1 CONNECT: MQIsdp, level 3, remaining length + 2.
+        let (remaining, used) = remaining_length(&mqtt311[1..]).expect("length");
+        let mut mqtt31 = BytesMut::new();
+        mqtt31.put_u8(mqtt311[0]);
+        put_remaining_length(&mut mqtt31, remaining + 2);
+        mqtt31.put_slice(MQTT31_HEADER);
+        mqtt31.put_slice(&mqtt311[1 + used + MQTT311_HEADER.len()..]);
+        // Fed one byte at a time, it decodes once complete.
+        let mut buffer = BytesMut::new();
+        let mut decoded = None;
+        for byte in mqtt31.iter() {
+            buffer.put_u8(*byte);
+            if let Some(result) = decode_connect(&mut buffer, 1024).expect("valid") {
+                decoded = Some(result);
+            }
+        }
+        let (packet, level) = decoded.expect("decoded");
+        assert_eq!(level, Level::V31);
+        assert!(matches!(packet, Packet::Connect(connect) if connect.client_id == "old-device"));
+    }
+
+    #[test]
+    fn oversized_packets_are_refused_before_buffering() {
+        let mut buffer = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert_eq!(decode(&mut buffer, 1024), Err(CodecError::TooLarge { packet_bytes_max: 1024 }));
+    }
+
+    #[test]
+    fn bad_level_is_reported() {
+        let mut buffer = connect_bytes("x");
+        let name = buffer.windows(4).position(|window| window == b"MQTT").expect("protocol name");
+        buffer[name + 4] = 9;
+        assert_eq!(decode_connect(&mut buffer, 1024), Err(CodecError::UnsupportedLevel { level: 9 }));
+    }
+}

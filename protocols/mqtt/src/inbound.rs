@@ -1,0 +1,168 @@
+//! Packets from the client: PUBLISH (QoS 0, 1 and 2), PUBREL, SUBSCRIBE and UNSUBSCRIBE, and the
+//! last will, which is published like a PUBLISH.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mqttbytes::v4::{
+    LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
+use mqttbytes::QoS;
+use tracing::warn;
+use warren_core::name::{ConnectionId, ExchangeName};
+use warren_core::properties::Properties;
+use warren_core::queue::{Durability, QueueOptions};
+use warren_core::value::{Table, Value};
+use warren_core::vhost::Declare;
+use warren_core::Message;
+
+use crate::session::{End, Session};
+use crate::state::Retained;
+use crate::translate;
+
+/// The exchange every MQTT topic rides, as in RabbitMQ.
+pub(crate) const TOPIC_EXCHANGE: &str = "amq.topic";
+/// The header that carries an MQTT publish's QoS to other MQTT subscribers.
+pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
+/// The highest QoS granted to subscriptions: deliveries go out at most at QoS 1, as from
+/// RabbitMQ. (Inbound QoS 2 is fully supported.)
+const GRANTED_QOS_MAX: QoS = QoS::AtLeastOnce;
+
+impl Session {
+    pub(crate) fn publish(&mut self, publish: Publish) -> Option<End> {
+        if publish.topic.is_empty() || mqttbytes::has_wildcards(&publish.topic) {
+            return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
+        }
+        if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&publish.pkid) {
+            // A resend before PUBREL: already routed once, so only acknowledge again.
+            return self.send(Packet::PubRec(PubRec::new(publish.pkid)));
+        }
+        if publish.retain {
+            let retained = Retained { payload: publish.payload.clone(), qos: publish.qos };
+            self.state.retain(self.vhost.name(), &publish.topic, retained);
+        }
+        self.route(&publish.topic, publish.payload, publish.qos);
+        match publish.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::ExactlyOnce => {
+                self.incoming_qos2.insert(publish.pkid);
+                self.send(Packet::PubRec(PubRec::new(publish.pkid)))
+            }
+        }
+    }
+
+    pub(crate) fn released(&mut self, packet_id: u16) -> Option<End> {
+        self.incoming_qos2.remove(&packet_id);
+        self.send(Packet::PubComp(PubComp::new(packet_id)))
+    }
+
+    /// Routes a message through `amq.topic`. QoS 1 and 2 messages are persistent, as RabbitMQ
+    /// marks them.
+    pub(crate) fn route(&self, topic: &str, payload: Bytes, qos: QoS) {
+        let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else { return };
+        let mut headers = Table::new();
+        headers.insert(QOS_HEADER, Value::U8(qos as u8));
+        let properties = Properties {
+            delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
+            headers: Some(headers),
+            ..Properties::default()
+        };
+        let message = Message {
+            exchange: exchange.name().clone(),
+            routing_key: translate::routing_key(topic),
+            properties,
+            body: payload,
+        };
+        let mut queues = Vec::new();
+        if self.vhost.route(&exchange, &message, &mut queues).is_err() {
+            return;
+        }
+        let message = Arc::new(message);
+        for queue in queues {
+            queue.enqueue(message.clone());
+        }
+    }
+
+    pub(crate) fn publish_will(&mut self, will: LastWill) {
+        if will.retain {
+            let retained = Retained { payload: will.message.clone(), qos: will.qos };
+            self.state.retain(self.vhost.name(), &will.topic, retained);
+        }
+        self.route(&will.topic, will.message, will.qos);
+    }
+
+    pub(crate) fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut granted_filters = Vec::new();
+        for filter in subscribe.filters {
+            if !mqttbytes::valid_filter(&filter.path) {
+                warn!(client_id = %self.client_id, filter = %filter.path, "invalid topic filter");
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
+            match self.bind(&filter.path) {
+                Ok(()) => {
+                    self.subscriptions.retain(|(existing, _)| *existing != filter.path);
+                    self.subscriptions.push((filter.path.clone(), granted));
+                    granted_filters.push((filter.path, granted));
+                    codes.push(SubscribeReasonCode::Success(granted));
+                }
+                Err(error) => {
+                    warn!(client_id = %self.client_id, %error, "subscribe failed");
+                    codes.push(SubscribeReasonCode::Failure);
+                }
+            }
+        }
+        self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+        for (filter, granted) in granted_filters {
+            self.send_retained(&filter, granted);
+        }
+        None
+    }
+
+    /// Binds the session queue (created on first use) to `amq.topic` for a filter.
+    fn bind(&mut self, filter: &str) -> Result<(), warren_core::Error> {
+        let queue = match &self.queue {
+            Some(queue) => queue.clone(),
+            None => {
+                let options = QueueOptions {
+                    durability: if self.clean_session { Durability::Transient } else { Durability::Durable },
+                    exclusive_owner: None,
+                    auto_delete: false,
+                    arguments: Table::new(),
+                };
+                let declared = self.vhost.declare_queue(
+                    &self.queue_name(),
+                    options,
+                    Declare::Create,
+                    ConnectionId(self.connection),
+                )?;
+                self.attach(declared.queue.clone());
+                declared.queue
+            }
+        };
+        let key = translate::binding_key(filter);
+        self.vhost.bind_queue(
+            queue.name(),
+            &ExchangeName::new(TOPIC_EXCHANGE),
+            key,
+            Table::new(),
+            ConnectionId(self.connection),
+        )
+    }
+
+    pub(crate) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
+        for filter in &unsubscribe.topics {
+            self.subscriptions.retain(|(existing, _)| existing != filter);
+            if let Some(queue) = &self.queue {
+                let key = translate::binding_key(filter);
+                let exchange = ExchangeName::new(TOPIC_EXCHANGE);
+                let _ =
+                    self.vhost.unbind_queue(queue.name(), &exchange, key, Table::new(), ConnectionId(self.connection));
+            }
+        }
+        self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+    }
+}

@@ -1,0 +1,21 @@
+//! The MQTT 3.1 and 3.1.1 adapter. Publishes ride `amq.topic` (topic `a/b` is routing key
+//! `a.b`), and each session has a queue bound there once per subscription, as in RabbitMQ's MQTT
+//! plugin, so AMQP and MQTT peers exchange messages both ways.
+//!
+//! # Layout
+//! - `codec`: mqttbytes' packets, plus the MQTT 3.1 CONNECT and size bounds.
+//! - `inbound`: PUBLISH (QoS 0-2), PUBREL, SUBSCRIBE, UNSUBSCRIBE and the last will.
+//! - `outbound`: deliveries, packet ids, PUBACK, retained messages on subscribe.
+//! - `session`: CONNECT, authentication, takeover, keep-alive, the read loop.
+//! - `state`: what connections share: settings, the session registry, retained messages.
+//! - `translate`: topics and filters to routing and binding keys.
+
+pub mod codec;
+mod inbound;
+mod outbound;
+mod session;
+pub mod state;
+pub mod translate;
+
+pub use session::serve;
+pub use state::{MqttConfig, MqttState};

@@ -1,0 +1,161 @@
+//! Deliveries to the client: PUBLISH at the lower of the message's and the subscription's QoS,
+//! packet ids for QoS 1, PUBACK settling them, and retained messages on subscribe.
+
+use std::sync::Arc;
+
+use mqttbytes::v4::{Packet, Publish};
+use mqttbytes::QoS;
+use warren_core::queue::{InboxItem, Requeue};
+use warren_core::value::Value;
+use warren_core::{Delivery, Message, Queue};
+
+use crate::inbound::QOS_HEADER;
+use crate::session::{End, Session};
+use crate::translate;
+
+/// Deliveries taken from the inbox per wake-up.
+const DRAIN_BATCH: usize = 256;
+
+/// An outbound QoS 1 publish awaiting PUBACK.
+#[derive(Debug)]
+pub(crate) enum Inflight {
+    /// From the session queue: settled on PUBACK, requeued if the connection goes first.
+    Queued { queue: Arc<Queue>, sequence: u64, message: Arc<Message> },
+    /// A retained message sent on subscribe: nothing to settle.
+    Retained,
+}
+
+impl Session {
+    pub(crate) fn drain_inbox(&mut self) {
+        let mut items = Vec::with_capacity(DRAIN_BATCH);
+        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+            for item in items.drain(..) {
+                if let InboxItem::Delivery(delivery) = item {
+                    self.deliver(delivery);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let topic = translate::topic(&delivery.message.routing_key);
+        let subscription_qos = self
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| mqttbytes::matches(&topic, filter))
+            .map(|(_, qos)| *qos)
+            .reduce(higher);
+        let Some(subscription_qos) = subscription_qos else {
+            // Unsubscribed while in flight: nobody here wants it any more.
+            delivery.consumer.settle(1);
+            return;
+        };
+        let qos = lower(message_qos(&delivery.message), subscription_qos);
+        let mut publish = Publish::from_bytes(topic, qos, delivery.message.body.clone());
+        if qos == QoS::AtMostOnce {
+            delivery.consumer.settle(1);
+        } else {
+            publish.pkid = self.next_packet_id();
+            publish.dup = delivery.redelivered;
+            let inflight =
+                Inflight::Queued { queue: delivery.queue, sequence: delivery.sequence, message: delivery.message };
+            self.inflight.insert(publish.pkid, inflight);
+        }
+        self.send(Packet::Publish(publish));
+    }
+
+    /// A free packet id: 1..=65535, skipping those in flight.
+    fn next_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
+        if let Some(Inflight::Queued { .. }) = self.inflight.remove(&packet_id) {
+            if let Some(consumer) = &self.consumer {
+                consumer.settle(1);
+            }
+        }
+        None
+    }
+
+    /// Sends the retained messages matching a new subscription, flagged retained.
+    pub(crate) fn send_retained(&mut self, filter: &str, granted: QoS) {
+        for (topic, retained) in self.state.retained_matching(self.vhost.name(), filter) {
+            let qos = lower(retained.qos, granted);
+            let mut publish = Publish::from_bytes(topic, qos, retained.payload);
+            publish.retain = true;
+            if qos != QoS::AtMostOnce {
+                publish.pkid = self.next_packet_id();
+                self.inflight.insert(publish.pkid, Inflight::Retained);
+            }
+            self.send(Packet::Publish(publish));
+        }
+    }
+
+    /// Puts unacknowledged deliveries back in the queue, as redelivered.
+    pub(crate) fn requeue_inflight(&mut self) {
+        for (_, inflight) in self.inflight.drain() {
+            if let Inflight::Queued { queue, sequence, message } = inflight {
+                queue.requeue([Requeue { sequence, message, redelivered: true }]);
+            }
+        }
+    }
+
+    /// Returns deliveries that never left the inbox.
+    pub(crate) fn requeue_inbox(&mut self) {
+        let mut items = Vec::new();
+        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+            for item in items.drain(..) {
+                if let InboxItem::Delivery(delivery) = item {
+                    let requeue = Requeue {
+                        sequence: delivery.sequence,
+                        message: delivery.message,
+                        redelivered: delivery.redelivered,
+                    };
+                    delivery.queue.requeue([requeue]);
+                    delivery.consumer.settle(1);
+                }
+            }
+        }
+    }
+}
+
+/// The QoS a message was published with: MQTT's own header, else QoS 1 for persistent
+/// messages from other protocols and QoS 0 for the rest.
+fn message_qos(message: &Message) -> QoS {
+    let header =
+        message.properties.headers.as_ref().and_then(|headers| headers.get(QOS_HEADER)).and_then(Value::as_i64);
+    match header {
+        Some(0) => QoS::AtMostOnce,
+        Some(1) => QoS::AtLeastOnce,
+        Some(_) => QoS::ExactlyOnce,
+        None if message.properties.delivery_mode() == warren_core::properties::DeliveryMode::Persistent => {
+            QoS::AtLeastOnce
+        }
+        None => QoS::AtMostOnce,
+    }
+}
+
+/// The lower of two QoS levels (mqttbytes' `QoS` is only partially ordered).
+fn lower(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) {
+        a
+    } else {
+        b
+    }
+}
+
+/// The higher of two QoS levels.
+fn higher(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) {
+        a
+    } else {
+        b
+    }
+}

@@ -1,0 +1,427 @@
+//! One MQTT connection: CONNECT and authentication, the read loop, session takeover, keep-alive
+//! and the last will. Packet handlers live in `inbound.rs` and `outbound.rs`.
+//!
+//! As with AMQP, two tasks serve a connection: this one owns the session state and the read
+//! half, and hands encoded bytes to a writer task over a bounded channel, so a client that stops
+//! reading stops being read.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, LastWill, Packet};
+use mqttbytes::QoS;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use warren_core::auth::{Credentials, Principal};
+use warren_core::name::{ConsumerId, UserName, VhostName};
+use warren_core::queue::{Consumer, Inbox};
+use warren_core::{Queue, Vhost};
+
+use crate::codec::{self, Level};
+use crate::outbound::Inflight;
+use crate::state::{MqttState, SessionEntry, SessionKey};
+
+/// Encoded chunks queued for the writer before the reader stops.
+const WRITE_QUEUE_CHUNKS: usize = 8;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a connection ends; only a client's DISCONNECT suppresses the last will.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The client sent DISCONNECT.
+    Graceful,
+    /// Anything else: the socket closed, keep-alive expired, a protocol error, a takeover.
+    Abnormal(&'static str),
+}
+
+pub(crate) struct Session {
+    pub(crate) state: Arc<MqttState>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) connection: u64,
+    pub(crate) client_id: String,
+    pub(crate) clean_session: bool,
+    keep_alive: Duration,
+    pub(crate) vhost: Arc<Vhost>,
+    pub(crate) will: Option<LastWill>,
+    /// The session's queue, bound to `amq.topic` once per subscription.
+    pub(crate) queue: Option<Arc<Queue>>,
+    pub(crate) consumer: Option<Arc<Consumer>>,
+    pub(crate) subscriptions: Vec<(String, QoS)>,
+    pub(crate) inbox: Arc<Inbox>,
+    /// Outbound QoS 1 publishes awaiting PUBACK, by packet id.
+    pub(crate) inflight: HashMap<u16, Inflight>,
+    pub(crate) next_packet_id: u16,
+    /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
+    pub(crate) incoming_qos2: HashSet<u16>,
+    pub(crate) out: BytesMut,
+    kick: Arc<Notify>,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve<S>(stream: S, peer: SocketAddr, state: Arc<MqttState>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (chunks, chunk_receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver));
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let connection = state.broker.next_connection_id().0;
+    let Some(mut session) = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection).await else {
+        drop(chunks);
+        let _ = writer_task.await;
+        return;
+    };
+    let end = session.run(&mut reader, &mut buffer, &chunks).await;
+    session.finish(end);
+    let _ = chunks.send(session.out.split().freeze()).await;
+    drop(chunks);
+    let _ = writer_task.await;
+    info!(connection, %peer, client_id = %session.client_id, ?end, "mqtt connection closed");
+}
+
+/// Reads CONNECT, authenticates, opens the session and sends CONNACK; `None` if refused.
+async fn accept<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    chunks: &mpsc::Sender<Bytes>,
+    peer: SocketAddr,
+    state: &Arc<MqttState>,
+    connection: u64,
+) -> Option<Session> {
+    let deadline = Instant::now() + state.config.connect_timeout;
+    let (connect, level) = loop {
+        match codec::decode_connect(buffer, state.config.packet_bytes_max) {
+            Ok(Some((Packet::Connect(connect), level))) => break (connect, level),
+            Ok(Some((other, _))) => {
+                warn!(%peer, packet = ?other, "first packet was not CONNECT");
+                return None;
+            }
+            Ok(None) => {}
+            Err(codec::CodecError::UnsupportedLevel { level }) => {
+                warn!(%peer, level, "unsupported protocol level");
+                refuse(chunks, ConnectReturnCode::RefusedProtocolVersion).await;
+                return None;
+            }
+            Err(error) => {
+                warn!(%peer, %error, "malformed CONNECT");
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, reader.read_buf(buffer)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            Ok(_) => return None,
+            Err(_) => {
+                warn!(%peer, "no CONNECT before the timeout");
+                return None;
+            }
+        }
+    };
+    match open(connect, level, peer, state, connection).await {
+        Ok((session, session_present)) => {
+            let mut out = BytesMut::new();
+            codec::encode(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)), &mut out);
+            chunks.send(out.freeze()).await.ok()?;
+            Some(session)
+        }
+        Err(code) => {
+            refuse(chunks, code).await;
+            None
+        }
+    }
+}
+
+async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    codec::encode(&Packet::ConnAck(ConnAck::new(code, false)), &mut out);
+    let _ = chunks.send(out.freeze()).await;
+}
+
+/// Authenticates a CONNECT and takes over (or creates) its session.
+async fn open(
+    connect: Connect,
+    level: Level,
+    peer: SocketAddr,
+    state: &Arc<MqttState>,
+    connection: u64,
+) -> Result<(Session, bool), ConnectReturnCode> {
+    if connect.client_id.is_empty() && !connect.clean_session {
+        return Err(ConnectReturnCode::BadClientId);
+    }
+    let (vhost_name, principal) = authenticate(&connect, peer, state).await?;
+    let vhost = state.broker.open_vhost(&principal, &vhost_name).await.map_err(|error| {
+        warn!(%peer, %error, "vhost refused");
+        ConnectReturnCode::NotAuthorized
+    })?;
+    let client_id =
+        if connect.client_id.is_empty() { format!("warren-{connection}") } else { connect.client_id.clone() };
+    let key: SessionKey = (vhost_name.clone(), client_id.clone());
+    let kick = Arc::new(Notify::new());
+    let previous = {
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        let entry = SessionEntry { connection: Some(connection), kick: kick.clone(), subscriptions: Vec::new() };
+        sessions.insert(key, entry)
+    };
+    if let Some(previous) = &previous {
+        if previous.connection.is_some() {
+            info!(%client_id, "session taken over by a new connection");
+            previous.kick.notify_one();
+        }
+    }
+    let inbox = Inbox::new(state.config.prefetch.max(1) * 4);
+    let mut session = Session {
+        state: state.clone(),
+        peer,
+        connection,
+        client_id,
+        clean_session: connect.clean_session,
+        keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
+        vhost,
+        will: connect.last_will,
+        queue: None,
+        consumer: None,
+        subscriptions: Vec::new(),
+        inbox,
+        inflight: HashMap::new(),
+        next_packet_id: 1,
+        incoming_qos2: HashSet::new(),
+        out: BytesMut::new(),
+        kick,
+    };
+    let session_present = session.resume(previous.map(|entry| entry.subscriptions));
+    info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
+    Ok((session, session_present))
+}
+
+/// Checks the CONNECT's credentials. A username may name its vhost as `vhost:user`, as with
+/// RabbitMQ's MQTT plugin.
+async fn authenticate(
+    connect: &Connect,
+    peer: SocketAddr,
+    state: &MqttState,
+) -> Result<(VhostName, Principal), ConnectReturnCode> {
+    let (username, password) = match &connect.login {
+        Some(login) => (login.username.clone(), login.password.clone()),
+        None if state.config.allow_anonymous => ("guest".to_owned(), "guest".to_owned()),
+        None => {
+            warn!(%peer, "anonymous CONNECT refused");
+            return Err(ConnectReturnCode::NotAuthorized);
+        }
+    };
+    let (vhost, user) = match username.split_once(':') {
+        Some((vhost, user)) => (vhost.to_owned(), user.to_owned()),
+        None => ("/".to_owned(), username),
+    };
+    let credentials = Credentials { username: UserName::new(&user), password, peer };
+    let principal = state.broker.authenticate(&credentials).await.map_err(|error| {
+        warn!(%peer, %user, %error, "mqtt login refused");
+        ConnectReturnCode::BadUserNamePassword
+    })?;
+    Ok((VhostName::new(&vhost), principal))
+}
+
+impl Session {
+    /// Picks up a persistent session's queue and subscriptions, or clears an old one for a clean
+    /// session. Returns whether a session was present.
+    fn resume(&mut self, previous_subscriptions: Option<Vec<(String, QoS)>>) -> bool {
+        let existing = self.vhost.queue(&self.queue_name(), warren_core::name::ConnectionId(self.connection)).ok();
+        if self.clean_session {
+            if let Some(queue) = existing {
+                self.vhost.remove_queue(&queue);
+            }
+            return false;
+        }
+        let Some(queue) = existing else { return false };
+        self.subscriptions = previous_subscriptions.unwrap_or_default();
+        self.attach(queue);
+        true
+    }
+
+    /// The session's queue name, as RabbitMQ names it.
+    pub(crate) fn queue_name(&self) -> warren_core::name::QueueName {
+        warren_core::name::QueueName::from(format!("mqtt-subscription-{}qos1", self.client_id))
+    }
+
+    /// Starts consuming from the session queue.
+    pub(crate) fn attach(&mut self, queue: Arc<Queue>) {
+        let consumer = Arc::new(Consumer {
+            id: ConsumerId(self.connection),
+            tag: warren_core::name::ConsumerTag::from(format!("mqtt-{}", self.client_id)),
+            ack_mode: warren_core::queue::AckMode::Manual,
+            exclusivity: warren_core::queue::Exclusivity::Shared,
+            priority: 0,
+            inbox: self.inbox.clone(),
+            prefetch: warren_core::queue::Credit::new(self.state.config.prefetch),
+            shared: None,
+        });
+        if queue.add_consumer(consumer.clone()).is_ok() {
+            self.consumer = Some(consumer);
+            self.queue = Some(queue);
+        }
+    }
+
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buffer: &mut BytesMut,
+        chunks: &mpsc::Sender<Bytes>,
+    ) -> End {
+        let shutdown = self.state.broker.shutdown().clone();
+        let inbox = self.inbox.clone();
+        let kick = self.kick.clone();
+        let mut last_packet = Instant::now();
+        let mut keep_alive_check = tokio::time::interval(Duration::from_millis(500));
+        // Packets that arrived with CONNECT.
+        if let Some(end) = self.process(buffer) {
+            return end;
+        }
+        loop {
+            if !self.out.is_empty() && chunks.send(self.out.split().freeze()).await.is_err() {
+                return End::Abnormal("writer closed");
+            }
+            if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
+                buffer.reserve(READ_CHUNK_BYTES);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
+                _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
+                read = reader.read_buf(buffer) => match read {
+                    Ok(0) | Err(_) => return End::Abnormal("socket closed"),
+                    Ok(_) => {
+                        last_packet = Instant::now();
+                        if let Some(end) = self.process(buffer) {
+                            return end;
+                        }
+                        self.drain_inbox();
+                    }
+                },
+                _ = inbox.ready() => self.drain_inbox(),
+                _ = keep_alive_check.tick() => {
+                    // The spec's grace: one and a half keep-alive periods.
+                    if !self.keep_alive.is_zero() && last_packet.elapsed() > self.keep_alive * 3 / 2 {
+                        warn!(client_id = %self.client_id, "keep-alive expired");
+                        return End::Abnormal("keep-alive expired");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete packet in the buffer; `Some` when the connection must end.
+    fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
+        loop {
+            match codec::decode(buffer, self.state.config.packet_bytes_max) {
+                Ok(Some(packet)) => {
+                    if let Some(end) = self.handle(packet) {
+                        return Some(end);
+                    }
+                }
+                Ok(None) => return None,
+                Err(error) => {
+                    warn!(client_id = %self.client_id, peer = %self.peer, %error, "malformed packet; disconnecting");
+                    return Some(End::Abnormal("malformed packet"));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Packet) -> Option<End> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish),
+            Packet::PubAck(ack) => self.acknowledged(ack.pkid),
+            Packet::PubRel(release) => self.released(release.pkid),
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
+            Packet::PingReq => self.send(Packet::PingResp),
+            Packet::Disconnect => Some(End::Graceful),
+            Packet::Connect(_) => Some(self.protocol_violation("second CONNECT")),
+            other => Some(self.protocol_violation(packet_name(&other))),
+        }
+    }
+
+    pub(crate) fn protocol_violation(&self, what: &str) -> End {
+        warn!(client_id = %self.client_id, peer = %self.peer, what, "protocol violation; disconnecting");
+        End::Abnormal("protocol violation")
+    }
+
+    pub(crate) fn send(&mut self, packet: Packet) -> Option<End> {
+        codec::encode(&packet, &mut self.out);
+        None
+    }
+
+    /// Publishes the will unless the client disconnected cleanly, then releases the session:
+    /// unacknowledged deliveries go back to the queue; a clean session's queue is deleted, a
+    /// persistent one's is kept with its subscriptions.
+    fn finish(&mut self, end: End) {
+        if end != End::Graceful {
+            if let Some(will) = self.will.take() {
+                debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
+                self.publish_will(will);
+            }
+        }
+        self.release();
+    }
+
+    fn release(&mut self) {
+        // Detach, requeue, then serve others, so the requeued messages keep their places.
+        if let (Some(queue), Some(consumer)) = (&self.queue, &self.consumer) {
+            queue.detach_consumer(consumer.id, &self.inbox);
+        }
+        self.requeue_inflight();
+        self.requeue_inbox();
+        if let Some(queue) = &self.queue {
+            queue.dispatch();
+        }
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
+        if !ours {
+            // A newer connection took the session over; it owns the queue now.
+            return;
+        }
+        if self.clean_session {
+            sessions.remove(&key);
+            drop(sessions);
+            if let Some(queue) = self.queue.take() {
+                self.vhost.remove_queue(&queue);
+            }
+        } else if let Some(entry) = sessions.get_mut(&key) {
+            entry.connection = None;
+            entry.subscriptions = std::mem::take(&mut self.subscriptions);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Runs after `finish` (a no-op then) or instead of it if the task panicked.
+        self.requeue_inflight();
+    }
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::ConnAck(_) => "CONNACK from a client",
+        Packet::PubRec(_) => "PUBREC (the broker sends no QoS 2)",
+        Packet::PubComp(_) => "PUBCOMP (the broker sends no QoS 2)",
+        Packet::SubAck(_) => "SUBACK from a client",
+        Packet::UnsubAck(_) => "UNSUBACK from a client",
+        Packet::PingResp => "PINGRESP from a client",
+        _ => "unexpected packet",
+    }
+}
+
+/// Writes chunks to the socket until the reader side is done.
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut chunks: mpsc::Receiver<Bytes>) {
+    while let Some(chunk) = chunks.recv().await {
+        if writer.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,62 @@
+//! MQTT topics ⇄ the core's routing and binding keys, following RabbitMQ's MQTT plugin.
+//!
+//! MQTT separates levels with `/`, the core with `.`. As RabbitMQ does, the two characters are
+//! swapped both ways: `a/b` is routing key `a.b`, and a level containing a dot, `v1.2/x`, becomes
+//! `v1/2.x` (two words). The swap is its own inverse, so a message published over MQTT reaches
+//! MQTT subscribers with its topic unchanged, and AMQP peers see the dotted form they expect.
+
+use warren_core::topic::{BindingKey, RoutingKey, Segment};
+
+/// Swaps `/` and `.`.
+fn swap_separators(text: &str) -> String {
+    text.chars()
+        .map(|character| match character {
+            '/' => '.',
+            '.' => '/',
+            other => other,
+        })
+        .collect()
+}
+
+/// The routing key of a topic.
+pub fn routing_key(topic: &str) -> RoutingKey {
+    RoutingKey::new(&swap_separators(topic))
+}
+
+/// The topic of a routing key.
+pub fn topic(routing_key: &RoutingKey) -> String {
+    swap_separators(routing_key.as_str())
+}
+
+/// The binding key of a topic filter: `+` is one word, `#` the rest.
+pub fn binding_key(filter: &str) -> BindingKey {
+    let segments = filter
+        .split('/')
+        .map(|level| match level {
+            "+" => Segment::Star,
+            "#" => Segment::Hash,
+            literal => Segment::Literal(literal.replace('.', "/").into()),
+        })
+        .collect();
+    BindingKey::from_segments(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_keys_swap_separators() {
+        assert_eq!(routing_key("sensors/kitchen/temp").as_str(), "sensors.kitchen.temp");
+        assert_eq!(topic(&RoutingKey::new("sensors.kitchen.temp")), "sensors/kitchen/temp");
+        assert_eq!(routing_key("v1.2/x").as_str(), "v1/2.x");
+        assert_eq!(topic(&routing_key("v1.2/x")), "v1.2/x");
+    }
+
+    #[test]
+    fn filters_become_binding_keys() {
+        assert_eq!(binding_key("sensors/+/temp").as_str(), "sensors.*.temp");
+        assert_eq!(binding_key("sensors/#").as_str(), "sensors.#");
+        assert_eq!(binding_key("#").segments(), &[Segment::Hash]);
+    }
+}
