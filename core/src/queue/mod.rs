@@ -338,8 +338,10 @@ impl Queue {
                 Overflow::DropHead => {}
             }
         }
-        let now = Instant::now();
-        let expires_at = Self::expiry_of(state, &message, now);
+        // The clock is read only for messages that can expire: this is the publish hot path.
+        let mortal = state.arguments.message_ttl.is_some() || message.properties.expiration.is_some();
+        let now = mortal.then(Instant::now);
+        let expires_at = now.and_then(|now| Self::expiry_of(state, &message, now));
         if expires_at.is_some() {
             self.ensure_timer();
             if state.ready.is_empty() {
@@ -538,15 +540,17 @@ impl Queue {
     }
 
     fn dispatch_locked(&self, state: &mut State, effects: &mut Effects) {
-        self.dispatch_at(state, effects, Instant::now());
+        self.dispatch_at(state, effects, None);
     }
 
     /// Dispatches as of `now`. A message whose TTL is 0 expires at the instant it was enqueued,
     /// so dispatching it as of that same instant delivers it if a consumer can take it at once,
     /// as RabbitMQ does, and otherwise it dies.
-    fn dispatch_at(&self, state: &mut State, effects: &mut Effects, now: Instant) {
+    /// The clock is read only if a message with a TTL reaches the head.
+    fn dispatch_at(&self, state: &mut State, effects: &mut Effects, mut now: Option<Instant>) {
         while !state.ready.is_empty() && !state.consumers.is_empty() {
             if state.ready.front().is_some_and(|head| head.expires_at.is_some()) {
+                let now = *now.get_or_insert_with(Instant::now);
                 self.reap_expired(state, now, effects);
                 if state.ready.is_empty() {
                     return;

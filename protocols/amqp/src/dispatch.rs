@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use warren_core::exchange::{ExchangeKind, ExchangeOptions};
+use warren_core::exchange::{Exchange, ExchangeKind, ExchangeOptions};
 use warren_core::name::{ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
 use warren_core::queue::{AckMode, Consumer, Credit, Enqueued, Exclusivity};
@@ -345,7 +345,7 @@ impl Connection {
 
     /// A complete message: checked now, then routed now or, in a transaction, at commit.
     fn route(&mut self, channel_id: u16, mut message: Message, mandatory: bool) -> Handled {
-        self.vhost().exchange(&message.exchange)?;
+        let exchange = self.vhost().exchange(&message.exchange)?;
         message.check_expiration()?;
         if message.properties.reply_to.as_deref() == Some(REPLY_TO) {
             let Some(reply_queue) = &self.channel(channel_id).reply_queue else {
@@ -356,15 +356,26 @@ impl Connection {
         if self.channel(channel_id).transaction.is_some() {
             return self.tx_publish(channel_id, message, mandatory);
         }
-        self.route_now(channel_id, message, mandatory)
+        self.route_through(channel_id, &exchange, message, mandatory)
+    }
+
+    /// Routes a message held by a transaction, looking its exchange up again (it may have gone).
+    pub(crate) fn route_now(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
+        let exchange = self.vhost().exchange(&message.exchange)?;
+        self.route_through(channel_id, &exchange, message, mandatory)
     }
 
     /// Routes a message, returns it if unroutable and mandatory, and confirms it.
-    pub(crate) fn route_now(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
+    fn route_through(
+        &mut self,
+        channel_id: u16,
+        exchange: &Arc<Exchange>,
+        message: Message,
+        mandatory: bool,
+    ) -> Handled {
         let vhost = self.vhost();
-        let exchange = vhost.exchange(&message.exchange)?;
         let mut queues = Vec::new();
-        vhost.route(&exchange, &message, &mut queues)?;
+        vhost.route(exchange, &message, &mut queues)?;
         if queues.is_empty() && mandatory {
             self.basic_return(channel_id, &message);
         }
