@@ -1,0 +1,112 @@
+//! Seeded fuzzing of the MQTT codec (mqttbytes plus our 3.1 shim), run with every test: valid
+//! packet streams with random mutations, plus noise. Decoding must never panic.
+//! `WARREN_SEED` replays a failure; `WARREN_FUZZ_ROUNDS` runs longer.
+
+use bytes::{Bytes, BytesMut};
+use mqttbytes::v4::{Connect, Publish, Subscribe, Unsubscribe};
+use mqttbytes::QoS;
+use warren_mqtt::codec;
+
+const PACKET_MAX: usize = 64 * 1024;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |elapsed| elapsed.as_nanos() as u64)
+    }) | 1
+}
+
+fn rounds() -> usize {
+    std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
+}
+
+fn corpus() -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let mut connect = Connect::new("device");
+    connect.set_login("guest", "guest");
+    connect.write(&mut out).expect("encodes");
+    let mut publish = Publish::from_bytes("a/b/c", QoS::AtLeastOnce, Bytes::from_static(b"payload"));
+    publish.pkid = 7;
+    publish.write(&mut out).expect("encodes");
+    Subscribe::new("a/+/#", QoS::AtLeastOnce).write(&mut out).expect("encodes");
+    Unsubscribe::new("a/+/#").write(&mut out).expect("encodes");
+    out.to_vec()
+}
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut bytes = input.to_vec();
+    for _ in 0..=rng.below(8) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(4) {
+            0 => bytes[at] = rng.next() as u8,
+            1 => bytes[at] ^= 1 << rng.below(8),
+            2 => bytes.insert(at, rng.next() as u8),
+            _ => bytes.truncate(at),
+        }
+    }
+    bytes
+}
+
+fn decode_all(input: &[u8], rng: &mut Rng) {
+    let mut buffer = BytesMut::new();
+    let mut first = true;
+    let mut offset = 0;
+    while offset < input.len() {
+        let end = (offset + 1 + rng.below(256)).min(input.len());
+        buffer.extend_from_slice(&input[offset..end]);
+        offset = end;
+        loop {
+            let result = if first {
+                codec::decode_connect(&mut buffer, PACKET_MAX).map(|packet| packet.map(|(packet, _)| packet))
+            } else {
+                codec::decode(&mut buffer, PACKET_MAX)
+            };
+            match result {
+                Ok(Some(_)) => first = false,
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+#[test]
+fn mutated_packet_streams_never_panic() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let corpus = corpus();
+    for round in 0..rounds() {
+        let input = mutate(&mut rng, &corpus);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
+    }
+}
+
+#[test]
+fn random_noise_never_panics() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    for round in 0..rounds() {
+        let length = rng.below(1024);
+        let input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
+    }
+}
