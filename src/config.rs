@@ -28,6 +28,9 @@ pub struct Flags {
     /// The MQTT port; 0 picks a free one (logged at start).
     #[arg(long)]
     pub mqtt_port: Option<u16>,
+    /// The STOMP port; 0 picks a free one (logged at start).
+    #[arg(long)]
+    pub stomp_port: Option<u16>,
 }
 
 /// The whole configuration, as the file spells it.
@@ -44,6 +47,7 @@ pub struct Config {
     pub queue_ready_bytes_max: usize,
     pub amqp: AmqpSection,
     pub mqtt: MqttSection,
+    pub stomp: StompSection,
     /// Operator policies, applied at start.
     pub policies: Vec<PolicySection>,
 }
@@ -69,6 +73,23 @@ impl Default for MqttSection {
             packet_bytes_max: defaults.packet_bytes_max,
             prefetch: defaults.prefetch,
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StompSection {
+    pub port: u16,
+    /// Let clients without a login in, as `guest`. Off by default.
+    pub allow_anonymous: bool,
+    /// The heart-beat interval offered both ways, in milliseconds.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for StompSection {
+    fn default() -> Self {
+        let defaults = warren_stomp::StompConfig::default();
+        StompSection { port: 61613, allow_anonymous: defaults.allow_anonymous, heartbeat_ms: defaults.heartbeat_ms }
     }
 }
 
@@ -143,6 +164,7 @@ impl Default for Config {
             queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
             mqtt: MqttSection::default(),
+            stomp: StompSection::default(),
             policies: Vec::new(),
         }
     }
@@ -195,6 +217,9 @@ impl Config {
         if let Some(port) = flags.mqtt_port {
             config.mqtt.port = port;
         }
+        if let Some(port) = flags.stomp_port {
+            config.stomp.port = port;
+        }
         if config.amqp.frame_max < 4096 {
             return Err(ConfigError::FrameMaxTooSmall { frame_max: config.amqp.frame_max });
         }
@@ -205,6 +230,14 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    pub fn stomp(&self) -> warren_stomp::StompConfig {
+        warren_stomp::StompConfig {
+            allow_anonymous: self.stomp.allow_anonymous,
+            heartbeat_ms: self.stomp.heartbeat_ms,
+            ..Default::default()
+        }
     }
 
     pub fn mqtt(&self) -> warren_mqtt::MqttConfig {

@@ -83,6 +83,12 @@ async fn run(config: Config) -> std::io::Result<()> {
         warren_mqtt::serve(stream, peer, mqtt_state.clone())
     }));
 
+    let stomp_state = warren_stomp::StompState::new(broker.clone(), config.stomp());
+    let stomp = listener::bind("stomp", SocketAddr::new(config.bind, config.stomp.port)).await?;
+    tokio::spawn(listener::accept_loop("stomp", stomp, broker.clone(), connections.clone(), move |stream, peer| {
+        warren_stomp::serve(stream, peer, stomp_state.clone())
+    }));
+
     wait_for_signal().await?;
     info!("shutting down");
     if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down()).await.is_err() {

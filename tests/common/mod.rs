@@ -3,7 +3,8 @@
 //! must misbehave on the wire (the heartbeat test goes silent on purpose).
 //!
 //! # Layout
-//! - `Broker`: spawns `warren` on `127.0.0.1:0`, learns the port from its log, kills it on drop.
+//! - `Broker`: spawns `warren` on `127.0.0.1:0`, learns the AMQP and MQTT ports from its log,
+//!   kills it on drop.
 //! - lapin helpers: `connect`, `within`, `next_delivery`, `assert_no_delivery`, `poll_until`,
 //!   publishing with confirms and reading reply codes out of `lapin::Error`.
 //! - `raw`: hand-written AMQP 0-9-1 frames and the connection handshake.
@@ -44,20 +45,23 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Number of broker log lines kept for failure messages.
 const LOG_TAIL_LINES: usize = 200;
 /// The line the broker prints once its AMQP listener is bound.
-const LISTENING_MARKER: &str = "listening protocol=amqp addr=";
+const AMQP_LISTENING_MARKER: &str = "listening protocol=amqp addr=";
+/// The line the broker prints once its MQTT listener is bound.
+const MQTT_LISTENING_MARKER: &str = "listening protocol=mqtt addr=";
 
 /// A `warren` process owned by one test.
 pub struct Broker {
     pub child: Child,
     pub amqp_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
     pub data_dir: PathBuf,
     /// The last `LOG_TAIL_LINES` lines of the broker's stderr, shared with the reader thread.
     log_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Broker {
-    /// Starts a broker on an ephemeral port with a fresh data directory and waits until it
-    /// logs its listening address.
+    /// Starts a broker on ephemeral ports with a fresh data directory and waits until it logs
+    /// its AMQP and MQTT listening addresses.
     pub fn start() -> Broker {
         let data_dir = unique_data_dir();
         std::fs::create_dir_all(&data_dir).expect("create the broker data dir");
@@ -77,7 +81,18 @@ impl Broker {
     fn spawn(data_dir: PathBuf, config_path: Option<&Path>) -> Broker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
         command
-            .args(["--amqp-port", "0", "--mqtt-port", "0", "--bind", "127.0.0.1", "--log-level", "info"])
+            .args([
+                "--amqp-port",
+                "0",
+                "--mqtt-port",
+                "0",
+                "--stomp-port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--log-level",
+                "info",
+            ])
             .arg("--data-dir")
             .arg(&data_dir);
         if let Some(config_path) = config_path {
@@ -98,19 +113,28 @@ impl Broker {
         let thread_tail = Arc::clone(&log_tail);
         std::thread::spawn(move || read_log(stderr, thread_tail, addr_sender));
         match addr_receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(amqp_addr) => Broker { child, amqp_addr, data_dir, log_tail },
+            Ok(ListeningAddrs { amqp: amqp_addr, mqtt: mqtt_addr }) => {
+                Broker { child, amqp_addr, mqtt_addr, data_dir, log_tail }
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = std::fs::remove_dir_all(&data_dir);
                 let tail = join_tail(&log_tail);
-                panic!("broker did not log `{LISTENING_MARKER}` within {STARTUP_TIMEOUT:?}; log:\n{tail}");
+                panic!(
+                    "broker did not log `{AMQP_LISTENING_MARKER}` and `{MQTT_LISTENING_MARKER}` within \
+                     {STARTUP_TIMEOUT:?}; log:\n{tail}"
+                );
             }
         }
     }
 
     pub fn amqp_uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.amqp_addr)
+    }
+
+    pub fn mqtt_port(&self) -> u16 {
+        self.mqtt_addr.port()
     }
 
     pub fn log_tail(&self) -> String {
@@ -157,13 +181,22 @@ fn unique_data_dir() -> PathBuf {
     std::env::temp_dir().join(format!("warren-test-{}-{sequence}-{nanos}", std::process::id()))
 }
 
-/// Drains the broker's stderr until EOF so the pipe never fills and blocks the broker.
+/// The addresses the broker's listeners are bound to, as it logs them.
+struct ListeningAddrs {
+    amqp: SocketAddr,
+    mqtt: SocketAddr,
+}
+
+/// Drains the broker's stderr until EOF so the pipe never fills and blocks the broker. Sends
+/// the listening addresses once both have been logged.
 fn read_log(
     stderr: std::process::ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
-    addr_sender: mpsc::SyncSender<SocketAddr>,
+    addr_sender: mpsc::SyncSender<ListeningAddrs>,
 ) {
     let mut reader = BufReader::new(stderr);
+    let mut amqp = None;
+    let mut mqtt = None;
     let mut found = false;
     let mut raw_line = Vec::new();
     loop {
@@ -175,9 +208,11 @@ fn read_log(
         let line = strip_ansi(&String::from_utf8_lossy(&raw_line));
         let line = line.trim_end().to_string();
         if !found {
-            if let Some(addr) = parse_listening_addr(&line) {
+            amqp = amqp.or_else(|| parse_listening_addr(&line, AMQP_LISTENING_MARKER));
+            mqtt = mqtt.or_else(|| parse_listening_addr(&line, MQTT_LISTENING_MARKER));
+            if let (Some(amqp), Some(mqtt)) = (amqp, mqtt) {
                 found = true;
-                let _ = addr_sender.try_send(addr);
+                let _ = addr_sender.try_send(ListeningAddrs { amqp, mqtt });
             }
         }
         let mut lines = tail.lock().expect("log tail lock");
@@ -188,8 +223,8 @@ fn read_log(
     }
 }
 
-fn parse_listening_addr(line: &str) -> Option<SocketAddr> {
-    let start = line.find(LISTENING_MARKER)? + LISTENING_MARKER.len();
+fn parse_listening_addr(line: &str, marker: &str) -> Option<SocketAddr> {
+    let start = line.find(marker)? + marker.len();
     let rest = &line[start..];
     let token = rest.split_whitespace().next()?;
     token.trim_matches('"').parse().ok()

@@ -1,8 +1,9 @@
 """The Warren broker process under test: find the binary, start it on a free port, stop it.
 
-The broker is started with `--amqp-port 0` and tells us the port it picked in a log line on
-stderr (`listening protocol=amqp addr=127.0.0.1:PORT`). A thread drains stderr into a file for
-the whole session, so a chatty broker can never block on a full pipe.
+The broker is started with `--amqp-port 0 --mqtt-port 0` and tells us the ports it picked in
+log lines on stderr (`listening protocol=amqp addr=127.0.0.1:PORT`, and the same with
+`protocol=mqtt`). A thread drains stderr into a file for the whole session, so a chatty broker
+can never block on a full pipe.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import pika
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-LISTENING_LINE = re.compile(r"listening protocol=amqp addr=(\S+):(\d+)")
+LISTENING_LINE = re.compile(r"listening protocol=(\w+) addr=(\S+):(\d+)")
+
+# The stand-in that runs RabbitMQ instead of Warren (see reference-rabbitmq.sh). It serves AMQP
+# only, so no MQTT listening line is awaited from it; tests marked `warren_only` or `mqtt` skip
+# under it.
+REFERENCE_STAND_IN = "reference-rabbitmq.sh"
 
 # The contract says the log has no colours; this only guards against a logger that switches
 # them on anyway, which would split `key=value` pairs with escape codes.
@@ -67,6 +73,9 @@ class Broker:
         self.stdout_path = work_dir / "warren.stdout.log"
         self.host: str = ""
         self.port: int = 0
+        # None when the broker serves no MQTT (the RabbitMQ stand-in).
+        self.mqtt_host: str | None = None
+        self.mqtt_port: int | None = None
         self._lines: list[str] = []
         self._lines_changed = threading.Condition()
         self._stderr_closed = False
@@ -81,6 +90,7 @@ class Broker:
             str(self.binary),
             "--amqp-port", "0",
             "--mqtt-port", "0",
+            "--stomp-port", "0",
             "--bind", "127.0.0.1",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
@@ -102,7 +112,10 @@ class Broker:
             target=self._drain_stderr, name="warren-stderr", daemon=True
         )
         self._drain_thread.start()
-        self.host, self.port = self._wait_for_listening_line()
+        listeners = self._wait_for_listening_lines(self.protocols)
+        self.host, self.port = listeners["amqp"]
+        if "mqtt" in listeners:
+            self.mqtt_host, self.mqtt_port = listeners["mqtt"]
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code, or None if killed."""
@@ -119,6 +132,16 @@ class Broker:
         finally:
             if self._drain_thread is not None:
                 self._drain_thread.join(timeout=STOP_TIMEOUT_S)
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether this is the RabbitMQ stand-in rather than Warren."""
+        return self.binary.name == REFERENCE_STAND_IN
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The listeners whose lines `start` waits for."""
+        return ("amqp",) if self.is_reference else ("amqp", "mqtt")
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -160,25 +183,30 @@ class Broker:
             self._stderr_closed = True
             self._lines_changed.notify_all()
 
-    def _wait_for_listening_line(self) -> tuple[str, int]:
+    def _wait_for_listening_lines(self, protocols: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+        """(host, port) by protocol, once every one of `protocols` has logged its line."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         scanned = 0
+        listeners: dict[str, tuple[str, int]] = {}
         with self._lines_changed:
             while True:
                 for line in self._lines[scanned:]:
                     match = LISTENING_LINE.search(line)
                     if match:
-                        return match.group(1), int(match.group(2))
+                        listeners[match.group(1)] = (match.group(2), int(match.group(3)))
                 scanned = len(self._lines)
+                if all(protocol in listeners for protocol in protocols):
+                    return listeners
                 remaining = deadline - time.monotonic()
                 if self._stderr_closed or remaining <= 0:
                     break
                 self._lines_changed.wait(timeout=min(remaining, 0.5))
         exit_code = self._process.poll() if self._process else None
         self.stop()
+        missing = ", ".join(protocol for protocol in protocols if protocol not in listeners)
         reason = (
             f"exited with code {exit_code}" if exit_code is not None
-            else f"logged no listening line within {STARTUP_TIMEOUT_S:.0f} s"
+            else f"logged no listening line for {missing} within {STARTUP_TIMEOUT_S:.0f} s"
         )
         raise RuntimeError(
             f"broker {self.binary} {reason}; stderr ({self.stderr_path}):\n{self.log_tail(80)}"

@@ -13,7 +13,8 @@ import warnings
 import pika
 import pytest
 
-from broker import Broker, BrokerNotBuilt, resolve_binary
+from broker import REFERENCE_STAND_IN, Broker, BrokerNotBuilt, resolve_binary
+from mqtt_client import MqttClient, unique_client_id
 
 # A hung test (a broker that never answers a synchronous method) would block pika forever,
 # since its blocking calls have no timeout of their own. The whole suite should take well under
@@ -23,9 +24,6 @@ TEST_TIMEOUT_S = 20.0
 _session_broker: Broker | None = None
 # Brokers started by `start_broker` for the running test, for the failure report.
 _test_brokers: list[Broker] = []
-
-# The stand-in that runs RabbitMQ instead of Warren; tests marked `warren_only` skip under it.
-REFERENCE_STAND_IN = "reference-rabbitmq.sh"
 
 
 class TestHung(BaseException):
@@ -77,6 +75,15 @@ def pytest_runtest_setup(item):
     if binary.name == REFERENCE_STAND_IN:
         reason = marker.args[0] if marker.args else "no RabbitMQ equivalent"
         pytest.skip(f"Warren-only: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _mqtt_marker(request):
+    """Tests marked `mqtt` skip when the broker serves no MQTT (the RabbitMQ stand-in)."""
+    if request.node.get_closest_marker("mqtt") is None:
+        return
+    if request.getfixturevalue("broker").mqtt_port is None:
+        pytest.skip("MQTT: the broker under test has no MQTT listener")
 
 
 @pytest.fixture
@@ -133,6 +140,40 @@ def connection(connect) -> pika.BlockingConnection:
 @pytest.fixture
 def channel(connection):
     return connection.channel()
+
+
+@pytest.fixture
+def mqtt_client(broker):
+    """Factory: `mqtt_client(client_id=None, **options)` makes a paho client for the session
+    broker's MQTT port, not yet connected (see MqttClient for the options); a unique client id
+    unless one is given. Every client is disconnected and its network thread stopped after the
+    test."""
+    made: list[MqttClient] = []
+
+    def make(client_id: str | None = None, **options) -> MqttClient:
+        if broker.mqtt_port is None:
+            pytest.fail("the broker has no MQTT listener: mark the test `mqtt`", pytrace=False)
+        client = MqttClient(
+            broker.mqtt_host, broker.mqtt_port, client_id or unique_client_id("paho"), **options
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def mqtt_connect(mqtt_client):
+    """Factory: `mqtt_connect(client_id=None, **options)` is `mqtt_client` connected, failing
+    the test unless the broker accepts the CONNECT."""
+    def connect(client_id: str | None = None, **options) -> MqttClient:
+        client = mqtt_client(client_id, **options)
+        client.connect()
+        return client
+
+    return connect
 
 
 @pytest.hookimpl(hookwrapper=True)

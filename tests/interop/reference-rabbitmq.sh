@@ -20,7 +20,7 @@ config=
 while [ $# -gt 0 ]; do
     case "$1" in
         --amqp-port) port=$2; shift 2 ;;
-        --mqtt-port) shift 2 ;;
+        --mqtt-port|--stomp-port) shift 2 ;;
         --bind) bind=$2; shift 2 ;;
         --data-dir) data_dir=$2; shift 2 ;;
         --log-level) shift 2 ;;

@@ -25,7 +25,9 @@ impl Rng {
 
 fn seed() -> u64 {
     std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |elapsed| elapsed.as_nanos() as u64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
     }) | 1
 }
 
@@ -98,7 +100,9 @@ fn mutated_frame_streams_never_panic() {
     let corpus = corpus();
     for round in 0..rounds() {
         let input = mutate(&mut rng, &corpus);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
+        }));
         assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
     }
 }
@@ -114,7 +118,9 @@ fn random_noise_never_panics() {
         if let Some(first) = input.first_mut() {
             *first = [1, 2, 3, 8, *first][rng.below(5)];
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
+        }));
         assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
     }
 }

@@ -115,6 +115,7 @@ impl Session {
                 }
             }
         }
+        self.sync_subscriptions();
         self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
         for (filter, granted) in granted_filters {
             self.send_retained(&filter, granted);
@@ -163,6 +164,7 @@ impl Session {
                     self.vhost.unbind_queue(queue.name(), &exchange, key, Table::new(), ConnectionId(self.connection));
             }
         }
+        self.sync_subscriptions();
         self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
     }
 }

@@ -194,6 +194,7 @@ async fn open(
         kick,
     };
     let session_present = session.resume(previous.map(|entry| entry.subscriptions));
+    session.sync_subscriptions();
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
 }
@@ -341,6 +342,16 @@ impl Session {
             Packet::Disconnect => Some(End::Graceful),
             Packet::Connect(_) => Some(self.protocol_violation("second CONNECT")),
             other => Some(self.protocol_violation(packet_name(&other))),
+        }
+    }
+
+    /// Mirrors the subscriptions into the session registry, so a connection that takes the
+    /// session over while this one is still open inherits them (MQTT 3.1.1 section 3.1.2.4).
+    pub(crate) fn sync_subscriptions(&self) {
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
+            entry.subscriptions = self.subscriptions.clone();
         }
     }
 

@@ -26,7 +26,9 @@ impl Rng {
 
 fn seed() -> u64 {
     std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |elapsed| elapsed.as_nanos() as u64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
     }) | 1
 }
 
@@ -94,7 +96,9 @@ fn mutated_packet_streams_never_panic() {
     let corpus = corpus();
     for round in 0..rounds() {
         let input = mutate(&mut rng, &corpus);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
+        }));
         assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
     }
 }
@@ -106,7 +110,9 @@ fn random_noise_never_panics() {
     for round in 0..rounds() {
         let length = rng.below(1024);
         let input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1))));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
+        }));
         assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
     }
 }

@@ -1,0 +1,422 @@
+//! SEND, SUBSCRIBE, UNSUBSCRIBE, ACK and NACK, deliveries as MESSAGE frames, and the release of
+//! a session's subscriptions when it ends.
+
+use std::sync::Arc;
+
+use tracing::warn;
+use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, ExchangeName, QueueName};
+use warren_core::queue::{AckMode, Consumer, Credit, Durability, Exclusivity, InboxItem, QueueOptions, Requeue};
+use warren_core::topic::{BindingKey, RoutingKey, Segment};
+use warren_core::value::Table;
+use warren_core::vhost::Declare;
+use warren_core::{Delivery, Message, Queue};
+
+use crate::codec::Frame;
+use crate::destination::Destination;
+use crate::session::Session;
+use crate::translate;
+
+type Handled = Result<(), (String, String)>;
+
+/// How a subscription acknowledges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ack {
+    Auto,
+    /// ACK covers every earlier message of the subscription too.
+    Client,
+    ClientIndividual,
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub queue: Arc<Queue>,
+    pub consumer: Arc<Consumer>,
+    pub ack: Ack,
+    /// A queue made for this subscription, deleted with it (topic and exchange subscriptions
+    /// that are not durable).
+    pub private: bool,
+}
+
+/// A delivery awaiting ACK or NACK.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    pub ack_id: u64,
+    pub subscription: String,
+    pub queue: Arc<Queue>,
+    pub sequence: u64,
+    pub message: Arc<Message>,
+    pub consumer: Arc<Consumer>,
+}
+
+/// Deliveries drained from the inbox per wake-up.
+const DRAIN_BATCH: usize = 256;
+
+fn failure(message: &str, detail: impl ToString) -> (String, String) {
+    (message.to_owned(), detail.to_string())
+}
+
+/// A STOMP topic or exchange key as a binding key: AMQP syntax, `.` words with `*` and `#`.
+fn binding_key(key: &str) -> BindingKey {
+    let segments = key
+        .split('.')
+        .map(|word| match word {
+            "*" => Segment::Star,
+            "#" => Segment::Hash,
+            literal => Segment::Literal(literal.into()),
+        })
+        .collect();
+    BindingKey::from_segments(segments)
+}
+
+impl Session {
+    pub(crate) fn send_frame(&mut self, frame: Frame) -> Handled {
+        if self.in_transaction(&frame)? {
+            return Ok(());
+        }
+        self.route(&frame)
+    }
+
+    /// Routes a SEND: resolves its destination, rewrites a `/temp-queue/` reply-to, and enqueues.
+    pub(crate) fn route(&mut self, frame: &Frame) -> Handled {
+        let destination = Destination::of(frame).map_err(|error| failure("invalid destination", error))?;
+        let (exchange, key) = self.publish_target(&destination)?;
+        let mut properties = translate::properties(frame);
+        if let Some(reply_to) = properties.reply_to.take() {
+            properties.reply_to = Some(self.rewrite_reply_to(&reply_to)?);
+        }
+        let message = Message { exchange: exchange.clone(), routing_key: key, properties, body: frame.body.clone() };
+        message.check_expiration().map_err(|error| failure("invalid expiration", error))?;
+        let exchange = self.vhost.exchange(&exchange).map_err(|error| failure("not_found", error))?;
+        let mut queues = Vec::new();
+        self.vhost.route(&exchange, &message, &mut queues).map_err(|error| failure("access refused", error))?;
+        let message = Arc::new(message);
+        for queue in queues {
+            queue.enqueue(message.clone());
+        }
+        Ok(())
+    }
+
+    /// The exchange and routing key a SEND to `destination` goes to.
+    fn publish_target(&mut self, destination: &Destination) -> Result<(ExchangeName, RoutingKey), (String, String)> {
+        Ok(match destination {
+            Destination::Queue(name) => {
+                self.declare_named(name)?;
+                (ExchangeName::new(""), RoutingKey::new(name))
+            }
+            Destination::AmqQueue(name) => (ExchangeName::new(""), RoutingKey::new(name)),
+            Destination::Topic(key) => (ExchangeName::new("amq.topic"), RoutingKey::new(key)),
+            Destination::Exchange { exchange, key } => (ExchangeName::new(exchange), RoutingKey::new(key)),
+            Destination::TempQueue(name) => {
+                let queue = self.temp_queue(name)?;
+                (ExchangeName::new(""), RoutingKey::new(queue.name().as_str()))
+            }
+        })
+    }
+
+    /// `/temp-queue/x` in a reply-to becomes the session's private queue for `x`, which
+    /// others reach as `/queue/<its name>` through the default exchange (RabbitMQ writes
+    /// `/reply-queue/<name>`; `/queue/<name>` is what Warren's destinations accept).
+    fn rewrite_reply_to(&mut self, reply_to: &str) -> Result<String, (String, String)> {
+        match reply_to.strip_prefix("/temp-queue/") {
+            Some(name) if !name.is_empty() => {
+                let queue = self.temp_queue(name)?;
+                Ok(format!("/queue/{}", queue.name()))
+            }
+            _ => Ok(reply_to.to_owned()),
+        }
+    }
+
+    /// The session's private queue for a `/temp-queue/` name, created and subscribed on first
+    /// use; its messages arrive with `subscription: /temp-queue/<name>`.
+    fn temp_queue(&mut self, name: &str) -> Result<Arc<Queue>, (String, String)> {
+        if let Some(queue) = self.temp_queues.get(name) {
+            return Ok(queue.clone());
+        }
+        let options = QueueOptions {
+            durability: Durability::Transient,
+            exclusive_owner: Some(ConnectionId(self.connection)),
+            auto_delete: true,
+            arguments: Table::new(),
+        };
+        let declared = self
+            .vhost
+            .declare_queue(&QueueName::new(""), options, Declare::Create, ConnectionId(self.connection))
+            .map_err(|error| failure("temp queue", error))?;
+        let queue = declared.queue;
+        let subscription = format!("/temp-queue/{name}");
+        self.attach(subscription, queue.clone(), Ack::Auto, 0, true)?;
+        self.temp_queues.insert(name.to_owned(), queue.clone());
+        Ok(queue)
+    }
+
+    /// Declares a `/queue/` destination's queue: durable, as RabbitMQ declares them.
+    fn declare_named(&self, name: &str) -> Result<Arc<Queue>, (String, String)> {
+        let options = QueueOptions {
+            durability: Durability::Durable,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Table::new(),
+        };
+        self.vhost
+            .declare_queue(&QueueName::new(name), options, Declare::Create, ConnectionId(self.connection))
+            .map(|declared| declared.queue)
+            .map_err(|error| failure("queue declare failed", error))
+    }
+
+    pub(crate) fn subscribe(&mut self, frame: &Frame) -> Handled {
+        let text = frame.header("destination").unwrap_or_default().to_owned();
+        let destination = Destination::parse(&text).map_err(|error| failure("invalid destination", error))?;
+        let id = match frame.header("id") {
+            Some(id) => id.to_owned(),
+            None if self.version == crate::session::Version::V10 => text.clone(),
+            None => return Err(failure("missing id header", "SUBSCRIBE needs an id")),
+        };
+        if self.subscriptions.contains_key(&id) {
+            return Err(failure("duplicate subscription id", id));
+        }
+        let ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => Ack::Auto,
+            "client" => Ack::Client,
+            "client-individual" => Ack::ClientIndividual,
+            other => return Err(failure("invalid ack mode", other)),
+        };
+        let prefetch = frame.header("prefetch-count").and_then(|count| count.parse().ok()).unwrap_or(0);
+        let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
+        let (queue, private) = self.subscription_queue(&destination, &id, durable)?;
+        self.attach(id, queue, ack, prefetch, private)
+    }
+
+    /// The queue a subscription reads: the named one, or a queue made for it and bound to its
+    /// topic or exchange (durable and named after the subscription id when `durable:true`).
+    fn subscription_queue(
+        &mut self,
+        destination: &Destination,
+        id: &str,
+        durable: bool,
+    ) -> Result<(Arc<Queue>, bool), (String, String)> {
+        let (exchange, key) = match destination {
+            Destination::Queue(name) => return Ok((self.declare_named(name)?, false)),
+            Destination::AmqQueue(name) => {
+                let queue = self
+                    .vhost
+                    .queue(&QueueName::new(name), ConnectionId(self.connection))
+                    .map_err(|error| failure("not_found", error))?;
+                return Ok((queue, false));
+            }
+            Destination::TempQueue(_) => {
+                return Err(failure("invalid destination", "cannot subscribe to a temp queue"))
+            }
+            Destination::Topic(key) => ("amq.topic".to_owned(), key.clone()),
+            Destination::Exchange { exchange, key } => (exchange.clone(), key.clone()),
+        };
+        let (name, options) = if durable {
+            let options = QueueOptions {
+                durability: Durability::Durable,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: Table::new(),
+            };
+            (QueueName::from(format!("stomp-subscription-{id}")), options)
+        } else {
+            let options = QueueOptions {
+                durability: Durability::Transient,
+                exclusive_owner: Some(ConnectionId(self.connection)),
+                auto_delete: true,
+                arguments: Table::new(),
+            };
+            (QueueName::new(""), options)
+        };
+        let connection = ConnectionId(self.connection);
+        let queue = self
+            .vhost
+            .declare_queue(&name, options, Declare::Create, connection)
+            .map_err(|error| failure("queue declare failed", error))?
+            .queue;
+        self.vhost
+            .bind_queue(queue.name(), &ExchangeName::new(&exchange), binding_key(&key), Table::new(), connection)
+            .map_err(|error| failure("not_found", error))?;
+        Ok((queue, !durable))
+    }
+
+    fn attach(&mut self, id: String, queue: Arc<Queue>, ack: Ack, prefetch: u32, private: bool) -> Handled {
+        let consumer = Arc::new(Consumer {
+            id: ConsumerId(self.next_consumer),
+            tag: ConsumerTag::from(id.clone()),
+            ack_mode: if ack == Ack::Auto { AckMode::Auto } else { AckMode::Manual },
+            exclusivity: Exclusivity::Shared,
+            priority: 0,
+            inbox: self.inbox.clone(),
+            prefetch: Credit::new(prefetch),
+            shared: None,
+        });
+        self.next_consumer += 1;
+        queue.add_consumer(consumer.clone()).map_err(|error| failure("subscribe failed", error))?;
+        self.subscriptions.insert(id, Subscription { queue, consumer, ack, private });
+        Ok(())
+    }
+
+    pub(crate) fn unsubscribe(&mut self, frame: &Frame) -> Handled {
+        let id = frame.header("id").or(frame.header("destination")).unwrap_or_default().to_owned();
+        let subscription = self.subscriptions.remove(&id).ok_or_else(|| failure("unknown subscription", &id))?;
+        if subscription.queue.remove_consumer(subscription.consumer.id, &self.inbox) || subscription.private {
+            self.vhost.remove_queue(&subscription.queue);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ack(&mut self, frame: &Frame) -> Handled {
+        if self.in_transaction(frame)? {
+            return Ok(());
+        }
+        self.settle(frame, true)
+    }
+
+    pub(crate) fn nack(&mut self, frame: &Frame) -> Handled {
+        if self.in_transaction(frame)? {
+            return Ok(());
+        }
+        self.settle(frame, false)
+    }
+
+    /// Acknowledges (or rejects) the deliveries an ACK/NACK names: the one message, or in
+    /// `client` mode every earlier message of its subscription too. A NACK requeues unless
+    /// `requeue:false`, as in RabbitMQ.
+    pub(crate) fn settle(&mut self, frame: &Frame, acked: bool) -> Handled {
+        let id_header = if self.version == crate::session::Version::V12 { "id" } else { "message-id" };
+        let id = frame.header(id_header).and_then(|id| id.parse::<u64>().ok());
+        let Some(index) = id.and_then(|id| self.unacked.iter().position(|entry| entry.ack_id == id)) else {
+            return Err(failure("invalid ack id", frame.header(id_header).unwrap_or("(none)")));
+        };
+        let subscription = self.unacked[index].subscription.clone();
+        let cumulative = self.subscriptions.get(&subscription).is_some_and(|entry| entry.ack == Ack::Client);
+        let mut settled = Vec::new();
+        let mut kept = Vec::with_capacity(self.unacked.len());
+        for (position, entry) in std::mem::take(&mut self.unacked).into_iter().enumerate() {
+            let covered = position == index || (cumulative && position < index && entry.subscription == subscription);
+            if covered {
+                settled.push(entry)
+            } else {
+                kept.push(entry)
+            }
+        }
+        self.unacked = kept;
+        let requeue = !acked && frame.header("requeue") != Some("false");
+        for entry in settled {
+            if requeue {
+                entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
+            } else if !acked {
+                entry.queue.reject([entry.message]);
+            }
+            entry.consumer.settle(1);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn drain_inbox(&mut self) {
+        let mut items = Vec::with_capacity(DRAIN_BATCH);
+        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+            for item in items.drain(..) {
+                match item {
+                    InboxItem::Delivery(delivery) => self.deliver(delivery),
+                    InboxItem::Cancelled(consumer) => self.cancelled(consumer),
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let Some((id, ack)) = self
+            .subscriptions
+            .iter()
+            .find(|(_, subscription)| Arc::ptr_eq(&subscription.consumer, &delivery.consumer))
+            .map(|(id, subscription)| (id.clone(), subscription.ack))
+        else {
+            let requeue =
+                Requeue { sequence: delivery.sequence, message: delivery.message, redelivered: delivery.redelivered };
+            delivery.queue.requeue([requeue]);
+            delivery.consumer.settle(1);
+            return;
+        };
+        let ack_id = self.next_ack_id;
+        self.next_ack_id += 1;
+        let message = &delivery.message;
+        let mut frame = Frame::new("MESSAGE")
+            .with("subscription", id.clone())
+            .with("destination", message_destination(message))
+            .with("message-id", ack_id.to_string())
+            .with("redelivered", delivery.redelivered.to_string());
+        if self.version == crate::session::Version::V12 && ack != Ack::Auto {
+            frame = frame.with("ack", ack_id.to_string());
+        }
+        let mut frame = translate::headers(&message.properties, frame);
+        frame.body = message.body.clone();
+        self.write(&frame);
+        if ack != Ack::Auto {
+            self.unacked.push(Unacked {
+                ack_id,
+                subscription: id,
+                queue: delivery.queue,
+                sequence: delivery.sequence,
+                message: delivery.message,
+                consumer: delivery.consumer,
+            });
+        }
+    }
+
+    /// The broker cancelled a subscription (its queue was deleted): tell the client.
+    fn cancelled(&mut self, consumer: ConsumerId) {
+        let id = self.subscriptions.iter().find(|(_, entry)| entry.consumer.id == consumer).map(|(id, _)| id.clone());
+        if let Some(id) = id {
+            self.subscriptions.remove(&id);
+            warn!(subscription = %id, "subscription's queue deleted");
+            let frame = Frame::new("ERROR").with("message", "subscription cancelled").with("subscription", id);
+            self.write(&frame);
+        }
+    }
+
+    /// Ends the session's consumption: detaches subscriptions, requeues unacknowledged and
+    /// undelivered messages, then lets the queues serve others; private queues go.
+    pub(crate) fn release(&mut self) {
+        let subscriptions: Vec<Subscription> = self.subscriptions.drain().map(|(_, entry)| entry).collect();
+        for subscription in &subscriptions {
+            subscription.queue.detach_consumer(subscription.consumer.id, &self.inbox);
+        }
+        for entry in std::mem::take(&mut self.unacked) {
+            entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
+            entry.consumer.settle(1);
+        }
+        let mut items = Vec::new();
+        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+            for item in items.drain(..) {
+                if let InboxItem::Delivery(delivery) = item {
+                    let requeue = Requeue {
+                        sequence: delivery.sequence,
+                        message: delivery.message,
+                        redelivered: delivery.redelivered,
+                    };
+                    delivery.queue.requeue([requeue]);
+                    delivery.consumer.settle(1);
+                }
+            }
+        }
+        for subscription in subscriptions {
+            if subscription.private {
+                self.vhost.remove_queue(&subscription.queue);
+            } else {
+                subscription.queue.dispatch();
+            }
+        }
+        for (_, queue) in self.temp_queues.drain() {
+            self.vhost.remove_queue(&queue);
+        }
+    }
+}
+
+/// The destination a MESSAGE reports: where the message was sent, in STOMP's terms.
+fn message_destination(message: &Message) -> String {
+    match message.exchange.as_str() {
+        "" => format!("/queue/{}", message.routing_key),
+        "amq.topic" => format!("/topic/{}", message.routing_key),
+        exchange => format!("/exchange/{exchange}/{}", message.routing_key),
+    }
+}
