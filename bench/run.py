@@ -81,7 +81,7 @@ class Warren:
         self.port = free_port()
         self.log = open(workdir / "warren.log", "w")
         self.process = subprocess.Popen(
-            [str(WARREN), "--amqp-port", str(self.port), "--mqtt-port", "0", "--stomp-port", "0", "--bind", "127.0.0.1",
+            [str(WARREN), "--amqp-port", str(self.port), "--mqtt-port", "0", "--stomp-port", "0", "--http-port", "0", "--bind", "127.0.0.1",
              "--data-dir", str(workdir / "warren-data"), "--log-level", "warn"],
             stderr=self.log)
         wait_for_port(self.port, self.process, 20)

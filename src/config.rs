@@ -31,6 +31,9 @@ pub struct Flags {
     /// The STOMP port; 0 picks a free one (logged at start).
     #[arg(long)]
     pub stomp_port: Option<u16>,
+    /// The HTTP port (WebSocket STOMP at /ws and MQTT at /mqtt); 0 picks a free one.
+    #[arg(long)]
+    pub http_port: Option<u16>,
 }
 
 /// The whole configuration, as the file spells it.
@@ -42,6 +45,8 @@ pub struct Config {
     pub log_level: String,
     /// The most client connections at once, across protocols.
     pub connections_max: usize,
+    /// The HTTP port: WebSocket transports (and, later, the management API).
+    pub http_port: u16,
     /// Ready message bytes a queue holds before its publishers are paused (and told with
     /// connection.blocked).
     pub queue_ready_bytes_max: usize,
@@ -161,6 +166,7 @@ impl Default for Config {
             data_dir: PathBuf::from("warren-data"),
             log_level: "info".into(),
             connections_max: 65_536,
+            http_port: 15672,
             queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
             mqtt: MqttSection::default(),
@@ -219,6 +225,9 @@ impl Config {
         }
         if let Some(port) = flags.stomp_port {
             config.stomp.port = port;
+        }
+        if let Some(port) = flags.http_port {
+            config.http_port = port;
         }
         if config.amqp.frame_max < 4096 {
             return Err(ConfigError::FrameMaxTooSmall { frame_max: config.amqp.frame_max });

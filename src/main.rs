@@ -2,6 +2,7 @@
 //! shuts down politely on SIGTERM or SIGINT.
 
 mod config;
+mod http;
 mod listener;
 
 use std::io::IsTerminal;
@@ -77,6 +78,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let mqtt_state = warren_mqtt::MqttState::new(broker.clone(), config.mqtt());
+    let websocket_mqtt = mqtt_state.clone();
     let mqtt = listener::bind("mqtt", SocketAddr::new(config.bind, config.mqtt.port)).await?;
     let mqtt_connections = connections.clone();
     tokio::spawn(listener::accept_loop("mqtt", mqtt, broker.clone(), mqtt_connections, move |stream, peer| {
@@ -84,10 +86,14 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let stomp_state = warren_stomp::StompState::new(broker.clone(), config.stomp());
+    let websocket_stomp = stomp_state.clone();
     let stomp = listener::bind("stomp", SocketAddr::new(config.bind, config.stomp.port)).await?;
     tokio::spawn(listener::accept_loop("stomp", stomp, broker.clone(), connections.clone(), move |stream, peer| {
         warren_stomp::serve(stream, peer, stomp_state.clone())
     }));
+
+    let http = listener::bind("http", SocketAddr::new(config.bind, config.http_port)).await?;
+    tokio::spawn(http::serve(http, broker.clone(), websocket_stomp, websocket_mqtt));
 
     wait_for_signal().await?;
     info!("shutting down");

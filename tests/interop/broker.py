@@ -91,6 +91,7 @@ class Broker:
             "--amqp-port", "0",
             "--mqtt-port", "0",
             "--stomp-port", "0",
+            "--http-port", "0",
             "--bind", "127.0.0.1",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",

@@ -5,22 +5,26 @@
 #   WARREN_BIN=tests/interop/reference-rabbitmq.sh tests/interop/run.sh
 #
 # Needs RabbitMQ installed (Debian: apt-get install rabbitmq-server). Takes the same flags as
-# warren, starts a private node under --data-dir and prints warren's listening line on stderr
-# once the AMQP port accepts connections. SIGTERM stops the node. RabbitMQ also starts epmd,
-# Erlang's port mapper, as a daemon that outlives the node.
+# warren, starts a private node under --data-dir with the STOMP plugin enabled, and prints
+# warren's listening lines on stderr (`listening protocol=amqp addr=...`, then `protocol=stomp`)
+# once each port accepts connections. The MQTT plugin stays off: the MQTT tests skip. SIGTERM
+# stops the node. RabbitMQ also starts epmd, Erlang's port mapper, as a daemon that outlives the
+# node.
 #
 # --config FILE: the Warren settings with a RabbitMQ equivalent are translated (see
 # translate_config); any other setting is refused, so a test cannot pass by being ignored.
 set -euo pipefail
 
 port=0
+stomp_port=0
 bind=127.0.0.1
 data_dir=
 config=
 while [ $# -gt 0 ]; do
     case "$1" in
         --amqp-port) port=$2; shift 2 ;;
-        --mqtt-port|--stomp-port) shift 2 ;;
+        --stomp-port) stomp_port=$2; shift 2 ;;
+        --mqtt-port|--http-port) shift 2 ;;
         --bind) bind=$2; shift 2 ;;
         --data-dir) data_dir=$2; shift 2 ;;
         --log-level) shift 2 ;;
@@ -34,9 +38,15 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 [ "$port" != 0 ] || port=$(free_port)
+[ "$stomp_port" != 0 ] || stomp_port=$(free_port)
 
 mkdir -p "$data_dir"
-echo "[]." > "$data_dir/enabled_plugins"
+echo "[rabbitmq_stomp]." > "$data_dir/enabled_plugins"
+# The plugin's listener in rabbitmq.conf rather than as `-rabbitmq_stomp tcp_listeners [...]`
+# among the Erlang arguments: rabbitmq-server expands those unquoted, so a term with brackets
+# would be open to the shell's globbing in the work directory.
+echo "stomp.listeners.tcp.1 = $bind:$stomp_port" > "$data_dir/rabbitmq.conf"
+export RABBITMQ_CONFIG_FILE="$data_dir/rabbitmq.conf"
 export RABBITMQ_NODE_PORT=$port
 export RABBITMQ_NODE_IP_ADDRESS=$bind
 export RABBITMQ_DIST_PORT=$(free_port)
@@ -79,12 +89,18 @@ server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 0' TERM INT
 
 deadline=$((SECONDS + 60))
-until python3 -c "import socket, sys; socket.create_connection(('$bind', $port), 1)" 2>/dev/null; do
-    if ! kill -0 "$server" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-        echo "reference-rabbitmq: RabbitMQ did not start" >&2
-        exit 1
-    fi
-    sleep 0.2  # polling a port that has no other way to announce itself
-done
-echo "reference-rabbitmq: listening protocol=amqp addr=$bind:$port" >&2
+# Prints warren's listening line for `protocol` once `listen_port` accepts connections.
+announce_when_listening() {
+    local protocol=$1 listen_port=$2
+    until python3 -c "import socket; socket.create_connection(('$bind', $listen_port), 1)" 2>/dev/null; do
+        if ! kill -0 "$server" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            echo "reference-rabbitmq: RabbitMQ did not start its $protocol listener" >&2
+            exit 1
+        fi
+        sleep 0.2  # polling a port that has no other way to announce itself
+    done
+    echo "reference-rabbitmq: listening protocol=$protocol addr=$bind:$listen_port" >&2
+}
+announce_when_listening amqp "$port"
+announce_when_listening stomp "$stomp_port"
 wait "$server"

@@ -1,0 +1,133 @@
+//! The HTTP port: WebSocket transports for browsers, STOMP at `/ws` (as RabbitMQ's Web-STOMP)
+//! and MQTT at `/mqtt` (mqtt.js's default path; RabbitMQ's Web-MQTT uses `/ws` on its own
+//! port). The management API will be served here too.
+//!
+//! Each WebSocket is bridged to the protocol's ordinary `serve` through a bounded in-memory
+//! duplex pipe: one task moves WebSocket messages into the pipe and the pipe's output into
+//! WebSocket messages, so the adapters see a byte stream, as over TCP, and keep their own
+//! framing, limits and backpressure (a full pipe stops the pump reading the WebSocket).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+use warren_core::Broker;
+
+/// Bytes buffered in each direction of a WebSocket bridge.
+const BRIDGE_BYTES: usize = 256 * 1024;
+/// The largest WebSocket message accepted: the adapters' own frame bounds apply after it.
+const WEBSOCKET_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The STOMP subprotocols Web-STOMP clients offer, preferred first.
+const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+#[derive(Clone)]
+struct HttpState {
+    broker: Arc<Broker>,
+    stomp: Arc<warren_stomp::StompState>,
+    mqtt: Arc<warren_mqtt::MqttState>,
+}
+
+/// How the broker's output is framed into WebSocket messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// MQTT: binary messages.
+    Binary,
+    /// STOMP: text messages, or binary when a chunk is not UTF-8 (a binary body).
+    TextPreferred,
+}
+
+/// Serves the HTTP port until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stomp: Arc<warren_stomp::StompState>,
+    mqtt: Arc<warren_mqtt::MqttState>,
+) {
+    let shutdown = broker.shutdown().clone();
+    let state = HttpState { broker, stomp, mqtt };
+    let app = Router::new().route("/ws", get(stomp_websocket)).route("/mqtt", get(mqtt_websocket)).with_state(state);
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(error) = served.await {
+        tracing::error!(%error, "http server failed");
+    }
+    info!(protocol = "http", "listener stopped");
+}
+
+async fn stomp_websocket(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<HttpState>,
+) -> Response {
+    upgrade.protocols(STOMP_SUBPROTOCOLS).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
+        let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
+        state.broker.shutdown().spawn(pump(socket, theirs, Framing::TextPreferred));
+        warren_stomp::serve(ours, peer, state.stomp)
+    })
+}
+
+async fn mqtt_websocket(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<HttpState>,
+) -> Response {
+    upgrade.protocols(["mqtt", "mqttv3.1"]).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
+        let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
+        state.broker.shutdown().spawn(pump(socket, theirs, Framing::Binary));
+        warren_mqtt::serve(ours, peer, state.mqtt)
+    })
+}
+
+/// Moves bytes between a WebSocket and the adapter's end of the pipe until either side ends.
+async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
+    let (mut sender, mut receiver) = socket.split();
+    let (mut from_broker, mut to_broker) = tokio::io::split(pipe);
+    let inbound = async {
+        while let Some(Ok(message)) = receiver.next().await {
+            let written = match message {
+                Message::Binary(bytes) => to_broker.write_all(&bytes).await,
+                Message::Text(text) => to_broker.write_all(text.as_bytes()).await,
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = to_broker.shutdown().await;
+    };
+    let outbound = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match from_broker.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let chunk = Bytes::copy_from_slice(&buffer[..read]);
+            let message = match (framing, std::str::from_utf8(&chunk)) {
+                (Framing::TextPreferred, Ok(text)) => Message::Text(text.into()),
+                _ => Message::Binary(chunk),
+            };
+            if sender.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = sender.close().await;
+    };
+    // When the broker closes its end, the WebSocket is closed; when the browser goes, the
+    // broker sees end of stream.
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+    debug!("websocket bridge closed");
+}
