@@ -82,6 +82,11 @@ fn rewrite_mqtt31_connect(buffer: &mut BytesMut) -> Rewrite {
     if &buffer[header_start..header_start + MQTT31_HEADER.len()] != MQTT31_HEADER {
         return Rewrite::NotMqtt31;
     }
+    if remaining < MQTT31_HEADER.len() {
+        // The packet claims to end inside its own protocol header: leave it to the decoder,
+        // which refuses it as malformed. (Found by cargo fuzz: the subtraction below underflowed.)
+        return Rewrite::NotMqtt31;
+    }
     let rest = buffer.split_off(header_start + MQTT31_HEADER.len());
     let first = buffer[0];
     let new_remaining = remaining - (MQTT31_HEADER.len() - MQTT311_HEADER.len());
@@ -179,6 +184,14 @@ mod tests {
         let (packet, level) = decoded.expect("decoded");
         assert_eq!(level, Level::V31);
         assert!(matches!(packet, Packet::Connect(connect) if connect.client_id == "old-device"));
+    }
+
+    #[test]
+    fn mqtt31_connect_shorter_than_its_header_is_malformed_not_a_panic() {
+        // The input cargo fuzz found: remaining length 1, then a 3.1 header.
+        let input = b"\x11\x01\x00\x06MQIsdp\x03\x00\x00\xf5\x00\x01\xf5\x00\x00\xf5";
+        let mut buffer = BytesMut::from(&input[..]);
+        assert!(decode_connect(&mut buffer, 1024).is_err());
     }
 
     #[test]

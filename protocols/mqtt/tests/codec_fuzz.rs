@@ -49,6 +49,16 @@ fn corpus() -> Vec<u8> {
     out.to_vec()
 }
 
+/// An MQTT 3.1 CONNECT (`MQIsdp`, level 3, client id "id"), which goes through the shim.
+fn mqtt31_corpus() -> Vec<u8> {
+    let mut bytes = vec![0x10, 16, 0x00, 0x06];
+    bytes.extend_from_slice(b"MQIsdp");
+    bytes.extend_from_slice(&[0x03, 0x02, 0x00, 0x3c, 0x00, 0x02]);
+    bytes.extend_from_slice(b"id");
+    bytes.extend_from_slice(&corpus()[14..]);
+    bytes
+}
+
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     let mut bytes = input.to_vec();
     for _ in 0..=rng.below(8) {
@@ -93,9 +103,9 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
 fn mutated_packet_streams_never_panic() {
     let seed = seed();
     let mut rng = Rng(seed);
-    let corpus = corpus();
+    let corpora = [corpus(), mqtt31_corpus()];
     for round in 0..rounds() {
-        let input = mutate(&mut rng, &corpus);
+        let input = mutate(&mut rng, &corpora[round % corpora.len()]);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
         }));

@@ -1,0 +1,113 @@
+//! Seeded fuzzing of the STOMP decoder, run with every test: valid frame streams with random
+//! mutations, plus noise, in both escaping modes. Decoding must never panic, and a frame that
+//! does not decode must not make the decoder hold more than its bounds allow.
+//! `WARREN_SEED` replays a failure; `WARREN_FUZZ_ROUNDS` runs longer.
+
+use bytes::{Bytes, BytesMut};
+use warren_stomp::codec::{decode, encode, Escaping, Frame, Limits};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
+    }) | 1
+}
+
+fn rounds() -> usize {
+    std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
+}
+
+const LIMITS: Limits = Limits { line_bytes_max: 256, headers_max: 8, body_bytes_max: 4096 };
+
+fn corpus() -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let connect = Frame::new("CONNECT").with("accept-version", "1.2").with("login", "guest").with("passcode", "guest");
+    encode(&connect, Escaping::None, &mut out);
+    let send = Frame::new("SEND").with("destination", "/queue/a").with("x-escaped", "a:b\nc\\d");
+    encode(&Frame { body: Bytes::from_static(b"bin\0ary"), ..send }, Escaping::Stomp12, &mut out);
+    encode(&Frame::new("SUBSCRIBE").with("id", "1").with("destination", "/topic/x.*"), Escaping::Stomp12, &mut out);
+    out.extend_from_slice(b"\n\r\n");
+    out.to_vec()
+}
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut bytes = input.to_vec();
+    for _ in 0..=rng.below(8) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.below(bytes.len());
+        match rng.below(5) {
+            0 => bytes[at] = rng.next() as u8,
+            1 => bytes[at] = [b'\n', b'\r', b':', b'\\', 0][rng.below(5)],
+            2 => bytes.insert(at, rng.next() as u8),
+            3 => bytes.truncate(at),
+            _ => {
+                bytes.remove(at);
+            }
+        }
+    }
+    bytes
+}
+
+fn decode_all(input: &[u8], rng: &mut Rng, escaping: Escaping) {
+    let mut buffer = BytesMut::new();
+    let mut offset = 0;
+    while offset < input.len() {
+        let end = (offset + 1 + rng.below(64)).min(input.len());
+        buffer.extend_from_slice(&input[offset..end]);
+        offset = end;
+        loop {
+            match decode(&mut buffer, &LIMITS, escaping) {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        let bound = LIMITS.line_bytes_max * (LIMITS.headers_max + 2) + LIMITS.body_bytes_max + 64;
+        assert!(buffer.len() <= bound, "held {} bytes without a frame or an error", buffer.len());
+    }
+}
+
+#[test]
+fn mutated_frame_streams_never_panic() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let corpus = corpus();
+    for round in 0..rounds() {
+        let input = mutate(&mut rng, &corpus);
+        for escaping in [Escaping::None, Escaping::Stomp12] {
+            let result = std::panic::catch_unwind(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1), escaping));
+            assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
+        }
+    }
+}
+
+#[test]
+fn random_noise_never_panics() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    for round in 0..rounds() {
+        let length = rng.below(2048);
+        let input: Vec<u8> = (0..length).map(|_| [b'\n', b':', b'a', 0, rng.next() as u8][rng.below(5)]).collect();
+        let result =
+            std::panic::catch_unwind(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1), Escaping::Stomp12));
+        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
+    }
+}
