@@ -88,6 +88,8 @@ impl Broker {
                 "0",
                 "--stomp-port",
                 "0",
+                "--http-port",
+                "0",
                 "--bind",
                 "127.0.0.1",
                 "--log-level",
