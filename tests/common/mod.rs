@@ -3,8 +3,8 @@
 //! must misbehave on the wire (the heartbeat test goes silent on purpose).
 //!
 //! # Layout
-//! - `Broker`: spawns `warren` on `127.0.0.1:0`, learns the AMQP and MQTT ports from its log,
-//!   kills it on drop.
+//! - `Broker`: spawns `warren` on `127.0.0.1:0`, learns the AMQP, MQTT and STOMP ports from its
+//!   log, kills it on drop.
 //! - lapin helpers: `connect`, `within`, `next_delivery`, `assert_no_delivery`, `poll_until`,
 //!   publishing with confirms and reading reply codes out of `lapin::Error`.
 //! - `raw`: hand-written AMQP 0-9-1 frames and the connection handshake.
@@ -48,12 +48,15 @@ const LOG_TAIL_LINES: usize = 200;
 const AMQP_LISTENING_MARKER: &str = "listening protocol=amqp addr=";
 /// The line the broker prints once its MQTT listener is bound.
 const MQTT_LISTENING_MARKER: &str = "listening protocol=mqtt addr=";
+/// The line the broker prints once its STOMP listener is bound.
+const STOMP_LISTENING_MARKER: &str = "listening protocol=stomp addr=";
 
 /// A `warren` process owned by one test.
 pub struct Broker {
     pub child: Child,
     pub amqp_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    pub stomp_addr: SocketAddr,
     pub data_dir: PathBuf,
     /// The last `LOG_TAIL_LINES` lines of the broker's stderr, shared with the reader thread.
     log_tail: Arc<Mutex<VecDeque<String>>>,
@@ -61,7 +64,7 @@ pub struct Broker {
 
 impl Broker {
     /// Starts a broker on ephemeral ports with a fresh data directory and waits until it logs
-    /// its AMQP and MQTT listening addresses.
+    /// its AMQP, MQTT and STOMP listening addresses.
     pub fn start() -> Broker {
         let data_dir = unique_data_dir();
         std::fs::create_dir_all(&data_dir).expect("create the broker data dir");
@@ -115,8 +118,8 @@ impl Broker {
         let thread_tail = Arc::clone(&log_tail);
         std::thread::spawn(move || read_log(stderr, thread_tail, addr_sender));
         match addr_receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(ListeningAddrs { amqp: amqp_addr, mqtt: mqtt_addr }) => {
-                Broker { child, amqp_addr, mqtt_addr, data_dir, log_tail }
+            Ok(ListeningAddrs { amqp: amqp_addr, mqtt: mqtt_addr, stomp: stomp_addr }) => {
+                Broker { child, amqp_addr, mqtt_addr, stomp_addr, data_dir, log_tail }
             }
             Err(_) => {
                 let _ = child.kill();
@@ -124,8 +127,8 @@ impl Broker {
                 let _ = std::fs::remove_dir_all(&data_dir);
                 let tail = join_tail(&log_tail);
                 panic!(
-                    "broker did not log `{AMQP_LISTENING_MARKER}` and `{MQTT_LISTENING_MARKER}` within \
-                     {STARTUP_TIMEOUT:?}; log:\n{tail}"
+                    "broker did not log `{AMQP_LISTENING_MARKER}`, `{MQTT_LISTENING_MARKER}` and \
+                     `{STOMP_LISTENING_MARKER}` within {STARTUP_TIMEOUT:?}; log:\n{tail}"
                 );
             }
         }
@@ -187,10 +190,11 @@ fn unique_data_dir() -> PathBuf {
 struct ListeningAddrs {
     amqp: SocketAddr,
     mqtt: SocketAddr,
+    stomp: SocketAddr,
 }
 
 /// Drains the broker's stderr until EOF so the pipe never fills and blocks the broker. Sends
-/// the listening addresses once both have been logged.
+/// the listening addresses once all three have been logged.
 fn read_log(
     stderr: std::process::ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -199,6 +203,7 @@ fn read_log(
     let mut reader = BufReader::new(stderr);
     let mut amqp = None;
     let mut mqtt = None;
+    let mut stomp = None;
     let mut found = false;
     let mut raw_line = Vec::new();
     loop {
@@ -212,9 +217,10 @@ fn read_log(
         if !found {
             amqp = amqp.or_else(|| parse_listening_addr(&line, AMQP_LISTENING_MARKER));
             mqtt = mqtt.or_else(|| parse_listening_addr(&line, MQTT_LISTENING_MARKER));
-            if let (Some(amqp), Some(mqtt)) = (amqp, mqtt) {
+            stomp = stomp.or_else(|| parse_listening_addr(&line, STOMP_LISTENING_MARKER));
+            if let (Some(amqp), Some(mqtt), Some(stomp)) = (amqp, mqtt, stomp) {
                 found = true;
-                let _ = addr_sender.try_send(ListeningAddrs { amqp, mqtt });
+                let _ = addr_sender.try_send(ListeningAddrs { amqp, mqtt, stomp });
             }
         }
         let mut lines = tail.lock().expect("log tail lock");

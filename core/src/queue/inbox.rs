@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::consumer::Consumer;
 use super::credit::Credit;
-use super::Queue;
+use super::{Queue, Requeue};
 use crate::message::Message;
 use crate::name::ConsumerId;
 
@@ -28,6 +28,20 @@ pub struct Delivery {
     /// Whether it was delivered before and not acked.
     pub redelivered: bool,
 }
+
+impl Delivery {
+    /// Puts a delivery that never reached its client back in its queue, in place and with its
+    /// own redelivered flag, then frees the credit it held (in that order, so no other consumer
+    /// is served ahead of it).
+    pub fn return_to_queue(self) {
+        let requeue = Requeue { sequence: self.sequence, message: self.message, redelivered: self.redelivered };
+        self.queue.requeue([requeue]);
+        self.consumer.settle(1);
+    }
+}
+
+/// Deliveries returned per pass when an inbox is emptied back into its queues.
+const RETURN_BATCH: usize = 256;
 
 /// What a queue can tell a session.
 #[derive(Debug)]
@@ -60,6 +74,20 @@ impl Inbox {
     /// Waits until something may be in the inbox.
     pub async fn ready(&self) {
         self.notify.notified().await;
+    }
+
+    /// Returns every delivery still in the inbox to its queue, in place and with its own
+    /// redelivered flag (the client never saw it), and frees the credit it held: for a session
+    /// that is going away.
+    pub fn return_undelivered(&self) {
+        let mut items = Vec::new();
+        while self.drain_into(&mut items, RETURN_BATCH) > 0 {
+            for item in items.drain(..) {
+                if let InboxItem::Delivery(delivery) = item {
+                    delivery.return_to_queue();
+                }
+            }
+        }
     }
 
     /// Moves up to `max` items into `out` and releases their space. Returns how many moved.

@@ -93,6 +93,21 @@ impl BindingKey {
         BindingKey { text: Arc::from(text), segments: Arc::from(segments) }
     }
 
+    /// Parses the canonical text form that `from_segments` renders: words separated by `.`,
+    /// with `*` and `#` as the wildcards. Adapters whose clients write keys in this form parse
+    /// with it; those with another syntax build segments themselves.
+    pub fn parse(text: &str) -> BindingKey {
+        let segments = text
+            .split(RoutingKey::SEPARATOR)
+            .map(|word| match word {
+                "*" => Segment::Star,
+                "#" => Segment::Hash,
+                literal => Segment::Literal(literal.into()),
+            })
+            .collect();
+        BindingKey::from_segments(segments)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }

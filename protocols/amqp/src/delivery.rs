@@ -1,7 +1,7 @@
 //! Turning inbox items into basic.deliver (or basic.cancel) frames.
 
 use tokio::time::Instant;
-use warren_core::queue::{AckMode, InboxItem, Requeue};
+use warren_core::queue::{AckMode, InboxItem};
 use warren_core::Delivery;
 
 use crate::channel::Unacked;
@@ -88,21 +88,11 @@ impl Connection {
 
     /// Requeues deliveries left in the inbox when the connection goes.
     pub(crate) fn requeue_inbox(&mut self) {
-        let mut items = Vec::new();
-        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
-            for item in items.drain(..) {
-                if let InboxItem::Delivery(delivery) = item {
-                    requeue_orphan(delivery);
-                }
-            }
-        }
+        self.inbox.return_undelivered();
     }
 }
 
-/// Gives a delivery that never reached its consumer back to its queue, unmarked (the client
-/// never saw it), and frees the credit it held.
+/// Gives a delivery that never reached its consumer back to its queue.
 fn requeue_orphan(delivery: Delivery) {
-    let requeue = Requeue { sequence: delivery.sequence, message: delivery.message, redelivered: delivery.redelivered };
-    delivery.queue.requeue([requeue]);
-    delivery.consumer.settle(1);
+    delivery.return_to_queue();
 }

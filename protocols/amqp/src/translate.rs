@@ -2,23 +2,15 @@
 
 use warren_core::name::ConnectionId;
 use warren_core::queue::{Durability, QueueOptions};
-use warren_core::topic::{BindingKey, Segment};
+use warren_core::topic::BindingKey;
 use warren_core::value::Table;
 
 use crate::error::{code, Close};
 
 /// Parses an AMQP binding key: words separated by `.`, with `*` for one word and `#` for any
-/// number.
+/// number (the core's canonical form).
 pub fn binding_key(text: &str) -> BindingKey {
-    let segments = text
-        .split('.')
-        .map(|word| match word {
-            "*" => Segment::Star,
-            "#" => Segment::Hash,
-            literal => Segment::Literal(literal.into()),
-        })
-        .collect();
-    BindingKey::from_segments(segments)
+    BindingKey::parse(text)
 }
 
 pub fn durability(durable: bool) -> Durability {
@@ -59,6 +51,7 @@ pub fn queue_options(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warren_core::topic::Segment;
 
     #[test]
     fn binding_keys_keep_their_text() {

@@ -109,20 +109,7 @@ impl Session {
 
     /// Returns deliveries that never left the inbox.
     pub(crate) fn requeue_inbox(&mut self) {
-        let mut items = Vec::new();
-        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
-            for item in items.drain(..) {
-                if let InboxItem::Delivery(delivery) = item {
-                    let requeue = Requeue {
-                        sequence: delivery.sequence,
-                        message: delivery.message,
-                        redelivered: delivery.redelivered,
-                    };
-                    delivery.queue.requeue([requeue]);
-                    delivery.consumer.settle(1);
-                }
-            }
-        }
+        self.inbox.return_undelivered();
     }
 }
 

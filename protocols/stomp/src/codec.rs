@@ -78,13 +78,40 @@ pub enum Escaping {
 }
 
 /// Decodes one frame from the front of `buffer`; `Ok(None)` until one is complete. Heart-beat
-/// EOLs before it are consumed.
+/// EOLs before it are consumed. Each call searches the body from the start; a connection uses
+/// `decode_resuming`.
 pub fn decode(buffer: &mut BytesMut, limits: &Limits, escaping: Escaping) -> Result<Option<Frame>, CodecError> {
+    decode_resuming(buffer, limits, escaping, &mut 0)
+}
+
+/// As `decode`, remembering in `searched` how much of a NUL-terminated body has been searched
+/// already, so a body arriving in many reads is scanned once, not once per read (which would be
+/// quadratic up to the body bound). Start with 0 and keep it between calls for one buffer.
+pub fn decode_resuming(
+    buffer: &mut BytesMut,
+    limits: &Limits,
+    escaping: Escaping,
+    searched: &mut usize,
+) -> Result<Option<Frame>, CodecError> {
+    let result = decode_inner(buffer, limits, escaping, searched);
+    if !matches!(result, Ok(None)) {
+        *searched = 0;
+    }
+    result
+}
+
+fn decode_inner(
+    buffer: &mut BytesMut,
+    limits: &Limits,
+    escaping: Escaping,
+    searched: &mut usize,
+) -> Result<Option<Frame>, CodecError> {
     while matches!(buffer.first(), Some(b'\n' | b'\r')) {
         if buffer[0] == b'\r' && buffer.get(1).is_some_and(|byte| *byte != b'\n') {
             break;
         }
         buffer.advance(1);
+        *searched = 0;
     }
     let Some(header_end) = find_header_end(buffer, limits)? else { return Ok(None) };
     let head = std::str::from_utf8(&buffer[..header_end.text_end]).map_err(|_| CodecError::NotUtf8)?;
@@ -117,13 +144,19 @@ pub fn decode(buffer: &mut BytesMut, limits: &Limits, escaping: Escaping) -> Res
             }
             length
         }
-        None => match available.iter().position(|byte| *byte == 0) {
-            Some(position) => position,
-            None if available.len() > limits.body_bytes_max => {
-                return Err(CodecError::BodyTooLarge { body_bytes_max: limits.body_bytes_max });
+        None => {
+            let from = searched.saturating_sub(body_start).min(available.len());
+            match available[from..].iter().position(|byte| *byte == 0) {
+                Some(position) => from + position,
+                None if available.len() > limits.body_bytes_max => {
+                    return Err(CodecError::BodyTooLarge { body_bytes_max: limits.body_bytes_max });
+                }
+                None => {
+                    *searched = buffer.len();
+                    return Ok(None);
+                }
             }
-            None => return Ok(None),
-        },
+        }
     };
     let mut frame_bytes = buffer.split_to(body_start + body_length + 1);
     frame_bytes.advance(body_start);
@@ -151,6 +184,9 @@ fn find_header_end(buffer: &[u8], limits: &Limits) -> Result<Option<HeaderEnd>, 
         }
         let line = &buffer[line_start..index];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > limits.line_bytes_max {
+            return Err(CodecError::LineTooLong { line_bytes_max: limits.line_bytes_max });
+        }
         if line.is_empty() && lines > 0 {
             return Ok(Some(HeaderEnd { text_end: line_start, body_start: index + 1 }));
         }
@@ -160,7 +196,9 @@ fn find_header_end(buffer: &[u8], limits: &Limits) -> Result<Option<HeaderEnd>, 
         }
         line_start = index + 1;
     }
-    if buffer.len() - line_start > limits.line_bytes_max {
+    // A partial line may still be followed by its CR: allow one byte for it, so a line is
+    // judged the same whether or not its end has arrived.
+    if buffer.len() - line_start > limits.line_bytes_max + 1 {
         return Err(CodecError::LineTooLong { line_bytes_max: limits.line_bytes_max });
     }
     Ok(None)
@@ -278,10 +316,18 @@ mod tests {
         let limits = Limits { line_bytes_max: 16, headers_max: 2, body_bytes_max: 4 };
         let mut long = BytesMut::from(&b"SEND\nk:aaaaaaaaaaaaaaaaaaaaaaaa"[..]);
         assert_eq!(decode(&mut long, &limits, Escaping::Stomp12), Err(CodecError::LineTooLong { line_bytes_max: 16 }));
+        // Exactly one byte over, complete or not, with or without CR.
+        for over in [&b"SEND\nk:aaaaaaaaaaaaaaa\n\n\0"[..], b"SEND\nk:aaaaaaaaaaaaaaa\r\n\n\0"] {
+            let mut buffer = BytesMut::from(over);
+            assert!(matches!(decode(&mut buffer, &limits, Escaping::Stomp12), Err(CodecError::LineTooLong { .. })));
+        }
+        let mut exact = BytesMut::from(&b"SEND\nk:aaaaaaaaaaaaaa\r\n\n\0"[..]);
+        assert!(decode(&mut exact, &limits, Escaping::Stomp12).expect("16 bytes is allowed").is_some());
         let mut many = BytesMut::from(&b"SEND\na:1\nb:2\nc:3\n\n\0"[..]);
         assert!(matches!(decode(&mut many, &limits, Escaping::Stomp12), Err(CodecError::TooManyHeaders { .. })));
+        let roomy_lines = Limits { line_bytes_max: 64, ..limits };
         let mut big = BytesMut::from(&b"SEND\ncontent-length:99\n\n"[..]);
-        assert!(matches!(decode(&mut big, &limits, Escaping::Stomp12), Err(CodecError::BodyTooLarge { .. })));
+        assert!(matches!(decode(&mut big, &roomy_lines, Escaping::Stomp12), Err(CodecError::BodyTooLarge { .. })));
         let mut unterminated = BytesMut::from(&b"SEND\n\nabcdefgh"[..]);
         assert!(matches!(decode(&mut unterminated, &limits, Escaping::Stomp12), Err(CodecError::BodyTooLarge { .. })));
         assert_eq!(decode_one(b"SEND\nnocolon\n\n\0"), Err(CodecError::HeaderWithoutColon));

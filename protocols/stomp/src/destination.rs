@@ -7,6 +7,7 @@
 //! | `/topic/k` | `amq.topic`, key `k` | a private queue bound to `amq.topic` with `k` |
 //! | `/exchange/x/k` | exchange `x`, key `k` | a private queue bound to `x` with `k` |
 //! | `/temp-queue/t` | (as a reply-to) a private queue of the session | that queue |
+//! | `/reply-queue/q` | the default exchange, key `q` (what a temp-queue reply-to becomes) | - |
 
 use crate::codec::Frame;
 
@@ -15,8 +16,13 @@ pub enum Destination {
     Queue(String),
     AmqQueue(String),
     Topic(String),
-    Exchange { exchange: String, key: String },
+    Exchange {
+        exchange: String,
+        key: String,
+    },
     TempQueue(String),
+    /// Where replies to a `/temp-queue/` reply-to go: an existing queue, never declared.
+    ReplyQueue(String),
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -40,6 +46,9 @@ impl Destination {
         }
         if let Some(name) = text.strip_prefix("/temp-queue/") {
             return non_empty(name).map(Destination::TempQueue);
+        }
+        if let Some(name) = text.strip_prefix("/reply-queue/") {
+            return non_empty(name).map(Destination::ReplyQueue);
         }
         if let Some(rest) = text.strip_prefix("/exchange/") {
             let (exchange, key) = rest.split_once('/').unwrap_or((rest, ""));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::warn;
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, ExchangeName, QueueName};
 use warren_core::queue::{AckMode, Consumer, Credit, Durability, Exclusivity, InboxItem, QueueOptions, Requeue};
-use warren_core::topic::{BindingKey, RoutingKey, Segment};
+use warren_core::topic::{BindingKey, RoutingKey};
 use warren_core::value::Table;
 use warren_core::vhost::Declare;
 use warren_core::{Delivery, Message, Queue};
@@ -57,15 +57,7 @@ fn failure(message: &str, detail: impl ToString) -> (String, String) {
 
 /// A STOMP topic or exchange key as a binding key: AMQP syntax, `.` words with `*` and `#`.
 fn binding_key(key: &str) -> BindingKey {
-    let segments = key
-        .split('.')
-        .map(|word| match word {
-            "*" => Segment::Star,
-            "#" => Segment::Hash,
-            literal => Segment::Literal(literal.into()),
-        })
-        .collect();
-    BindingKey::from_segments(segments)
+    BindingKey::parse(key)
 }
 
 impl Session {
@@ -103,7 +95,9 @@ impl Session {
                 self.declare_named(name)?;
                 (ExchangeName::new(""), RoutingKey::new(name))
             }
-            Destination::AmqQueue(name) => (ExchangeName::new(""), RoutingKey::new(name)),
+            Destination::AmqQueue(name) | Destination::ReplyQueue(name) => {
+                (ExchangeName::new(""), RoutingKey::new(name))
+            }
             Destination::Topic(key) => (ExchangeName::new("amq.topic"), RoutingKey::new(key)),
             Destination::Exchange { exchange, key } => (ExchangeName::new(exchange), RoutingKey::new(key)),
             Destination::TempQueue(name) => {
@@ -113,14 +107,13 @@ impl Session {
         })
     }
 
-    /// `/temp-queue/x` in a reply-to becomes the session's private queue for `x`, which
-    /// others reach as `/queue/<its name>` through the default exchange (RabbitMQ writes
-    /// `/reply-queue/<name>`; `/queue/<name>` is what Warren's destinations accept).
+    /// `/temp-queue/x` in a reply-to becomes `/reply-queue/<name>` of the session's private
+    /// queue for `x`, as RabbitMQ writes it; a SEND there reaches it through the default exchange.
     fn rewrite_reply_to(&mut self, reply_to: &str) -> Result<String, (String, String)> {
         match reply_to.strip_prefix("/temp-queue/") {
             Some(name) if !name.is_empty() => {
                 let queue = self.temp_queue(name)?;
-                Ok(format!("/queue/{}", queue.name()))
+                Ok(format!("/reply-queue/{}", queue.name()))
             }
             _ => Ok(reply_to.to_owned()),
         }
@@ -203,8 +196,8 @@ impl Session {
                     .map_err(|error| failure("not_found", error))?;
                 return Ok((queue, false));
             }
-            Destination::TempQueue(_) => {
-                return Err(failure("invalid destination", "cannot subscribe to a temp queue"))
+            Destination::TempQueue(_) | Destination::ReplyQueue(_) => {
+                return Err(failure("invalid destination", "cannot subscribe to a temp or reply queue"))
             }
             Destination::Topic(key) => ("amq.topic".to_owned(), key.clone()),
             Destination::Exchange { exchange, key } => (exchange.clone(), key.clone()),
@@ -331,11 +324,7 @@ impl Session {
             .find(|(_, subscription)| Arc::ptr_eq(&subscription.consumer, &delivery.consumer))
             .map(|(id, subscription)| (id.clone(), subscription.ack))
         else {
-            let requeue =
-                Requeue { sequence: delivery.sequence, message: delivery.message, redelivered: delivery.redelivered };
-            delivery.queue.requeue([requeue]);
-            delivery.consumer.settle(1);
-            return;
+            return delivery.return_to_queue();
         };
         let ack_id = self.next_ack_id;
         self.next_ack_id += 1;
@@ -385,20 +374,7 @@ impl Session {
             entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
             entry.consumer.settle(1);
         }
-        let mut items = Vec::new();
-        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
-            for item in items.drain(..) {
-                if let InboxItem::Delivery(delivery) = item {
-                    let requeue = Requeue {
-                        sequence: delivery.sequence,
-                        message: delivery.message,
-                        redelivered: delivery.redelivered,
-                    };
-                    delivery.queue.requeue([requeue]);
-                    delivery.consumer.settle(1);
-                }
-            }
-        }
+        self.inbox.return_undelivered();
         for subscription in subscriptions {
             if subscription.private {
                 self.vhost.remove_queue(&subscription.queue);

@@ -27,7 +27,8 @@ pub struct StompConfig {
     pub limits: Limits,
     /// How long a client has to send CONNECT.
     pub connect_timeout: Duration,
-    /// The heart-beat interval we offer both ways, in milliseconds.
+    /// The shortest heart-beat interval granted, in milliseconds: a client asking for beats
+    /// more often gets them this often (and is expected no more often than this).
     pub heartbeat_ms: u64,
     /// Whether a CONNECT without login is let in, as `guest`. Off by default.
     pub allow_anonymous: bool,
@@ -40,7 +41,7 @@ impl Default for StompConfig {
         StompConfig {
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(10),
-            heartbeat_ms: 10_000,
+            heartbeat_ms: 100,
             allow_anonymous: false,
             transaction_frames_max: 10_000,
         }
@@ -108,6 +109,8 @@ pub(crate) struct Session {
     /// `/temp-queue/` names and their private queues.
     pub(crate) temp_queues: HashMap<String, Arc<Queue>>,
     pub(crate) out: BytesMut,
+    /// How much of a pending frame's body the decoder has searched for its NUL already.
+    searched: usize,
 }
 
 /// Serves one client connection until it closes.
@@ -121,9 +124,8 @@ where
     let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat.clone()));
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let connection = state.broker.next_connection_id().0;
-    let accepted = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection).await;
-    if let Some((mut session, receive_timeout, send_interval)) = accepted {
-        heartbeat.store(send_interval, Ordering::Relaxed);
+    let accepted = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection, &heartbeat).await;
+    if let Some((mut session, receive_timeout)) = accepted {
         let end = session.run(&mut reader, &mut buffer, &chunks, receive_timeout).await;
         session.release();
         let _ = chunks.send(session.out.split().freeze()).await;
@@ -134,7 +136,8 @@ where
 }
 
 /// Reads CONNECT (or STOMP), negotiates, authenticates and answers CONNECTED. Returns the
-/// session and the negotiated receive timeout and send interval (ms, 0 = none).
+/// session and the negotiated receive timeout (ms, 0 = none); the send interval goes to the
+/// writer before CONNECTED does, so the writer never starts without it.
 async fn accept<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
@@ -142,7 +145,8 @@ async fn accept<R: AsyncRead + Unpin>(
     peer: SocketAddr,
     state: &Arc<StompState>,
     connection: u64,
-) -> Option<(Session, u64, u64)> {
+    writer_heartbeat_ms: &AtomicU64,
+) -> Option<(Session, u64)> {
     let deadline = Instant::now() + state.config.connect_timeout;
     let frame = loop {
         match codec::decode(buffer, &state.config.limits, Escaping::None) {
@@ -185,6 +189,7 @@ async fn accept<R: AsyncRead + Unpin>(
     }
     let mut out = BytesMut::new();
     codec::encode(&connected, Escaping::None, &mut out);
+    writer_heartbeat_ms.store(send_interval, Ordering::Relaxed);
     chunks.send(out.freeze()).await.ok()?;
     info!(connection, %peer, version = version.name(), vhost = %vhost.name(), "stomp connection open");
     let session = Session {
@@ -202,8 +207,9 @@ async fn accept<R: AsyncRead + Unpin>(
         transactions: HashMap::new(),
         temp_queues: HashMap::new(),
         out: BytesMut::new(),
+        searched: 0,
     };
-    Some((session, receive_timeout, send_interval))
+    Some((session, receive_timeout))
 }
 
 /// The highest version both sides speak; no header means 1.0.
@@ -213,10 +219,11 @@ fn negotiate_version(accepted: Option<&str>) -> Option<Version> {
     [Version::V12, Version::V11, Version::V10].into_iter().find(|version| offered.contains(&version.name()))
 }
 
-/// Negotiates heart-beats (STOMP 1.1 section "Heart-beating"): returns how long we wait for
-/// the client before giving up (twice its promised interval), how often we send, and the
-/// header we answer with.
-fn heartbeats(client: Option<&str>, version: Version, ours_ms: u64) -> (u64, u64, String) {
+/// Negotiates heart-beats (STOMP 1.1 section "Heart-beating"). As RabbitMQ does, we send at
+/// the rate the client asks for and expect beats at the rate it offers, no faster than
+/// `floor_ms`. Returns how long we wait for the client before giving up (twice its promised
+/// interval), how often we send, and the header we answer with.
+fn heartbeats(client: Option<&str>, version: Version, floor_ms: u64) -> (u64, u64, String) {
     if version == Version::V10 {
         return (0, 0, "0,0".into());
     }
@@ -224,10 +231,10 @@ fn heartbeats(client: Option<&str>, version: Version, ours_ms: u64) -> (u64, u64
         .and_then(|text| text.split_once(','))
         .and_then(|(send, want)| Some((send.trim().parse::<u64>().ok()?, want.trim().parse::<u64>().ok()?)))
         .unwrap_or((0, 0));
-    let negotiate = |theirs: u64| if theirs == 0 || ours_ms == 0 { 0 } else { theirs.max(ours_ms) };
+    let negotiate = |theirs: u64| if theirs == 0 { 0 } else { theirs.max(floor_ms) };
     let send_interval = negotiate(client_wants);
     let receive_interval = negotiate(client_sends);
-    (receive_interval * 2, send_interval, format!("{ours_ms},{ours_ms}"))
+    (receive_interval * 2, send_interval, format!("{send_interval},{receive_interval}"))
 }
 
 /// Authenticates `login`/`passcode` and opens the vhost named by `host`. As clients such as
@@ -308,7 +315,7 @@ impl Session {
     /// Handles every complete frame in the buffer; `Some` when the connection must end.
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
         loop {
-            match codec::decode(buffer, &self.state.config.limits, self.escaping) {
+            match codec::decode_resuming(buffer, &self.state.config.limits, self.escaping, &mut self.searched) {
                 Ok(Some(frame)) => {
                     if let Some(end) = self.handle(frame) {
                         return Some(end);
@@ -454,9 +461,11 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_take_the_slower_side() {
-        assert_eq!(heartbeats(Some("5000,20000"), Version::V12, 10_000), (20_000, 20_000, "10000,10000".into()));
-        assert_eq!(heartbeats(Some("0,0"), Version::V12, 10_000), (0, 0, "10000,10000".into()));
-        assert_eq!(heartbeats(Some("1000,1000"), Version::V10, 10_000), (0, 0, "0,0".into()));
+    fn heartbeats_mirror_the_client_above_a_floor() {
+        // The client sends every 5 s and wants a beat every 20 s.
+        assert_eq!(heartbeats(Some("5000,20000"), Version::V12, 100), (10_000, 20_000, "20000,5000".into()));
+        assert_eq!(heartbeats(Some("0,0"), Version::V12, 100), (0, 0, "0,0".into()));
+        assert_eq!(heartbeats(Some("10,10"), Version::V12, 100), (200, 100, "100,100".into()));
+        assert_eq!(heartbeats(Some("1000,1000"), Version::V10, 100), (0, 0, "0,0".into()));
     }
 }

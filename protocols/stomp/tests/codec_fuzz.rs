@@ -4,7 +4,7 @@
 //! `WARREN_SEED` replays a failure; `WARREN_FUZZ_ROUNDS` runs longer.
 
 use bytes::{Bytes, BytesMut};
-use warren_stomp::codec::{decode, encode, Escaping, Frame, Limits};
+use warren_stomp::codec::{decode_resuming, encode, Escaping, Frame, Limits};
 
 struct Rng(u64);
 
@@ -68,13 +68,14 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 
 fn decode_all(input: &[u8], rng: &mut Rng, escaping: Escaping) {
     let mut buffer = BytesMut::new();
+    let mut searched = 0;
     let mut offset = 0;
     while offset < input.len() {
         let end = (offset + 1 + rng.below(64)).min(input.len());
         buffer.extend_from_slice(&input[offset..end]);
         offset = end;
         loop {
-            match decode(&mut buffer, &LIMITS, escaping) {
+            match decode_resuming(&mut buffer, &LIMITS, escaping, &mut searched) {
                 Ok(Some(_)) => continue,
                 Ok(None) => break,
                 Err(_) => return,
