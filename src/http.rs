@@ -26,12 +26,16 @@ use warren_core::Broker;
 const BRIDGE_BYTES: usize = 256 * 1024;
 /// The largest WebSocket message accepted: the adapters' own frame bounds apply after it.
 const WEBSOCKET_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// How long the second half of a bridge may run after the first ended.
+const BRIDGE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The STOMP subprotocols Web-STOMP clients offer, preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
 #[derive(Clone)]
 struct HttpState {
     broker: Arc<Broker>,
+    /// The broker-wide connection limit, shared with the TCP listeners.
+    connections: Arc<tokio::sync::Semaphore>,
     stomp: Arc<warren_stomp::StompState>,
     mqtt: Arc<warren_mqtt::MqttState>,
 }
@@ -49,11 +53,12 @@ enum Framing {
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    connections: Arc<tokio::sync::Semaphore>,
     stomp: Arc<warren_stomp::StompState>,
     mqtt: Arc<warren_mqtt::MqttState>,
 ) {
     let shutdown = broker.shutdown().clone();
-    let state = HttpState { broker, stomp, mqtt };
+    let state = HttpState { broker, connections, stomp, mqtt };
     let app = Router::new().route("/ws", get(stomp_websocket)).route("/mqtt", get(mqtt_websocket)).with_state(state);
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await });
@@ -68,10 +73,10 @@ async fn stomp_websocket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<HttpState>,
 ) -> Response {
-    upgrade.protocols(STOMP_SUBPROTOCOLS).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
-        let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
-        state.broker.shutdown().spawn(pump(socket, theirs, Framing::TextPreferred));
-        warren_stomp::serve(ours, peer, state.stomp)
+    let upgrade = upgrade.protocols(STOMP_SUBPROTOCOLS).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX);
+    upgrade.on_upgrade(move |socket| async move {
+        let stomp = state.stomp.clone();
+        start(&state, socket, Framing::TextPreferred, move |pipe| warren_stomp::serve(pipe, peer, stomp));
     })
 }
 
@@ -80,11 +85,32 @@ async fn mqtt_websocket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<HttpState>,
 ) -> Response {
-    upgrade.protocols(["mqtt", "mqttv3.1"]).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
-        let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
-        state.broker.shutdown().spawn(pump(socket, theirs, Framing::Binary));
-        warren_mqtt::serve(ours, peer, state.mqtt)
+    let upgrade = upgrade.protocols(["mqtt", "mqttv3.1"]).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX);
+    upgrade.on_upgrade(move |socket| async move {
+        let mqtt = state.mqtt.clone();
+        start(&state, socket, Framing::Binary, move |pipe| warren_mqtt::serve(pipe, peer, mqtt));
     })
+}
+
+/// Starts a WebSocket session: the bridge and the protocol's session, both under the shutdown
+/// tracker and holding a permit of the broker-wide connection limit, as TCP connections do.
+fn start<F, Fut>(state: &HttpState, socket: WebSocket, framing: Framing, serve: F)
+where
+    F: FnOnce(DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        tracing::warn!(protocol = "websocket", "connection limit reached; refusing");
+        return;
+    };
+    let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
+    let shutdown = state.broker.shutdown();
+    shutdown.spawn(pump(socket, theirs, framing));
+    let session = serve(ours);
+    shutdown.spawn(async move {
+        session.await;
+        drop(permit);
+    });
 }
 
 /// Moves bytes between a WebSocket and the adapter's end of the pipe until either side ends.
@@ -123,11 +149,14 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
         }
         let _ = sender.close().await;
     };
-    // When the broker closes its end, the WebSocket is closed; when the browser goes, the
-    // broker sees end of stream.
+    // When one half ends the other gets a bounded grace to finish: when the browser goes, the
+    // broker sees end of stream and closes its side, so the outbound half still sends the last
+    // frames (a RECEIPT or an ERROR); when the broker closes first, the WebSocket is closed. A
+    // peer that vanished without closing cannot hold the task beyond the grace.
+    tokio::pin!(inbound, outbound);
     tokio::select! {
-        _ = inbound => {}
-        _ = outbound => {}
+        _ = &mut inbound => { let _ = tokio::time::timeout(BRIDGE_CLOSE_GRACE, outbound).await; }
+        _ = &mut outbound => { let _ = tokio::time::timeout(BRIDGE_CLOSE_GRACE, inbound).await; }
     }
     debug!("websocket bridge closed");
 }

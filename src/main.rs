@@ -93,7 +93,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let http = listener::bind("http", SocketAddr::new(config.bind, config.http_port)).await?;
-    tokio::spawn(http::serve(http, broker.clone(), websocket_stomp, websocket_mqtt));
+    tokio::spawn(http::serve(http, broker.clone(), connections.clone(), websocket_stomp, websocket_mqtt));
 
     wait_for_signal().await?;
     info!("shutting down");

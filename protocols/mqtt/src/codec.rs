@@ -42,7 +42,7 @@ pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<P
 
 /// Decodes the first packet, which must be a CONNECT, accepting 3.1 as well as 3.1.1.
 pub fn decode_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<(Packet, Level)>, CodecError> {
-    let level = match rewrite_mqtt31_connect(buffer) {
+    let level = match rewrite_mqtt31_connect(buffer, packet_bytes_max) {
         Rewrite::Incomplete => return Ok(None),
         Rewrite::Rewritten => Level::V31,
         Rewrite::NotMqtt31 => Level::V311,
@@ -61,7 +61,7 @@ const MQTT31_HEADER: &[u8] = b"\x00\x06MQIsdp\x03";
 const MQTT311_HEADER: &[u8] = b"\x00\x04MQTT\x04";
 
 /// If the buffer starts with a 3.1 CONNECT, rewrites its header to the 3.1.1 form.
-fn rewrite_mqtt31_connect(buffer: &mut BytesMut) -> Rewrite {
+fn rewrite_mqtt31_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Rewrite {
     if buffer.first().is_some_and(|byte| byte >> 4 != 1) {
         return Rewrite::NotMqtt31;
     }
@@ -72,20 +72,19 @@ fn rewrite_mqtt31_connect(buffer: &mut BytesMut) -> Rewrite {
     if buffer.len() < header_start + MQTT31_HEADER.len() {
         return Rewrite::Incomplete;
     }
-    if &buffer[header_start..header_start + MQTT31_HEADER.len()] == MQTT31_HEADER
-        && buffer.len() < header_start + remaining
-    {
-        // Rewrite only a whole packet: a partial one would be rewritten again on the next read,
-        // by then looking like 3.1.1.
-        return Rewrite::Incomplete;
-    }
     if &buffer[header_start..header_start + MQTT31_HEADER.len()] != MQTT31_HEADER {
         return Rewrite::NotMqtt31;
     }
-    if remaining < MQTT31_HEADER.len() {
-        // The packet claims to end inside its own protocol header: leave it to the decoder,
-        // which refuses it as malformed. (Found by cargo fuzz: the subtraction below underflowed.)
+    if remaining > packet_bytes_max || remaining < MQTT31_HEADER.len() {
+        // Too large to buffer, or claiming to end inside its own protocol header: leave it to
+        // the decoder, which refuses both. (cargo fuzz found the second: the subtraction below
+        // underflowed.)
         return Rewrite::NotMqtt31;
+    }
+    if buffer.len() < header_start + remaining {
+        // Rewrite only a whole packet: a partial one would be rewritten again on the next read,
+        // by then looking like 3.1.1.
+        return Rewrite::Incomplete;
     }
     let rest = buffer.split_off(header_start + MQTT31_HEADER.len());
     let first = buffer[0];

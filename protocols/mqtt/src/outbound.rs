@@ -13,8 +13,10 @@ use crate::inbound::QOS_HEADER;
 use crate::session::{End, Session};
 use crate::translate;
 
-/// Deliveries taken from the inbox per wake-up.
+/// Deliveries taken from the inbox per pass, and the output size at which draining pauses
+/// until the writer has taken what is there.
 const DRAIN_BATCH: usize = 256;
+const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 
 /// An outbound QoS 1 publish awaiting PUBACK.
 #[derive(Debug)]
@@ -26,15 +28,21 @@ pub(crate) enum Inflight {
 }
 
 impl Session {
-    pub(crate) fn drain_inbox(&mut self) {
+    /// Encodes deliveries until the inbox is empty or the output is large enough; the rest wait
+    /// for the writer (the inbox keeps itself marked ready). Returns `Some` when the session must
+    /// end because its queue was deleted.
+    pub(crate) fn drain_inbox(&mut self) -> Option<End> {
         let mut items = Vec::with_capacity(DRAIN_BATCH);
-        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+        while self.out.len() < OUTPUT_BYTES_MAX && self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
             for item in items.drain(..) {
-                if let InboxItem::Delivery(delivery) = item {
-                    self.deliver(delivery);
+                match item {
+                    InboxItem::Delivery(delivery) => self.deliver(delivery),
+                    // As RabbitMQ does, a session whose queue was deleted is disconnected.
+                    InboxItem::Cancelled(_) => return Some(End::Abnormal("session queue deleted")),
                 }
             }
         }
+        None
     }
 
     fn deliver(&mut self, delivery: Delivery) {
@@ -42,7 +50,7 @@ impl Session {
         let subscription_qos = self
             .subscriptions
             .iter()
-            .filter(|(filter, _)| mqttbytes::matches(&topic, filter))
+            .filter(|(filter, _)| translate::topic_matches(&topic, filter))
             .map(|(_, qos)| *qos)
             .reduce(higher);
         let Some(subscription_qos) = subscription_qos else {
@@ -55,7 +63,12 @@ impl Session {
         if qos == QoS::AtMostOnce {
             delivery.consumer.settle(1);
         } else {
-            publish.pkid = self.next_packet_id();
+            let Some(packet_id) = self.next_packet_id() else {
+                // Every id is in flight (only retained messages can do that): try again later.
+                delivery.return_to_queue();
+                return;
+            };
+            publish.pkid = packet_id;
             publish.dup = delivery.redelivered;
             let inflight =
                 Inflight::Queued { queue: delivery.queue, sequence: delivery.sequence, message: delivery.message };
@@ -64,15 +77,16 @@ impl Session {
         self.send(Packet::Publish(publish));
     }
 
-    /// A free packet id: 1..=65535, skipping those in flight.
-    fn next_packet_id(&mut self) -> u16 {
-        loop {
+    /// A free packet id: 1..=65535, skipping those in flight; `None` when all are.
+    fn next_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if !self.inflight.contains_key(&id) {
-                return id;
+                return Some(id);
             }
         }
+        None
     }
 
     pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
@@ -87,12 +101,17 @@ impl Session {
     /// Sends the retained messages matching a new subscription, flagged retained.
     pub(crate) fn send_retained(&mut self, filter: &str, granted: QoS) {
         for (topic, retained) in self.state.retained_matching(self.vhost.name(), filter) {
-            let qos = lower(retained.qos, granted);
+            let mut qos = lower(retained.qos, granted);
+            let packet_id = if qos == QoS::AtMostOnce { None } else { self.next_packet_id() };
+            if packet_id.is_none() {
+                // No id free: a retained message can still go out at QoS 0.
+                qos = QoS::AtMostOnce;
+            }
             let mut publish = Publish::from_bytes(topic, qos, retained.payload);
             publish.retain = true;
-            if qos != QoS::AtMostOnce {
-                publish.pkid = self.next_packet_id();
-                self.inflight.insert(publish.pkid, Inflight::Retained);
+            if let Some(packet_id) = packet_id {
+                publish.pkid = packet_id;
+                self.inflight.insert(packet_id, Inflight::Retained);
             }
             self.send(Packet::Publish(publish));
         }

@@ -150,6 +150,11 @@ async fn open(
     state: &Arc<MqttState>,
     connection: u64,
 ) -> Result<(Session, bool), ConnectReturnCode> {
+    if connect.protocol != mqttbytes::Protocol::V4 {
+        // mqttbytes' 3.1.1 reader would misread an MQTT 5 CONNECT's properties; MQTT 5 is not
+        // spoken yet, so refuse it with "unacceptable protocol version".
+        return Err(ConnectReturnCode::RefusedProtocolVersion);
+    }
     if connect.client_id.is_empty() && !connect.clean_session {
         return Err(ConnectReturnCode::BadClientId);
     }
@@ -295,13 +300,16 @@ impl Session {
                     Ok(0) | Err(_) => return End::Abnormal("socket closed"),
                     Ok(_) => {
                         last_packet = Instant::now();
-                        if let Some(end) = self.process(buffer) {
+                        if let Some(end) = self.process(buffer).or_else(|| self.drain_inbox()) {
                             return end;
                         }
-                        self.drain_inbox();
                     }
                 },
-                _ = inbox.ready() => self.drain_inbox(),
+                _ = inbox.ready() => {
+                    if let Some(end) = self.drain_inbox() {
+                        return end;
+                    }
+                }
                 _ = keep_alive_check.tick() => {
                     // The spec's grace: one and a half keep-alive periods.
                     if !self.keep_alive.is_zero() && last_packet.elapsed() > self.keep_alive * 3 / 2 {
@@ -410,8 +418,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Runs after `finish` (a no-op then) or instead of it if the task panicked.
-        self.requeue_inflight();
+        // Runs after `finish` (then a no-op) or instead of it if the task panicked, so the
+        // consumer is detached and its messages returned either way.
+        self.release();
     }
 }
 

@@ -96,7 +96,7 @@ impl MqttState {
         let Some(topics) = all.get(vhost) else { return Vec::new() };
         topics
             .iter()
-            .filter(|(topic, _)| mqttbytes::matches(topic, filter))
+            .filter(|(topic, _)| crate::translate::topic_matches(topic, filter))
             .map(|(topic, retained)| (topic.clone(), retained.clone()))
             .collect()
     }

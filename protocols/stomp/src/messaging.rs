@@ -48,8 +48,10 @@ pub(crate) struct Unacked {
     pub consumer: Arc<Consumer>,
 }
 
-/// Deliveries drained from the inbox per wake-up.
+/// Deliveries drained from the inbox per pass, and the output size at which draining pauses
+/// until the writer has taken what is there.
 const DRAIN_BATCH: usize = 256;
+const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 
 fn failure(message: &str, detail: impl ToString) -> (String, String) {
     (message.to_owned(), detail.to_string())
@@ -175,7 +177,7 @@ impl Session {
         };
         let prefetch = frame.header("prefetch-count").and_then(|count| count.parse().ok()).unwrap_or(0);
         let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
-        let (queue, private) = self.subscription_queue(&destination, &id, durable)?;
+        let (queue, private) = self.subscription_queue(&destination, &id, durable, frame.header("x-queue-name"))?;
         self.attach(id, queue, ack, prefetch, private)
     }
 
@@ -186,6 +188,7 @@ impl Session {
         destination: &Destination,
         id: &str,
         durable: bool,
+        queue_name: Option<&str>,
     ) -> Result<(Arc<Queue>, bool), (String, String)> {
         let (exchange, key) = match destination {
             Destination::Queue(name) => return Ok((self.declare_named(name)?, false)),
@@ -209,7 +212,7 @@ impl Session {
                 auto_delete: false,
                 arguments: Table::new(),
             };
-            (QueueName::from(format!("stomp-subscription-{id}")), options)
+            (durable_queue_name(queue_name, destination, id), options)
         } else {
             let options = QueueOptions {
                 durability: Durability::Transient,
@@ -225,9 +228,20 @@ impl Session {
             .declare_queue(&name, options, Declare::Create, connection)
             .map_err(|error| failure("queue declare failed", error))?
             .queue;
-        self.vhost
-            .bind_queue(queue.name(), &ExchangeName::new(&exchange), binding_key(&key), Table::new(), connection)
-            .map_err(|error| failure("not_found", error))?;
+        let bound = self.vhost.bind_queue(
+            queue.name(),
+            &ExchangeName::new(&exchange),
+            binding_key(&key),
+            Table::new(),
+            connection,
+        );
+        if let Err(error) = bound {
+            // A private queue nobody will consume would never auto-delete: remove it now.
+            if !durable {
+                self.vhost.remove_queue(&queue);
+            }
+            return Err(failure("not_found", error));
+        }
         Ok((queue, !durable))
     }
 
@@ -251,7 +265,11 @@ impl Session {
     pub(crate) fn unsubscribe(&mut self, frame: &Frame) -> Handled {
         let id = frame.header("id").or(frame.header("destination")).unwrap_or_default().to_owned();
         let subscription = self.subscriptions.remove(&id).ok_or_else(|| failure("unknown subscription", &id))?;
-        if subscription.queue.remove_consumer(subscription.consumer.id, &self.inbox) || subscription.private {
+        // As in RabbitMQ, UNSUBSCRIBE with `durable:true` ends a durable subscription: its queue
+        // goes; without it the queue stays for the next SUBSCRIBE with the same id.
+        let ends_durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
+        let auto_delete = subscription.queue.remove_consumer(subscription.consumer.id, &self.inbox);
+        if auto_delete || subscription.private || ends_durable {
             self.vhost.remove_queue(&subscription.queue);
         }
         Ok(())
@@ -305,9 +323,12 @@ impl Session {
         Ok(())
     }
 
+    /// Encodes deliveries until the inbox is empty or the output is large enough; the rest wait
+    /// for the writer (the inbox keeps itself marked ready), so a slow client is not buffered
+    /// without bound.
     pub(crate) fn drain_inbox(&mut self) {
         let mut items = Vec::with_capacity(DRAIN_BATCH);
-        while self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+        while self.out.len() < OUTPUT_BYTES_MAX && self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
             for item in items.drain(..) {
                 match item {
                     InboxItem::Delivery(delivery) => self.deliver(delivery),
@@ -386,6 +407,21 @@ impl Session {
             self.vhost.remove_queue(&queue);
         }
     }
+}
+
+/// A durable subscription's queue: `x-queue-name` if the client names one, else a name derived
+/// from the destination and the subscription id, as RabbitMQ derives it, so two clients that
+/// both number their subscriptions `sub-0` (as @stomp/stompjs does) do not share a queue.
+fn durable_queue_name(requested: Option<&str>, destination: &Destination, id: &str) -> QueueName {
+    if let Some(name) = requested.filter(|name| !name.is_empty()) {
+        return QueueName::new(name);
+    }
+    // FNV-1a: stable across runs and builds, unlike the standard hasher.
+    let text = format!("{destination:?}\u{0}{id}");
+    let hash = text
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3));
+    QueueName::from(format!("stomp-subscription-{hash:016x}"))
 }
 
 /// The destination a MESSAGE reports: where the message was sent, in STOMP's terms.

@@ -79,6 +79,10 @@ impl Version {
 }
 
 const WRITE_QUEUE_CHUNKS: usize = 8;
+/// Transactions one session may hold open at once; each is bounded by `transaction_frames_max`
+/// frames and `TRANSACTION_BYTES_MAX` body bytes (as AMQP transactions are).
+const TRANSACTIONS_OPEN_MAX: usize = 16;
+const TRANSACTION_BYTES_MAX: usize = 128 * 1024 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Each session's id, unique per broker run, reported in CONNECTED.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -234,7 +238,7 @@ fn heartbeats(client: Option<&str>, version: Version, floor_ms: u64) -> (u64, u6
     let negotiate = |theirs: u64| if theirs == 0 { 0 } else { theirs.max(floor_ms) };
     let send_interval = negotiate(client_wants);
     let receive_interval = negotiate(client_sends);
-    (receive_interval * 2, send_interval, format!("{send_interval},{receive_interval}"))
+    (receive_interval.saturating_mul(2), send_interval, format!("{send_interval},{receive_interval}"))
 }
 
 /// Authenticates `login`/`passcode` and opens the vhost named by `host`. As clients such as
@@ -353,7 +357,16 @@ impl Session {
                 self.send_receipt(receipt);
                 None
             }
-            Err((message, detail)) => Some(self.error(&message, &detail)),
+            Err((message, detail)) => {
+                // The ERROR names the frame that caused it, when that frame asked for a receipt.
+                if let Some(receipt) = receipt {
+                    let frame = error_frame(&message, &detail).with("receipt-id", receipt);
+                    warn!(peer = %self.peer, message, detail, "stomp error");
+                    self.write(&frame);
+                    return Some(End::Close("error sent"));
+                }
+                Some(self.error(&message, &detail))
+            }
         }
     }
 
@@ -378,6 +391,9 @@ impl Session {
         let id = transaction_id(frame)?;
         if self.transactions.contains_key(&id) {
             return Err(("transaction already active".into(), id));
+        }
+        if self.transactions.len() >= TRANSACTIONS_OPEN_MAX {
+            return Err(("too many open transactions".into(), format!("at most {TRANSACTIONS_OPEN_MAX}")));
         }
         self.transactions.insert(id, Vec::new());
         Ok(())
@@ -406,8 +422,12 @@ impl Session {
         let Some(id) = frame.header("transaction") else { return Ok(false) };
         let limit = self.state.config.transaction_frames_max;
         let frames = self.transactions.get_mut(id).ok_or_else(|| ("unknown transaction".to_owned(), id.to_owned()))?;
-        if frames.len() >= limit {
-            return Err(("transaction too large".into(), format!("more than {limit} frames")));
+        let held_bytes: usize = frames.iter().map(|held| held.body.len()).sum();
+        if frames.len() >= limit || held_bytes + frame.body.len() > TRANSACTION_BYTES_MAX {
+            return Err((
+                "transaction too large".into(),
+                format!("more than {limit} frames or {TRANSACTION_BYTES_MAX} bytes"),
+            ));
         }
         frames.push(frame.clone());
         Ok(true)
