@@ -1,9 +1,9 @@
 """The Warren broker process under test: find the binary, start it on a free port, stop it.
 
-The broker is started with `--amqp-port 0 --mqtt-port 0` and tells us the ports it picked in
-log lines on stderr (`listening protocol=amqp addr=127.0.0.1:PORT`, and the same with
-`protocol=mqtt`). A thread drains stderr into a file for the whole session, so a chatty broker
-can never block on a full pipe.
+The broker is started with `--amqp-port 0 --mqtt-port 0 --stomp-port 0` and tells us the ports
+it picked in log lines on stderr (`listening protocol=amqp addr=127.0.0.1:PORT`, and the same
+with `protocol=mqtt` and `protocol=stomp`). A thread drains stderr into a file for the whole
+session, so a chatty broker can never block on a full pipe.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LISTENING_LINE = re.compile(r"listening protocol=(\w+) addr=(\S+):(\d+)")
 
 # The stand-in that runs RabbitMQ instead of Warren (see reference-rabbitmq.sh). It serves AMQP
-# only, so no MQTT listening line is awaited from it; tests marked `warren_only` or `mqtt` skip
-# under it.
+# and STOMP, and MQTT only when REFERENCE_MQTT_VARIABLE is set (and not 0): no MQTT listening
+# line is awaited from it otherwise. Tests marked `warren_only`, and `mqtt` ones when it has no
+# MQTT, skip under it.
 REFERENCE_STAND_IN = "reference-rabbitmq.sh"
+REFERENCE_MQTT_VARIABLE = "WARREN_REFERENCE_MQTT"
 
 # The contract says the log has no colours; this only guards against a logger that switches
 # them on anyway, which would split `key=value` pairs with escape codes.
@@ -76,6 +78,9 @@ class Broker:
         # None when the broker serves no MQTT (the RabbitMQ stand-in).
         self.mqtt_host: str | None = None
         self.mqtt_port: int | None = None
+        # None when the broker serves no STOMP.
+        self.stomp_host: str | None = None
+        self.stomp_port: int | None = None
         self._lines: list[str] = []
         self._lines_changed = threading.Condition()
         self._stderr_closed = False
@@ -117,6 +122,8 @@ class Broker:
         self.host, self.port = listeners["amqp"]
         if "mqtt" in listeners:
             self.mqtt_host, self.mqtt_port = listeners["mqtt"]
+        if "stomp" in listeners:
+            self.stomp_host, self.stomp_port = listeners["stomp"]
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code, or None if killed."""
@@ -142,7 +149,11 @@ class Broker:
     @property
     def protocols(self) -> tuple[str, ...]:
         """The listeners whose lines `start` waits for."""
-        return ("amqp",) if self.is_reference else ("amqp", "mqtt")
+        if not self.is_reference:
+            return ("amqp", "mqtt", "stomp")
+        if os.environ.get(REFERENCE_MQTT_VARIABLE, "") not in ("", "0"):
+            return ("amqp", "stomp", "mqtt")
+        return ("amqp", "stomp")
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -1,4 +1,5 @@
-"""Fixtures for the pika interop suite: one broker per session, fresh connections per test.
+"""Fixtures for the interop suite (pika, paho-mqtt, stomp.py): one broker per session, fresh
+connections per test.
 
 Run with `tests/interop/run.sh` from anywhere, or `python -m pytest -q tests/interop` from the
 repository root once pika and pytest are installed. The broker binary is `$WARREN_BIN`, else
@@ -13,8 +14,10 @@ import warnings
 import pika
 import pytest
 
+import stomp_wire
 from broker import REFERENCE_STAND_IN, Broker, BrokerNotBuilt, resolve_binary
 from mqtt_client import MqttClient, unique_client_id
+from stomp_client import StompClient
 
 # A hung test (a broker that never answers a synchronous method) would block pika forever,
 # since its blocking calls have no timeout of their own. The whole suite should take well under
@@ -84,6 +87,15 @@ def _mqtt_marker(request):
         return
     if request.getfixturevalue("broker").mqtt_port is None:
         pytest.skip("MQTT: the broker under test has no MQTT listener")
+
+
+@pytest.fixture(autouse=True)
+def _stomp_marker(request):
+    """Tests marked `stomp` skip when the broker serves no STOMP."""
+    if request.node.get_closest_marker("stomp") is None:
+        return
+    if request.getfixturevalue("broker").stomp_port is None:
+        pytest.skip("STOMP: the broker under test has no STOMP listener")
 
 
 @pytest.fixture
@@ -174,6 +186,47 @@ def mqtt_connect(mqtt_client):
         return client
 
     return connect
+
+
+@pytest.fixture
+def stomp_client(broker):
+    """Factory: `stomp_client(version="1.2", heartbeats=(0, 0))` makes a stomp.py client for the
+    session broker's STOMP port, not yet connected (see StompClient). Every client is closed and
+    its receiver thread stopped after the test."""
+    made: list[StompClient] = []
+
+    def make(**options) -> StompClient:
+        if broker.stomp_port is None:
+            pytest.fail("the broker has no STOMP listener: mark the test `stomp`", pytrace=False)
+        client = StompClient(broker.stomp_host, broker.stomp_port, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def stomp_connect(stomp_client):
+    """Factory: `stomp_connect(**options)` is `stomp_client` connected as guest, failing the
+    test unless the broker answers CONNECTED."""
+    def connect(**options) -> StompClient:
+        client = stomp_client(**options)
+        client.connect()
+        return client
+
+    return connect
+
+
+@pytest.fixture
+def stomp_raw(broker):
+    """A stomp_wire.Opener for the session broker: `stomp_raw()` opens a plain socket to the
+    STOMP port, `stomp_raw.session(**connect_options)` one past CONNECTED, with the CONNECTED
+    frame. All are closed after the test."""
+    opener = stomp_wire.Opener(broker.stomp_host, broker.stomp_port)
+    yield opener
+    opener.close_all()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -7,9 +7,14 @@
 # Needs RabbitMQ installed (Debian: apt-get install rabbitmq-server). Takes the same flags as
 # warren, starts a private node under --data-dir with the STOMP plugin enabled, and prints
 # warren's listening lines on stderr (`listening protocol=amqp addr=...`, then `protocol=stomp`)
-# once each port accepts connections. The MQTT plugin stays off: the MQTT tests skip. SIGTERM
-# stops the node. RabbitMQ also starts epmd, Erlang's port mapper, as a daemon that outlives the
-# node.
+# once each port accepts connections. SIGTERM stops the node. RabbitMQ also starts epmd,
+# Erlang's port mapper, as a daemon that outlives the node.
+#
+# The MQTT plugin is off, so the MQTT tests skip, unless WARREN_REFERENCE_MQTT is set to
+# anything but 0 (broker.py then waits for the MQTT listening line too). It is opt-in because
+# five MQTT tests expect answers that RabbitMQ 3.10.8 gives differently: the CONNACK code for
+# an anonymous CONNECT, the QoS of a transient AMQP message, retained messages for a wildcard
+# subscription, and a CONNECT with an unknown protocol level.
 #
 # --config FILE: the Warren settings with a RabbitMQ equivalent are translated (see
 # translate_config); any other setting is refused, so a test cannot pass by being ignored.
@@ -17,6 +22,7 @@ set -euo pipefail
 
 port=0
 stomp_port=0
+mqtt_port=0
 bind=127.0.0.1
 data_dir=
 config=
@@ -24,7 +30,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --amqp-port) port=$2; shift 2 ;;
         --stomp-port) stomp_port=$2; shift 2 ;;
-        --mqtt-port|--http-port) shift 2 ;;
+        --mqtt-port) mqtt_port=$2; shift 2 ;;
+        --http-port) shift 2 ;;
         --bind) bind=$2; shift 2 ;;
         --data-dir) data_dir=$2; shift 2 ;;
         --log-level) shift 2 ;;
@@ -39,13 +46,22 @@ free_port() {
 }
 [ "$port" != 0 ] || port=$(free_port)
 [ "$stomp_port" != 0 ] || stomp_port=$(free_port)
+mqtt=${WARREN_REFERENCE_MQTT:-0}
+[ "$mqtt" = 0 ] || [ "$mqtt_port" != 0 ] || mqtt_port=$(free_port)
 
 mkdir -p "$data_dir"
-echo "[rabbitmq_stomp]." > "$data_dir/enabled_plugins"
-# The plugin's listener in rabbitmq.conf rather than as `-rabbitmq_stomp tcp_listeners [...]`
-# among the Erlang arguments: rabbitmq-server expands those unquoted, so a term with brackets
-# would be open to the shell's globbing in the work directory.
+# The plugins' listeners go in rabbitmq.conf rather than as `-rabbitmq_stomp tcp_listeners
+# [...]` among the Erlang arguments: rabbitmq-server expands those unquoted, so a term with
+# brackets would be open to the shell's globbing in the work directory.
 echo "stomp.listeners.tcp.1 = $bind:$stomp_port" > "$data_dir/rabbitmq.conf"
+if [ "$mqtt" = 0 ]; then
+    echo "[rabbitmq_stomp]." > "$data_dir/enabled_plugins"
+else
+    echo "[rabbitmq_stomp,rabbitmq_mqtt]." > "$data_dir/enabled_plugins"
+    # Warren refuses anonymous MQTT by default; RabbitMQ would log it in as guest.
+    printf '%s\n' "mqtt.listeners.tcp.1 = $bind:$mqtt_port" "mqtt.allow_anonymous = false" \
+        >> "$data_dir/rabbitmq.conf"
+fi
 export RABBITMQ_CONFIG_FILE="$data_dir/rabbitmq.conf"
 export RABBITMQ_NODE_PORT=$port
 export RABBITMQ_NODE_IP_ADDRESS=$bind
@@ -92,7 +108,8 @@ deadline=$((SECONDS + 60))
 # Prints warren's listening line for `protocol` once `listen_port` accepts connections.
 announce_when_listening() {
     local protocol=$1 listen_port=$2
-    until python3 -c "import socket; socket.create_connection(('$bind', $listen_port), 1)" 2>/dev/null; do
+    local probe="import socket; socket.create_connection(('$bind', $listen_port), 1)"
+    until python3 -c "$probe" 2>/dev/null; do
         if ! kill -0 "$server" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
             echo "reference-rabbitmq: RabbitMQ did not start its $protocol listener" >&2
             exit 1
@@ -103,4 +120,5 @@ announce_when_listening() {
 }
 announce_when_listening amqp "$port"
 announce_when_listening stomp "$stomp_port"
+[ "$mqtt" = 0 ] || announce_when_listening mqtt "$mqtt_port"
 wait "$server"
