@@ -737,3 +737,70 @@ async fn publisher_over_the_queue_bound_is_blocked_then_unblocked() {
     .await
     .expect("raw publisher task");
 }
+
+const ACCESS_REFUSED: u16 = 403;
+
+#[tokio::test]
+async fn exclusive_consumer_keeps_the_queue_to_itself() {
+    let broker = Broker::start();
+    let connection = connect(&broker).await;
+    let setup = confirm_channel(&connection).await;
+    let queue = "exclusive-consumer";
+    declare_queue(&setup, queue).await;
+    let owner = open_channel(&connection).await;
+    let exclusive = BasicConsumeOptions { exclusive: true, ..BasicConsumeOptions::default() };
+    let mut sole = consume(&owner, queue, "sole", exclusive).await;
+
+    // Anyone else consuming is refused with 403, as RabbitMQ does.
+    let intruder = open_channel(&connection).await;
+    let refused = within(
+        "basic.consume beside an exclusive consumer",
+        intruder.basic_consume(queue, "intruder", BasicConsumeOptions::default(), FieldTable::default()),
+    )
+    .await;
+    assert_reply_code(refused, ACCESS_REFUSED);
+
+    publish_plain(&setup, "", queue, "only for the exclusive consumer").await;
+    let delivery = next_delivery(&mut sole).await;
+    assert_eq!(delivery.data, b"only for the exclusive consumer");
+    ack(&delivery).await;
+
+    // An exclusive consume on a queue that already has a consumer is refused too.
+    let other_queue = "already-consumed";
+    declare_queue(&setup, other_queue).await;
+    let _first = consume(&owner, other_queue, "first", BasicConsumeOptions::default()).await;
+    let late = open_channel(&connection).await;
+    let refused =
+        within("exclusive basic.consume", late.basic_consume(other_queue, "late", exclusive, FieldTable::default()))
+            .await;
+    assert_reply_code(refused, ACCESS_REFUSED);
+}
+
+#[tokio::test]
+async fn config_file_policy_applies_without_queue_arguments() {
+    let broker = Broker::start_with_config(
+        "[[policies]]\nname = \"short\"\npattern = \"^policy\\\\.\"\napply_to = \"queues\"\n\
+         [policies.definition]\nmax-length = 2\nmessage-ttl = 300\n",
+    );
+    let connection = connect(&broker).await;
+    let channel = confirm_channel(&connection).await;
+    let governed = "policy.limited";
+    let free = "unmatched";
+    declare_queue(&channel, governed).await;
+    declare_queue(&channel, free).await;
+    for number in 0..5 {
+        let body = format!("message-{number}");
+        publish_confirmed(&channel, "", governed, body.as_bytes(), BasicProperties::default()).await;
+        publish_confirmed(&channel, "", free, body.as_bytes(), BasicProperties::default()).await;
+    }
+    // The policy's max-length keeps the newest two; the unmatched queue keeps all five.
+    assert_eq!(message_count(&channel, governed).await, 2);
+    assert_eq!(message_count(&channel, free).await, 5);
+    // The policy's message TTL then empties the governed queue.
+    let checker = &channel;
+    poll_until("the policy's TTL expired the governed queue", Duration::from_secs(5), move || async move {
+        message_count(checker, governed).await == 0
+    })
+    .await;
+    assert_eq!(message_count(&channel, free).await, 5);
+}

@@ -555,3 +555,58 @@ def test_expiry_dead_lettered_to_itself_by_default_exchange_is_dropped(connectio
     inbox = Inbox(channel, queue)
     pump_for([connection], QUIET_WINDOW_S)
     assert inbox.bodies == []
+
+
+# -- exclusive consumers ----------------------------------------------------------------------
+
+
+def test_exclusive_consumer_refuses_other_consumers(connect):
+    connection = connect()
+    setup = connection.channel()
+    queue = unique("exclusive-consumer")
+    setup.queue_declare(queue)
+    owner = connection.channel()
+    owner.basic_consume(queue, lambda *_: None, exclusive=True)
+
+    intruder = connect().channel()
+    with pytest.raises(ChannelClosedByBroker) as caught:
+        intruder.basic_consume(queue, lambda *_: None)
+    reply.assert_reply(caught.value, reply.ACCESS_REFUSED)
+
+
+def test_exclusive_consume_refused_while_others_consume(connect):
+    connection = connect()
+    setup = connection.channel()
+    queue = unique("already-consumed")
+    setup.queue_declare(queue)
+    setup.basic_consume(queue, lambda *_: None)
+
+    late = connect().channel()
+    with pytest.raises(ChannelClosedByBroker) as caught:
+        late.basic_consume(queue, lambda *_: None, exclusive=True)
+    reply.assert_reply(caught.value, reply.ACCESS_REFUSED)
+
+
+# -- policies (config file) ------------------------------------------------------------------
+
+
+@pytest.mark.warren_only("policies come from Warren's config file; RabbitMQ sets them with rabbitmqctl")
+def test_config_file_policy_applies_to_matching_queues(connect, start_broker):
+    broker = start_broker(
+        '[[policies]]\nname = "short"\npattern = "^policy\\\\."\napply_to = "queues"\n'
+        "[policies.definition]\nmax-length = 2\nmessage-ttl = 300\n"
+    )
+    channel = connect(on=broker).channel()
+    channel.confirm_delivery()
+    governed, free = unique("policy.limited"), unique("unmatched")
+    for queue in (governed, free):
+        channel.queue_declare(queue)
+    for number in range(5):
+        for queue in (governed, free):
+            channel.basic_publish("", queue, f"message-{number}".encode())
+    # max-length from the policy keeps the newest two; the unmatched queue keeps all five.
+    assert queue_depth(channel, governed) == 2
+    assert queue_depth(channel, free) == 5
+    # message-ttl from the policy then empties the governed queue.
+    wait_for_depth(channel, governed, 0)
+    assert queue_depth(channel, free) == 5

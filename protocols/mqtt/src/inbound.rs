@@ -59,7 +59,7 @@ impl Session {
 
     /// Routes a message through `amq.topic`. QoS 1 and 2 messages are persistent, as RabbitMQ
     /// marks them.
-    pub(crate) fn route(&self, topic: &str, payload: Bytes, qos: QoS) {
+    pub(crate) fn route(&mut self, topic: &str, payload: Bytes, qos: QoS) {
         let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else { return };
         let mut headers = Table::new();
         headers.insert(QOS_HEADER, Value::U8(qos as u8));
@@ -81,6 +81,10 @@ impl Session {
         let message = Arc::new(message);
         for queue in queues {
             queue.enqueue(message.clone());
+            // A queue over its memory bound pauses this publisher, as for AMQP.
+            if queue.is_full() && self.paused_on.is_none() {
+                self.paused_on = Some(queue);
+            }
         }
     }
 

@@ -60,6 +60,9 @@ pub(crate) struct Session {
     pub(crate) incoming_qos2: HashSet<u16>,
     pub(crate) out: BytesMut,
     kick: Arc<Notify>,
+    /// A queue left over its memory bound by our last publish: we read nothing more until it has
+    /// room, so TCP pushes back on the publisher.
+    pub(crate) paused_on: Option<Arc<Queue>>,
 }
 
 /// Serves one client connection until it closes.
@@ -197,6 +200,7 @@ async fn open(
         incoming_qos2: HashSet::new(),
         out: BytesMut::new(),
         kick,
+        paused_on: None,
     };
     let session_present = session.resume(previous.map(|entry| entry.subscriptions));
     session.sync_subscriptions();
@@ -293,10 +297,18 @@ impl Session {
             if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
                 buffer.reserve(READ_CHUNK_BYTES);
             }
+            let paused = self.paused_on.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
                 _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
-                read = reader.read_buf(buffer) => match read {
+                _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
+                    self.paused_on = None;
+                    last_packet = Instant::now();
+                    if let Some(end) = self.process(buffer).or_else(|| self.drain_inbox()) {
+                        return end;
+                    }
+                }
+                read = reader.read_buf(buffer), if paused.is_none() => match read {
                     Ok(0) | Err(_) => return End::Abnormal("socket closed"),
                     Ok(_) => {
                         last_packet = Instant::now();
@@ -312,7 +324,9 @@ impl Session {
                 }
                 _ = keep_alive_check.tick() => {
                     // The spec's grace: one and a half keep-alive periods.
-                    if !self.keep_alive.is_zero() && last_packet.elapsed() > self.keep_alive * 3 / 2 {
+                    // A paused session is silent because we stopped reading it.
+                    let silent = self.paused_on.is_none() && last_packet.elapsed() > self.keep_alive * 3 / 2;
+                    if !self.keep_alive.is_zero() && silent {
                         warn!(client_id = %self.client_id, "keep-alive expired");
                         return End::Abnormal("keep-alive expired");
                     }
@@ -323,7 +337,7 @@ impl Session {
 
     /// Handles every complete packet in the buffer; `Some` when the connection must end.
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
-        loop {
+        while self.paused_on.is_none() {
             match codec::decode(buffer, self.state.config.packet_bytes_max) {
                 Ok(Some(packet)) => {
                     if let Some(end) = self.handle(packet) {
@@ -337,6 +351,7 @@ impl Session {
                 }
             }
         }
+        None
     }
 
     fn handle(&mut self, packet: Packet) -> Option<End> {
@@ -433,6 +448,13 @@ fn packet_name(packet: &Packet) -> &'static str {
         Packet::UnsubAck(_) => "UNSUBACK from a client",
         Packet::PingResp => "PINGRESP from a client",
         _ => "unexpected packet",
+    }
+}
+
+/// Waits until a full queue has room again.
+async fn wait_for_room(queue: Option<&Queue>) {
+    if let Some(queue) = queue {
+        queue.wait_for_room().await;
     }
 }
 

@@ -86,6 +86,10 @@ impl Session {
         let message = Arc::new(message);
         for queue in queues {
             queue.enqueue(message.clone());
+            // A queue over its memory bound pauses this publisher, as for AMQP.
+            if queue.is_full() && self.paused_on.is_none() {
+                self.paused_on = Some(queue);
+            }
         }
         Ok(())
     }

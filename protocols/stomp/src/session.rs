@@ -115,6 +115,9 @@ pub(crate) struct Session {
     pub(crate) out: BytesMut,
     /// How much of a pending frame's body the decoder has searched for its NUL already.
     searched: usize,
+    /// A queue left over its memory bound by our last SEND: we read nothing more until it has
+    /// room, so TCP pushes back on the publisher.
+    pub(crate) paused_on: Option<Arc<Queue>>,
 }
 
 /// Serves one client connection until it closes.
@@ -212,6 +215,7 @@ async fn accept<R: AsyncRead + Unpin>(
         temp_queues: HashMap::new(),
         out: BytesMut::new(),
         searched: 0,
+        paused_on: None,
     };
     Some((session, receive_timeout))
 }
@@ -290,12 +294,21 @@ impl Session {
             if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
                 buffer.reserve(READ_CHUNK_BYTES);
             }
+            let paused = self.paused_on.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.error("broker shutting down", "the broker is shutting down");
                     return End::Close("broker shutting down");
                 }
-                read = reader.read_buf(buffer) => match read {
+                _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
+                    self.paused_on = None;
+                    last_read = Instant::now();
+                    if let Some(end) = self.process(buffer) {
+                        return end;
+                    }
+                    self.drain_inbox();
+                }
+                read = reader.read_buf(buffer), if paused.is_none() => match read {
                     Ok(0) | Err(_) => return End::Close("socket closed"),
                     Ok(_) => {
                         last_read = Instant::now();
@@ -307,7 +320,9 @@ impl Session {
                 },
                 _ = inbox.ready() => self.drain_inbox(),
                 _ = heartbeat_check.tick() => {
-                    if receive_timeout_ms != 0 && last_read.elapsed() > Duration::from_millis(receive_timeout_ms) {
+                    // A paused session is silent because we stopped reading it.
+                    let silent = self.paused_on.is_none() && last_read.elapsed() > Duration::from_millis(receive_timeout_ms);
+                    if receive_timeout_ms != 0 && silent {
                         warn!(peer = %self.peer, "no heart-beat from client");
                         return End::Close("missed heart-beats");
                     }
@@ -318,7 +333,7 @@ impl Session {
 
     /// Handles every complete frame in the buffer; `Some` when the connection must end.
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
-        loop {
+        while self.paused_on.is_none() {
             match codec::decode_resuming(buffer, &self.state.config.limits, self.escaping, &mut self.searched) {
                 Ok(Some(frame)) => {
                     if let Some(end) = self.handle(frame) {
@@ -332,6 +347,7 @@ impl Session {
                 }
             }
         }
+        None
     }
 
     fn handle(&mut self, frame: Frame) -> Option<End> {
@@ -436,6 +452,13 @@ impl Session {
 
 fn transaction_id(frame: &Frame) -> Result<String, (String, String)> {
     frame.header("transaction").map(str::to_owned).ok_or_else(|| ("missing transaction header".into(), String::new()))
+}
+
+/// Waits until a full queue has room again.
+async fn wait_for_room(queue: Option<&Queue>) {
+    if let Some(queue) = queue {
+        queue.wait_for_room().await;
+    }
 }
 
 /// Writes chunks to the socket, and a heart-beat EOL whenever it has been idle for the
