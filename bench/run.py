@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: Warren and RabbitMQ, measured in one run by the same lean client.
+"""Side-by-side benchmark: Warren against RabbitMQ (AMQP, STOMP) and Mosquitto (MQTT), measured
+in one run by the same lean client.
 
 Usage: scripts/bench [--seconds S] [--out BENCHMARKS.md]
 
-Builds the release binaries, installs Debian's rabbitmq-server if it is missing, starts Warren
-and a private RabbitMQ node on free ports, runs every scenario against both, and prints a table
-with throughput, latency, the client's and the broker's CPU, and the Warren/RabbitMQ ratio.
-With --out it rewrites the results section of that file.
+Builds the release binaries, installs Debian's rabbitmq-server and mosquitto if missing, starts
+Warren, a private RabbitMQ node (with its STOMP plugin) and a private Mosquitto on free ports,
+runs every scenario against Warren and its counterpart, measures broker memory for 10,000 idle
+MQTT connections, and prints tables with throughput, latency, CPU and ratios. With --out it
+rewrites the results section of that file.
 """
 
 import argparse
+import asyncio
 import json
+import resource
 import os
 import re
 import shutil
@@ -28,14 +32,34 @@ WARREN = REPO / "target" / "release" / "warren"
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# (label, client arguments). Throughput runs use the in-flight window; latency runs a fixed rate.
-SCENARIOS = [
-    ("16 B, auto-ack", ["--size", "16", "--ack", "auto"]),
-    ("16 B, manual ack, prefetch 100", ["--size", "16", "--ack", "manual", "--prefetch", "100"]),
-    ("1 KiB, auto-ack", ["--size", "1024", "--ack", "auto"]),
-    ("1 KiB, manual ack, prefetch 100", ["--size", "1024", "--ack", "manual", "--prefetch", "100"]),
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+# (label, client arguments, measure latency). Throughput runs use the in-flight window; latency
+# runs a fixed rate. Fan-out runs count deliveries (one publish reaches every subscriber).
+AMQP_SCENARIOS = [
+    ("16 B, auto-ack", ["--protocol", "amqp", "--size", "16", "--ack", "auto"], True),
+    ("16 B, manual ack, prefetch 100", ["--protocol", "amqp", "--size", "16", "--ack", "manual", "--prefetch", "100"], True),
+    ("1 KiB, auto-ack", ["--protocol", "amqp", "--size", "1024", "--ack", "auto"], True),
+    ("1 KiB, manual ack, prefetch 100", ["--protocol", "amqp", "--size", "1024", "--ack", "manual", "--prefetch", "100"], True),
+]
+MQTT_FANOUT = ["--subscribers", "100", "--window", "2000"]
+MQTT_SCENARIOS = [
+    ("16 B, QoS 0, 1 to 1", ["--protocol", "mqtt", "--size", "16", "--qos", "0"], True),
+    ("16 B, QoS 1, 1 to 1", ["--protocol", "mqtt", "--size", "16", "--qos", "1"], True),
+    ("1 KiB, QoS 0, 1 to 1", ["--protocol", "mqtt", "--size", "1024", "--qos", "0"], True),
+    ("1 KiB, QoS 1, 1 to 1", ["--protocol", "mqtt", "--size", "1024", "--qos", "1"], True),
+    ("16 B, QoS 0, 1 to 100", ["--protocol", "mqtt", "--size", "16", "--qos", "0", *MQTT_FANOUT], False),
+    ("16 B, QoS 1, 1 to 100", ["--protocol", "mqtt", "--size", "16", "--qos", "1", *MQTT_FANOUT], False),
+    ("1 KiB, QoS 0, 1 to 100", ["--protocol", "mqtt", "--size", "1024", "--qos", "0", *MQTT_FANOUT], False),
+    ("1 KiB, QoS 1, 1 to 100", ["--protocol", "mqtt", "--size", "1024", "--qos", "1", *MQTT_FANOUT], False),
+]
+STOMP_SCENARIOS = [
+    ("16 B, ack auto", ["--protocol", "stomp", "--size", "16", "--ack", "auto"], True),
+    ("16 B, client-individual, prefetch 100", ["--protocol", "stomp", "--size", "16", "--ack", "manual", "--prefetch", "100"], True),
+    ("1 KiB, ack auto", ["--protocol", "stomp", "--size", "1024", "--ack", "auto"], True),
 ]
 LATENCY_RATE = 5000
+IDLE_CONNECTIONS = 10_000
 
 
 def free_port():
@@ -62,6 +86,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def ensure_mosquitto():
+    if MOSQUITTO.exists():
+        return
+    print("installing mosquitto (Debian package)", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    # The package starts a system broker on 1883; stop it so ports stay ours.
+    subprocess.run(["systemctl", "stop", "mosquitto"], check=False, capture_output=True)
+    subprocess.run(["service", "mosquitto", "stop"], check=False, capture_output=True)
+
+
 def ensure_rabbitmq():
     if RABBIT.exists():
         return
@@ -79,12 +114,15 @@ class Warren:
 
     def __init__(self, workdir):
         self.port = free_port()
+        self.ports = {"amqp": self.port, "mqtt": free_port(), "stomp": free_port()}
         self.log = open(workdir / "warren.log", "w")
         self.process = subprocess.Popen(
-            [str(WARREN), "--amqp-port", str(self.port), "--mqtt-port", "0", "--stomp-port", "0", "--http-port", "0", "--bind", "127.0.0.1",
+            [str(WARREN), "--amqp-port", str(self.port), "--mqtt-port", str(self.ports["mqtt"]),
+             "--stomp-port", str(self.ports["stomp"]), "--http-port", "0", "--bind", "127.0.0.1",
              "--data-dir", str(workdir / "warren-data"), "--log-level", "warn"],
             stderr=self.log)
-        wait_for_port(self.port, self.process, 20)
+        for port in self.ports.values():
+            wait_for_port(port, self.process, 20)
         self.pid = self.process.pid
 
     def stop(self):
@@ -97,9 +135,11 @@ class RabbitMQ:
 
     def __init__(self, workdir):
         self.port = free_port()
+        self.ports = {"amqp": self.port, "stomp": free_port()}
         data = workdir / "rabbitmq"
         data.mkdir()
-        (data / "enabled_plugins").write_text("[].")
+        (data / "enabled_plugins").write_text("[rabbitmq_stomp].")
+        (data / "rabbitmq.conf").write_text(f"stomp.listeners.tcp.1 = 127.0.0.1:{self.ports['stomp']}\n")
         node = f"warren-bench-{self.port}@localhost"
         env = {
             **os.environ,
@@ -111,11 +151,13 @@ class RabbitMQ:
             "RABBITMQ_LOG_BASE": str(data / "log"),
             "RABBITMQ_PID_FILE": str(data / "rabbitmq.pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(data / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(data / "rabbitmq.conf"),
         }
         self.log = open(workdir / "rabbitmq.log", "w")
         self.process = subprocess.Popen([str(RABBIT)], env=env, stdout=self.log, stderr=self.log)
         try:
             wait_for_port(self.port, self.process, 90)
+            wait_for_port(self.ports["stomp"], self.process, 60)
             # The Erlang VM (beam.smp) writes its pid here; measure its CPU.
             pid_file = data / "rabbitmq.pid"
             deadline = time.monotonic() + 30
@@ -142,10 +184,35 @@ class RabbitMQ:
                 pass
 
 
+class Mosquitto:
+    name = "Mosquitto"
+
+    def __init__(self, workdir):
+        port = free_port()
+        self.ports = {"mqtt": port}
+        config = workdir / "mosquitto.conf"
+        # Defaults otherwise, but no persistence and no per-client queue cap (Warren's queues are
+        # bounded by bytes instead), so fan-out runs lose nothing on either broker.
+        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                          "max_queued_messages 0\nlog_type error\n")
+        self.log = open(workdir / "mosquitto.log", "w")
+        self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stdout=self.log, stderr=self.log)
+        wait_for_port(port, self.process, 20)
+        self.pid = self.process.pid
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 def run_client(broker, arguments, seconds):
+    protocol = arguments[arguments.index("--protocol") + 1]
     before = cpu_seconds(broker.pid)
     result = subprocess.run(
-        [str(BENCH), "--addr", f"127.0.0.1:{broker.port}", "--seconds", str(seconds), *arguments],
+        [str(BENCH), "--addr", f"127.0.0.1:{broker.ports[protocol]}", "--seconds", str(seconds), *arguments],
         capture_output=True, text=True, timeout=seconds + 60)
     after = cpu_seconds(broker.pid)
     if result.returncode != 0:
@@ -156,34 +223,94 @@ def run_client(broker, arguments, seconds):
     return figures
 
 
-def measure(broker, seconds):
+def measure(broker, scenarios, seconds):
     results = {}
-    for label, arguments in SCENARIOS:
+    for label, arguments, with_latency in scenarios:
         throughput = run_client(broker, arguments, seconds)
-        latency = run_client(broker, arguments + ["--rate", str(LATENCY_RATE)], max(2.0, seconds / 2))
+        latency = (run_client(broker, arguments + ["--rate", str(LATENCY_RATE)], max(2.0, seconds / 2))
+                   if with_latency else None)
         results[label] = (throughput, latency)
-        print(f"  {broker.name:8} {label:34} {throughput['msgs_per_s']:>10,.0f} msg/s  "
-              f"p50 {latency['p50_us']:7.1f} us  p99 {latency['p99_us']:7.1f} us", file=sys.stderr)
+        tail = f"p50 {latency['p50_us']:7.1f} us  p99 {latency['p99_us']:7.1f} us" if latency else ""
+        print(f"  {broker.name:9} {label:38} {throughput['msgs_per_s']:>10,.0f} msg/s  {tail}", file=sys.stderr)
     return results
 
 
-def table(warren, rabbit, seconds):
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def mqtt_connect_packet(client_id):
+    def string(text):
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+    # MQTT 3.1.1 CONNECT: username, password and clean session set; keep-alive 0 (idle forever).
+    variable = string("MQTT") + bytes([4, 0xC2, 0, 0])
+    payload = string(client_id) + string("guest") + string("guest")
+    remaining = len(variable) + len(payload)
+    length = bytearray()
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        length.append(byte | (0x80 if remaining else 0))
+        if not remaining:
+            break
+    return bytes([0x10]) + bytes(length) + variable + payload
+
+
+async def open_idle_connections(port, count):
+    limit = asyncio.Semaphore(256)
+    writers = []
+
+    async def one(index):
+        async with limit:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(mqtt_connect_packet(f"idle-{index}"))
+            await writer.drain()
+            connack = await asyncio.wait_for(reader.readexactly(4), 30)
+            if connack[3] != 0:
+                raise RuntimeError(f"CONNECT refused: {connack!r}")
+            writers.append(writer)
+
+    await asyncio.gather(*(one(index) for index in range(count)))
+    return writers
+
+
+def idle_connection_memory(broker):
+    """Broker memory per idle MQTT connection: RSS with 10,000 connected clients minus before."""
+    before = rss_kib(broker.pid)
+
+    async def run():
+        writers = await open_idle_connections(broker.ports["mqtt"], IDLE_CONNECTIONS)
+        await asyncio.sleep(1)  # let the broker settle after the burst before reading its RSS
+        after = rss_kib(broker.pid)
+        for writer in writers:
+            writer.close()
+        return after
+
+    after = asyncio.run(run())
+    per_connection = (after - before) / IDLE_CONNECTIONS
+    print(f"  {broker.name:9} {IDLE_CONNECTIONS:,} idle MQTT connections: {per_connection:.1f} KiB each "
+          f"({before:,} -> {after:,} KiB)", file=sys.stderr)
+    return {"before_kib": before, "after_kib": after, "per_connection_kib": per_connection}
+
+
+def table(title, scenarios, warren, other, other_name):
     lines = [
-        f"Throughput: one producer and one consumer connection, one queue, {seconds:g} s measured "
-        f"after 1 s of warm-up, at most 20,000 messages in flight. Latency: publish-to-deliver at a "
-        f"fixed {LATENCY_RATE:,} msg/s. CPU: seconds of CPU over the throughput run (client: "
-        f"measured interval; broker: whole run).",
+        f"### {title}",
         "",
-        "| scenario | Warren msg/s | RabbitMQ msg/s | ratio | Warren p50 / p99 µs | RabbitMQ p50 / p99 µs "
-        "| Warren CPU (client / broker) s | RabbitMQ CPU (client / broker) s |",
+        f"| scenario | Warren msg/s | {other_name} msg/s | ratio | Warren p50 / p99 µs | {other_name} p50 / p99 µs "
+        f"| Warren CPU (client / broker) s | {other_name} CPU (client / broker) s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, _ in SCENARIOS:
-        (w, wl), (r, rl) = warren[label], rabbit[label]
+    for label, _, _ in scenarios:
+        (w, wl), (r, rl) = warren[label], other[label]
         ratio = w["msgs_per_s"] / r["msgs_per_s"] if r["msgs_per_s"] else float("inf")
+        latency = lambda figures: f"{figures['p50_us']:.0f} / {figures['p99_us']:.0f}" if figures else "-"
         lines.append(
             f"| {label} | {w['msgs_per_s']:,.0f} | {r['msgs_per_s']:,.0f} | {ratio:.2f}x "
-            f"| {wl['p50_us']:.0f} / {wl['p99_us']:.0f} | {rl['p50_us']:.0f} / {rl['p99_us']:.0f} "
+            f"| {latency(wl)} | {latency(rl)} "
             f"| {w['client_cpu_s']:.1f} / {w['broker_cpu_s']:.1f} "
             f"| {r['client_cpu_s']:.1f} / {r['broker_cpu_s']:.1f} |")
     return "\n".join(lines)
@@ -201,26 +328,56 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    # 10,000 idle connections need as many descriptors, in the brokers (who inherit this) and here.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "warren", "-p", "warren-bench"],
                    cwd=REPO, check=True)
     ensure_rabbitmq()
+    ensure_mosquitto()
     workdir = Path(tempfile.mkdtemp(prefix="warren-bench-"))
-    results = {}
+    results, memory = {}, {}
+    plan = [
+        (Warren, [("AMQP", AMQP_SCENARIOS), ("MQTT", MQTT_SCENARIOS), ("STOMP", STOMP_SCENARIOS)], True),
+        (RabbitMQ, [("AMQP", AMQP_SCENARIOS), ("STOMP", STOMP_SCENARIOS)], False),
+        (Mosquitto, [("MQTT", MQTT_SCENARIOS)], True),
+    ]
     try:
-        for kind in (Warren, RabbitMQ):
+        for kind, groups, idle in plan:
             broker = kind(workdir)
             try:
-                results[kind.name] = measure(broker, args.seconds)
+                for protocol, scenarios in groups:
+                    results[(kind.name, protocol)] = measure(broker, scenarios, args.seconds)
+                if idle:
+                    memory[kind.name] = idle_connection_memory(broker)
             finally:
                 broker.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     host = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    rabbit_version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
-                                    capture_output=True, text=True).stdout.strip()
-    text = (f"Measured {when} on {host}; RabbitMQ {rabbit_version} (Debian package, default "
-            f"settings); Warren release build.\n\n" + table(results["Warren"], results["RabbitMQ"], args.seconds))
+    version = lambda package: subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                                             capture_output=True, text=True).stdout.strip()
+    sections = [
+        f"Measured {when} on {host}; RabbitMQ {version('rabbitmq-server')} and Mosquitto "
+        f"{version('mosquitto')} (Debian packages, defaults but for private ports, RabbitMQ's STOMP "
+        f"plugin, and Mosquitto without persistence or a per-client queue cap); Warren release "
+        f"build. {args.seconds:g} s measured per throughput run after 1 s of warm-up, at most 20,000 "
+        f"messages in flight (2,000 per subscriber for fan-out); latency at a fixed "
+        f"{LATENCY_RATE:,} msg/s; fan-out rows count deliveries. CPU: seconds over the throughput "
+        f"run (client: measured interval; broker: whole run).",
+        table("AMQP 0-9-1: Warren and RabbitMQ", AMQP_SCENARIOS, results[("Warren", "AMQP")],
+              results[("RabbitMQ", "AMQP")], "RabbitMQ"),
+        table("MQTT 3.1.1: Warren and Mosquitto", MQTT_SCENARIOS, results[("Warren", "MQTT")],
+              results[("Mosquitto", "MQTT")], "Mosquitto"),
+        table("STOMP 1.2: Warren and RabbitMQ's STOMP plugin", STOMP_SCENARIOS, results[("Warren", "STOMP")],
+              results[("RabbitMQ", "STOMP")], "RabbitMQ"),
+        "### Memory for idle MQTT connections\n\n| broker | RSS before | RSS with 10,000 idle "
+        "connections | per connection |\n|---|---:|---:|---:|\n" + "\n".join(
+            f"| {name} | {figures['before_kib']:,} KiB | {figures['after_kib']:,} KiB | "
+            f"{figures['per_connection_kib']:.1f} KiB |" for name, figures in memory.items()),
+    ]
+    text = "\n\n".join(sections)
     print(text)
     if args.out:
         write_results(args.out, text)

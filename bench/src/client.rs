@@ -119,15 +119,8 @@ impl Client {
         let started = Instant::now();
         let mut sent: u64 = 0;
         while !shared.stop_publishing.load(Ordering::Acquire) {
-            let allowed = if options.rate == 0 {
-                let in_flight = sent - shared.received.load(Ordering::Acquire);
-                options.window.saturating_sub(in_flight).min(PUBLISH_BATCH)
-            } else {
-                let due = (started.elapsed().as_secs_f64() * options.rate as f64) as u64;
-                due.saturating_sub(sent).min(PUBLISH_BATCH)
-            };
+            let allowed = crate::allowance(options, shared, sent, started, PUBLISH_BATCH);
             if allowed == 0 {
-                std::thread::sleep(Duration::from_micros(if options.rate == 0 { 20 } else { 100 }));
                 continue;
             }
             out.clear();

@@ -8,6 +8,8 @@
 //! runs publish at a fixed `--rate` and report p50/p99 of publish-to-consume time.
 
 mod client;
+mod mqtt;
+mod stomp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,43 +44,61 @@ pub struct Options {
     /// Publish with delivery_mode 2 (persistent).
     #[arg(long)]
     pub persistent: bool,
+    /// `amqp`, `mqtt` or `stomp`.
+    #[arg(long, default_value = "amqp")]
+    pub protocol: String,
+    /// MQTT QoS of publishes and subscriptions (0 or 1).
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// Consumer connections, each receiving every message (MQTT fan-out); 1 elsewhere.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: u64,
 }
 
-/// What the two threads share.
+/// What the threads share.
 pub struct Shared {
     pub epoch: Instant,
     pub sent: AtomicU64,
+    /// Deliveries counted across all consumers.
     pub received: AtomicU64,
+    /// Consumers each expected to receive every message.
+    pub subscribers: u64,
     pub stop_publishing: AtomicBool,
     pub stop_consuming: AtomicBool,
+}
+
+impl Shared {
+    /// Messages published but not yet delivered to every consumer.
+    pub fn in_flight(&self, sent: u64) -> u64 {
+        sent.saturating_sub(self.received.load(Ordering::Acquire) / self.subscribers)
+    }
+}
+
+/// The threads of one run.
+pub struct Running {
+    pub producer: std::thread::JoinHandle<()>,
+    /// Each returns its publish-to-deliver latencies in nanoseconds.
+    pub consumers: Vec<std::thread::JoinHandle<Vec<u64>>>,
+    pub cleanup: Box<dyn FnOnce() + Send>,
 }
 
 fn main() {
     let options = Options::parse();
     assert!(options.size >= 8, "--size must be at least 8");
+    let subscribers = if options.protocol == "mqtt" { options.subscribers.max(1) } else { 1 };
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
+        subscribers,
         stop_publishing: AtomicBool::new(false),
         stop_consuming: AtomicBool::new(false),
     });
-    let queue = format!("warren-bench-{}", std::process::id());
-    let mut consumer = client::Client::connect(&options.addr).expect("consumer connects");
-    consumer.declare_queue(&queue, options.persistent).expect("queue declared");
-    let producer = client::Client::connect(&options.addr).expect("producer connects");
-
-    let consumer_thread = {
-        let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
-        std::thread::spawn(move || consumer.consume(&queue, &options, &shared).expect("consumer runs"))
-    };
-    let producer_thread = {
-        let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
-        std::thread::spawn(move || {
-            let mut producer = producer;
-            producer.publish_loop(&queue, &options, &shared).expect("producer runs");
-            producer
-        })
+    let running = match options.protocol.as_str() {
+        "amqp" => start_amqp(&options, &shared),
+        "mqtt" => mqtt::start(&options, &shared),
+        "stomp" => stomp::start(&options, &shared),
+        other => panic!("unknown --protocol {other}"),
     };
 
     // One second of warm-up, then the measured interval.
@@ -92,22 +112,28 @@ fn main() {
     let cpu = process_cpu_seconds() - cpu_start;
 
     shared.stop_publishing.store(true, Ordering::Release);
-    let mut producer = producer_thread.join().expect("producer thread");
-    // Let the consumer catch up with what was sent, bounded.
+    running.producer.join().expect("producer thread");
+    // Let the consumers catch up with what was sent, bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.received.load(Ordering::Acquire) < shared.sent.load(Ordering::Acquire) && Instant::now() < deadline {
+    while shared.in_flight(shared.sent.load(Ordering::Acquire)) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     shared.stop_consuming.store(true, Ordering::Release);
-    let latencies = consumer_thread.join().expect("consumer thread");
-    let _ = producer.delete_queue(&queue);
+    let mut latencies = Vec::new();
+    for consumer in running.consumers {
+        latencies.extend(consumer.join().expect("consumer thread"));
+    }
+    (running.cleanup)();
 
     let rate = (received_end - received_start) as f64 / elapsed;
     let (p50, p99) = percentiles(latencies);
     println!(
-        "{{\"size\":{},\"ack\":\"{}\",\"prefetch\":{},\"target_rate\":{},\"msgs_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"client_cpu_s\":{:.2},\"seconds\":{:.2},\"sent\":{},\"received\":{}}}",
+        "{{\"protocol\":\"{}\",\"size\":{},\"ack\":\"{}\",\"qos\":{},\"subscribers\":{},\"prefetch\":{},\"target_rate\":{},\"msgs_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"client_cpu_s\":{:.2},\"seconds\":{:.2},\"sent\":{},\"received\":{}}}",
+        options.protocol,
         options.size,
         options.ack,
+        options.qos,
+        subscribers,
         options.prefetch,
         options.rate,
         rate,
@@ -118,6 +144,55 @@ fn main() {
         shared.sent.load(Ordering::Acquire),
         shared.received.load(Ordering::Acquire),
     );
+}
+
+fn start_amqp(options: &Options, shared: &Arc<Shared>) -> Running {
+    let queue = format!("warren-bench-{}", std::process::id());
+    let mut consumer = client::Client::connect(&options.addr).expect("consumer connects");
+    consumer.declare_queue(&queue, options.persistent).expect("queue declared");
+    let mut producer = client::Client::connect(&options.addr).expect("producer connects");
+    let consumer_thread = {
+        let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
+        std::thread::spawn(move || consumer.consume(&queue, &options, &shared).expect("consumer runs"))
+    };
+    let producer_thread = {
+        let (shared, options, queue) = (shared.clone(), options.clone(), queue.clone());
+        std::thread::spawn(move || producer.publish_loop(&queue, &options, &shared).expect("producer runs"))
+    };
+    let addr = options.addr.clone();
+    let cleanup = Box::new(move || {
+        if let Ok(mut client) = client::Client::connect(&addr) {
+            let _ = client.delete_queue(&queue);
+        }
+    });
+    Running { producer: producer_thread, consumers: vec![consumer_thread], cleanup }
+}
+
+/// Sleeps briefly when the producer may not send: the window is full, or it is ahead of its
+/// rate. Returns how many it may send now, at most `batch`.
+pub fn allowance(options: &Options, shared: &Shared, sent: u64, started: Instant, batch: u64) -> u64 {
+    let allowed = if options.rate == 0 {
+        options.window.saturating_sub(shared.in_flight(sent)).min(batch)
+    } else {
+        let due = (started.elapsed().as_secs_f64() * options.rate as f64) as u64;
+        due.saturating_sub(sent).min(batch)
+    };
+    if allowed == 0 {
+        std::thread::sleep(Duration::from_micros(if options.rate == 0 { 20 } else { 100 }));
+    }
+    allowed
+}
+
+/// Nanoseconds since the run began, written into each body's first 8 bytes.
+pub fn stamp(shared: &Shared, body: &mut [u8]) {
+    let now = shared.epoch.elapsed().as_nanos() as u64;
+    body[..8].copy_from_slice(&now.to_le_bytes());
+}
+
+/// The latency of a received body, from its stamp.
+pub fn latency(shared: &Shared, body: &[u8]) -> Option<u64> {
+    let sent_at = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    Some((shared.epoch.elapsed().as_nanos() as u64).saturating_sub(sent_at))
 }
 
 /// Median and 99th percentile, in microseconds, of the measured latencies (nanoseconds).

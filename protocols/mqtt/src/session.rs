@@ -28,7 +28,6 @@ use crate::state::{MqttState, SessionEntry, SessionKey};
 
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Why a connection ends; only a client's DISCONNECT suppresses the last will.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +72,7 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     let (chunks, chunk_receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
     let writer_task = tokio::spawn(write_loop(writer, chunk_receiver));
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buffer = warren_net::ReadSizer::buffer();
     let connection = state.broker.next_connection_id().0;
     let Some(mut session) = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection).await else {
         drop(chunks);
@@ -285,6 +284,7 @@ impl Session {
         let inbox = self.inbox.clone();
         let kick = self.kick.clone();
         let mut last_packet = Instant::now();
+        let mut sizer = warren_net::ReadSizer::new();
         let mut keep_alive_check = tokio::time::interval(Duration::from_millis(500));
         // Packets that arrived with CONNECT.
         if let Some(end) = self.process(buffer) {
@@ -294,9 +294,7 @@ impl Session {
             if !self.out.is_empty() && chunks.send(self.out.split().freeze()).await.is_err() {
                 return End::Abnormal("writer closed");
             }
-            if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
-                buffer.reserve(READ_CHUNK_BYTES);
-            }
+            sizer.prepare(buffer);
             let paused = self.paused_on.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
@@ -310,7 +308,8 @@ impl Session {
                 }
                 read = reader.read_buf(buffer), if paused.is_none() => match read {
                     Ok(0) | Err(_) => return End::Abnormal("socket closed"),
-                    Ok(_) => {
+                    Ok(read) => {
+                        sizer.observe(read);
                         last_packet = Instant::now();
                         if let Some(end) = self.process(buffer).or_else(|| self.drain_inbox()) {
                             return end;

@@ -16,7 +16,9 @@ use warren_core::Broker;
 pub struct MqttConfig {
     /// The largest packet accepted: 16 MiB, well above what devices send and far below memory.
     pub packet_bytes_max: usize,
-    /// Unacknowledged QoS 1 deliveries per session, as RabbitMQ's `mqtt.prefetch` (10).
+    /// Unacknowledged QoS 1 deliveries per session: 20, Mosquitto's `max_inflight_messages`
+    /// default (RabbitMQ's `mqtt.prefetch` is 10). The window bounds QoS 1 throughput to about
+    /// window / round-trip time.
     pub prefetch: u32,
     /// How long a client has to send CONNECT after opening the socket.
     pub connect_timeout: Duration,
@@ -30,7 +32,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             packet_bytes_max: 16 * 1024 * 1024,
-            prefetch: 10,
+            prefetch: 20,
             connect_timeout: Duration::from_secs(10),
             allow_anonymous: false,
             retained_max: 100_000,

@@ -83,7 +83,6 @@ const WRITE_QUEUE_CHUNKS: usize = 8;
 /// frames and `TRANSACTION_BYTES_MAX` body bytes (as AMQP transactions are).
 const TRANSACTIONS_OPEN_MAX: usize = 16;
 const TRANSACTION_BYTES_MAX: usize = 128 * 1024 * 1024;
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Each session's id, unique per broker run, reported in CONNECTED.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -129,7 +128,7 @@ where
     let (chunks, chunk_receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
     let heartbeat = Arc::new(AtomicU64::new(0));
     let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat.clone()));
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buffer = warren_net::ReadSizer::buffer();
     let connection = state.broker.next_connection_id().0;
     let accepted = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection, &heartbeat).await;
     if let Some((mut session, receive_timeout)) = accepted {
@@ -283,6 +282,7 @@ impl Session {
         let shutdown = self.state.broker.shutdown().clone();
         let inbox = self.inbox.clone();
         let mut last_read = Instant::now();
+        let mut sizer = warren_net::ReadSizer::new();
         let mut heartbeat_check = tokio::time::interval(Duration::from_millis(500));
         if let Some(end) = self.process(buffer) {
             return end;
@@ -291,9 +291,7 @@ impl Session {
             if !self.out.is_empty() && chunks.send(self.out.split().freeze()).await.is_err() {
                 return End::Close("writer closed");
             }
-            if buffer.capacity() - buffer.len() < READ_CHUNK_BYTES / 4 {
-                buffer.reserve(READ_CHUNK_BYTES);
-            }
+            sizer.prepare(buffer);
             let paused = self.paused_on.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -310,7 +308,8 @@ impl Session {
                 }
                 read = reader.read_buf(buffer), if paused.is_none() => match read {
                     Ok(0) | Err(_) => return End::Close("socket closed"),
-                    Ok(_) => {
+                    Ok(read) => {
+                        sizer.observe(read);
                         last_read = Instant::now();
                         if let Some(end) = self.process(buffer) {
                             return end;
