@@ -140,7 +140,9 @@ fn consume_loop(mut connection: Connection, shared: &Shared, manual: bool) -> Ve
                     codec::encode(&Frame::new("ACK").with("id", id), Escaping::Stomp12, &mut acks);
                 }
             }
-            if connection.buffer.is_empty() {
+            // Only heart-beat EOLs left (RabbitMQ ends every frame with NUL and an EOL): send
+            // the acks now rather than wait for more input that waits for them.
+            if connection.buffer.iter().all(|byte| matches!(byte, b'\n' | b'\r')) {
                 break;
             }
         }
