@@ -67,6 +67,8 @@ pub struct MqttSection {
     pub packet_bytes_max: usize,
     /// Unacknowledged QoS 1 deliveries per session.
     pub prefetch: u32,
+    /// Seconds a persistent session is kept without its client.
+    pub session_expiry_seconds: u64,
 }
 
 impl Default for MqttSection {
@@ -77,6 +79,7 @@ impl Default for MqttSection {
             allow_anonymous: defaults.allow_anonymous,
             packet_bytes_max: defaults.packet_bytes_max,
             prefetch: defaults.prefetch,
+            session_expiry_seconds: defaults.session_expiry.as_secs(),
         }
     }
 }
@@ -254,6 +257,8 @@ impl Config {
             allow_anonymous: self.mqtt.allow_anonymous,
             packet_bytes_max: self.mqtt.packet_bytes_max,
             prefetch: self.mqtt.prefetch.max(1),
+            // x-expires accepts at most 2^32-1 ms (about 49 days).
+            session_expiry: std::time::Duration::from_secs(self.mqtt.session_expiry_seconds.clamp(1, 4_294_967)),
             ..Default::default()
         }
     }

@@ -132,11 +132,18 @@ impl Session {
         let queue = match &self.queue {
             Some(queue) => queue.clone(),
             None => {
+                // A persistent session's queue expires after `session_expiry` without its client,
+                // so sessions that never come back do not hold messages for ever.
+                let mut arguments = Table::new();
+                if !self.clean_session {
+                    let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);
+                    arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
+                }
                 let options = QueueOptions {
                     durability: if self.clean_session { Durability::Transient } else { Durability::Durable },
                     exclusive_owner: None,
                     auto_delete: false,
-                    arguments: Table::new(),
+                    arguments,
                 };
                 let declared = self.vhost.declare_queue(
                     &self.queue_name(),

@@ -26,6 +26,10 @@ pub struct MqttConfig {
     pub allow_anonymous: bool,
     /// The most retained messages per vhost: each is a topic's last message, kept in memory.
     pub retained_max: usize,
+    /// How long a persistent session (clean_session=false) is kept without its client: one day,
+    /// RabbitMQ's default maximum session expiry. (`x-expires` on the session queue; the
+    /// longest `x-expires` accepts is about 49 days.)
+    pub session_expiry: Duration,
 }
 
 impl Default for MqttConfig {
@@ -36,6 +40,7 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             allow_anonymous: false,
             retained_max: 100_000,
+            session_expiry: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

@@ -279,6 +279,24 @@ impl Session {
         Ok(())
     }
 
+    /// Checks that a frame held in a transaction would apply: its destination parses (and names
+    /// an existing exchange), or its ack id is unacknowledged.
+    pub(crate) fn check_transactional(&self, frame: &Frame) -> Handled {
+        if frame.command == "SEND" {
+            let destination = Destination::of(frame).map_err(|error| failure("invalid destination", error))?;
+            if let Destination::Exchange { exchange, .. } = &destination {
+                self.vhost.exchange(&ExchangeName::new(exchange)).map_err(|error| failure("not_found", error))?;
+            }
+            return Ok(());
+        }
+        let id_header = if self.version == crate::session::Version::V12 { "id" } else { "message-id" };
+        let id = frame.header(id_header).and_then(|id| id.parse::<u64>().ok());
+        match id {
+            Some(id) if self.unacked.iter().any(|entry| entry.ack_id == id) => Ok(()),
+            _ => Err(failure("invalid ack id", frame.header(id_header).unwrap_or("(none)"))),
+        }
+    }
+
     pub(crate) fn ack(&mut self, frame: &Frame) -> Handled {
         if self.in_transaction(frame)? {
             return Ok(());

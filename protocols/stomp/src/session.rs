@@ -417,6 +417,10 @@ impl Session {
     fn commit(&mut self, frame: &Frame) -> Result<(), (String, String)> {
         let id = transaction_id(frame)?;
         let frames = self.transactions.remove(&id).ok_or_else(|| ("unknown transaction".to_owned(), id))?;
+        // A transaction is all or nothing: every frame is checked before any takes effect.
+        for frame in &frames {
+            self.check_transactional(frame)?;
+        }
         for frame in frames {
             match frame.command.as_str() {
                 "SEND" => self.route(&frame)?,
