@@ -70,10 +70,14 @@ pub enum CodecError {
     MissingNul,
 }
 
-/// Whether header values are escaped: STOMP 1.1 and 1.2, except in CONNECT/CONNECTED.
+/// How header values are escaped, by version; never in CONNECT/CONNECTED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Escaping {
+    /// STOMP 1.0: no escapes.
     None,
+    /// STOMP 1.1: `\n`, `\c` and `\\`.
+    Stomp11,
+    /// STOMP 1.2: 1.1's, and `\r`.
     Stomp12,
 }
 
@@ -217,9 +221,10 @@ fn unescape(text: &str, escaping: Escaping) -> Result<String, CodecError> {
         }
         out.push(match chars.next() {
             Some('n') => '\n',
-            Some('r') => '\r',
+            Some('r') if escaping == Escaping::Stomp12 => '\r',
             Some('c') => ':',
             Some('\\') => '\\',
+            // Undefined escapes (and `\r` before 1.2) are fatal, as the spec requires.
             _ => return Err(CodecError::BadEscape),
         });
     }
@@ -241,7 +246,9 @@ fn escape(text: &str, escaping: Escaping, out: &mut BytesMut) {
     for character in text.chars() {
         match character {
             '\n' => out.put_slice(b"\\n"),
-            '\r' => out.put_slice(b"\\r"),
+            '\r' if escaping == Escaping::Stomp12 => out.put_slice(b"\\r"),
+            // STOMP 1.1 has no escape for CR: replaced, as in 1.0, rather than corrupt the frame.
+            '\r' => out.put_u8(b' '),
             ':' => out.put_slice(b"\\c"),
             '\\' => out.put_slice(b"\\\\"),
             other => out.put_slice(other.encode_utf8(&mut [0; 4]).as_bytes()),
@@ -303,6 +310,19 @@ mod tests {
         assert_eq!(frame.command, "SEND");
         assert_eq!(frame.header("destination"), Some("/topic/x"));
         assert_eq!(&frame.body[..], b"hello");
+    }
+
+    #[test]
+    fn carriage_return_escapes_only_in_1_2() {
+        let frame = Frame::new("MESSAGE").with("k", "a\rb");
+        let mut stomp12 = BytesMut::new();
+        encode(&frame, Escaping::Stomp12, &mut stomp12);
+        assert!(stomp12.windows(2).any(|pair| pair == b"\\r"));
+        let mut stomp11 = BytesMut::new();
+        encode(&frame, Escaping::Stomp11, &mut stomp11);
+        assert!(!stomp11.windows(2).any(|pair| pair == b"\\r"));
+        let mut input = BytesMut::from(&b"SEND\nk:a\\rb\n\n\0"[..]);
+        assert_eq!(decode(&mut input, &Limits::default(), Escaping::Stomp11), Err(CodecError::BadEscape));
     }
 
     #[test]

@@ -203,7 +203,11 @@ async fn accept<R: AsyncRead + Unpin>(
         peer,
         connection,
         version,
-        escaping: if version == Version::V10 { Escaping::None } else { Escaping::Stomp12 },
+        escaping: match version {
+            Version::V10 => Escaping::None,
+            Version::V11 => Escaping::Stomp11,
+            Version::V12 => Escaping::Stomp12,
+        },
         vhost,
         inbox: Inbox::new(warren_core::limits::INBOX_CAPACITY),
         subscriptions: HashMap::new(),
