@@ -2,6 +2,7 @@
 //! shuts down politely on SIGTERM or SIGINT.
 
 mod config;
+mod definitions;
 mod http;
 mod listener;
 
@@ -68,6 +69,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     let broker_config = BrokerConfig { queue_ready_bytes_max: config.queue_ready_bytes_max, ..BrokerConfig::default() };
     let broker = Broker::new(broker_config, users, shutdown.clone());
     apply_policies(&config, &broker)?;
+    restore_definitions(&config, &broker)?;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());
@@ -101,6 +103,34 @@ async fn run(config: Config) -> std::io::Result<()> {
         error!("connections did not close within the grace period");
     }
     info!("stopped");
+    Ok(())
+}
+
+/// Recreates the stored durable definitions, then stores them again after every change.
+fn restore_definitions(config: &Config, broker: &Arc<Broker>) -> std::io::Result<()> {
+    let file = definitions::path(&config.data_dir);
+    let invalid = |error: definitions::DefinitionsError| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+    if let Some(stored) = definitions::load(&file).map_err(invalid)? {
+        for failure in broker.restore(&stored) {
+            error!(%failure, "a stored definition could not be restored");
+        }
+        info!(
+            exchanges = stored.exchanges.len(),
+            queues = stored.queues.len(),
+            bindings = stored.bindings.len(),
+            "definitions restored"
+        );
+    }
+    let weak = Arc::downgrade(broker);
+    // One writer at a time: each takes its snapshot under the lock, so the last write wins.
+    let writing = std::sync::Mutex::new(());
+    broker.on_definitions_changed(move || {
+        let Some(broker) = weak.upgrade() else { return };
+        let _guard = writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(error) = definitions::save(&file, &broker.durable_definitions()) {
+            error!(%error, "cannot store definitions");
+        }
+    });
     Ok(())
 }
 

@@ -804,3 +804,34 @@ async fn config_file_policy_applies_without_queue_arguments() {
     .await;
     assert_eq!(message_count(&channel, free).await, 5);
 }
+
+#[tokio::test]
+async fn durable_definitions_survive_a_restart() {
+    let broker = Broker::start();
+    let connection = connect(&broker).await;
+    let channel = confirm_channel(&connection).await;
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    within("exchange.declare", channel.exchange_declare("orders", ExchangeKind::Topic, durable, FieldTable::default()))
+        .await
+        .expect("durable exchange");
+    let durable_queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    try_declare(&channel, "billing", durable_queue).await.expect("durable queue");
+    bind(&channel, "billing", "orders", "order.#").await;
+    declare_queue(&channel, "scratch").await;
+    // The restart (SIGTERM) closes this connection with 320.
+
+    let broker = broker.restart();
+    let connection = connect(&broker).await;
+    let channel = confirm_channel(&connection).await;
+    let passive_exchange = ExchangeDeclareOptions { passive: true, durable: true, ..ExchangeDeclareOptions::default() };
+    within(
+        "passive exchange.declare",
+        channel.exchange_declare("orders", ExchangeKind::Topic, passive_exchange, FieldTable::default()),
+    )
+    .await
+    .expect("the durable exchange came back");
+    publish_confirmed(&channel, "orders", "order.created", b"after restart", BasicProperties::default()).await;
+    assert_bodies(&channel, "billing", &["after restart"]).await;
+    let probe = open_channel(&connection).await;
+    assert_reply_code(try_declare(&probe, "scratch", passive()).await, NOT_FOUND);
+}

@@ -5,11 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::auth::{Authenticator, Credentials, Principal};
+use crate::definitions::{Definitions, DestinationKind};
 use crate::error::{Error, Result};
+use crate::exchange::ExchangeOptions;
 use crate::limits;
 use crate::name::{ConnectionId, VhostName};
+use crate::name::{ExchangeName, QueueName};
+use crate::queue::{Durability, QueueOptions};
 use crate::shutdown::Shutdown;
-use crate::vhost::Vhost;
+use crate::topic::BindingKey;
+use crate::vhost::{ChangeHook, Declare, Vhost};
 
 /// Settings shared by every adapter.
 #[derive(Clone, Debug)]
@@ -41,6 +46,8 @@ pub struct Broker {
     next_connection: AtomicU64,
     config: BrokerConfig,
     shutdown: Shutdown,
+    /// Called after durable definitions change; shared with every vhost.
+    on_change: ChangeHook,
 }
 
 impl Broker {
@@ -52,6 +59,7 @@ impl Broker {
             next_connection: AtomicU64::new(1),
             config,
             shutdown,
+            on_change: ChangeHook::default(),
         };
         broker.add_vhost(VhostName::new("/"));
         Arc::new(broker)
@@ -67,7 +75,88 @@ impl Broker {
 
     pub fn add_vhost(&self, name: VhostName) -> Arc<Vhost> {
         let mut vhosts = self.vhosts.write().expect("vhosts lock poisoned");
-        vhosts.entry(name.clone()).or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max)).clone()
+        let on_change = self.on_change.clone();
+        vhosts
+            .entry(name.clone())
+            .or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max, on_change))
+            .clone()
+    }
+
+    /// Sets the hook called after every change to a durable exchange, queue or binding (once;
+    /// later calls are ignored). The hook runs on the changing task, with no broker lock held.
+    pub fn on_definitions_changed(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.on_change.set(Box::new(hook));
+    }
+
+    /// A snapshot of every durable definition.
+    pub fn durable_definitions(&self) -> Definitions {
+        let vhosts: Vec<Arc<Vhost>> = self.vhosts.read().expect("vhosts lock poisoned").values().cloned().collect();
+        let mut definitions = Definitions::default();
+        for vhost in vhosts {
+            definitions.vhosts.push(vhost.name().clone());
+            vhost.durable_definitions(&mut definitions);
+        }
+        definitions
+    }
+
+    /// Recreates stored definitions (at start, before any client connects): vhosts, then
+    /// exchanges, queues and bindings. Returns the entries that could not be recreated.
+    pub fn restore(&self, definitions: &Definitions) -> Vec<Error> {
+        let connection = ConnectionId(0);
+        let mut failures = Vec::new();
+        for name in &definitions.vhosts {
+            self.add_vhost(name.clone());
+        }
+        let vhost_of = |name: &VhostName| self.add_vhost(name.clone());
+        for exchange in &definitions.exchanges {
+            let options = ExchangeOptions {
+                kind: exchange.kind,
+                durability: Durability::Durable,
+                auto_delete: exchange.auto_delete,
+                internal: exchange.internal,
+                arguments: exchange.arguments.clone(),
+            };
+            let name = ExchangeName::new(&exchange.name);
+            if let Err(error) = vhost_of(&exchange.vhost).declare_exchange(&name, options, Declare::Create) {
+                failures.push(error);
+            }
+        }
+        for queue in &definitions.queues {
+            let options = QueueOptions {
+                durability: Durability::Durable,
+                exclusive_owner: None,
+                auto_delete: queue.auto_delete,
+                arguments: queue.arguments.clone(),
+            };
+            let name = QueueName::new(&queue.name);
+            if let Err(error) = vhost_of(&queue.vhost).declare_queue(&name, options, Declare::Create, connection) {
+                failures.push(error);
+            }
+        }
+        for binding in &definitions.bindings {
+            let vhost = vhost_of(&binding.vhost);
+            let key = BindingKey::parse(&binding.key);
+            let source = ExchangeName::new(&binding.source);
+            let result = match binding.destination_kind {
+                DestinationKind::Queue => vhost.bind_queue(
+                    &QueueName::new(&binding.destination),
+                    &source,
+                    key,
+                    binding.arguments.clone(),
+                    connection,
+                ),
+                DestinationKind::Exchange => vhost.bind_exchange(
+                    &ExchangeName::new(&binding.destination),
+                    &source,
+                    key,
+                    binding.arguments.clone(),
+                ),
+            };
+            if let Err(error) = result {
+                failures.push(error);
+            }
+        }
+        failures
     }
 
     pub fn vhost(&self, name: &VhostName) -> Option<Arc<Vhost>> {

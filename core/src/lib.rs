@@ -7,6 +7,7 @@
 //! # Layout
 //! - `auth`: the `Authenticator` trait and the internal user database.
 //! - `broker`: the broker handle: vhosts, authenticator, settings.
+//! - `definitions`: durable exchanges, queues and bindings as plain data.
 //! - `error`: protocol-neutral errors.
 //! - `exchange`: exchange types and their routers.
 //! - `limits`: default bounds.
@@ -22,6 +23,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub mod limits;

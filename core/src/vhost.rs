@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::definitions::{BindingDefinition, Definitions, DestinationKind, ExchangeDefinition, QueueDefinition};
 use crate::error::{EntityKind, Error, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
@@ -62,10 +63,34 @@ pub struct Vhost {
     generated_names: AtomicU64,
     /// Bound on each queue's ready bytes before publishers wait.
     queue_ready_bytes_max: usize,
+    /// Called after a durable entity changes, so the server can store the definitions.
+    on_change: ChangeHook,
+}
+
+/// The hook a broker and its vhosts share, set once by the server.
+#[derive(Clone, Default)]
+pub(crate) struct ChangeHook(Arc<std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>>);
+
+impl ChangeHook {
+    pub(crate) fn set(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.0.set(hook);
+    }
+
+    fn call(&self) {
+        if let Some(hook) = self.0.get() {
+            hook();
+        }
+    }
+}
+
+impl std::fmt::Debug for ChangeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ChangeHook(set)" } else { "ChangeHook(unset)" })
+    }
 }
 
 impl Vhost {
-    pub(crate) fn new(name: VhostName, queue_ready_bytes_max: usize) -> Arc<Vhost> {
+    pub(crate) fn new(name: VhostName, queue_ready_bytes_max: usize, on_change: ChangeHook) -> Arc<Vhost> {
         let mut exchanges = HashMap::new();
         for (exchange, kind) in PREDECLARED {
             let options = ExchangeOptions {
@@ -88,6 +113,7 @@ impl Vhost {
             queues: RwLock::new(HashMap::new()),
             reply_queues: RwLock::new(HashMap::new()),
             policies: RwLock::new(Vec::new()),
+            on_change,
             generated_names: AtomicU64::new(seed),
             queue_ready_bytes_max,
         })
@@ -133,7 +159,73 @@ impl Vhost {
         exchange.set_policy_alternate(policy.and_then(Policy::alternate_exchange).map(ExchangeName::new));
         drop(policies);
         exchanges.insert(name.clone(), exchange.clone());
+        drop(exchanges);
+        if exchange.options().durability == Durability::Durable {
+            self.changed();
+        }
         Ok(exchange)
+    }
+
+    /// Tells the server that durable definitions changed. Never called with a lock held: the
+    /// hook takes a snapshot.
+    fn changed(&self) {
+        self.on_change.call();
+    }
+
+    /// The vhost's durable exchanges (less the predeclared ones), queues and bindings.
+    pub(crate) fn durable_definitions(&self, out: &mut Definitions) {
+        let exchanges: Vec<Arc<Exchange>> =
+            self.exchanges.read().expect("exchanges lock poisoned").values().cloned().collect();
+        for exchange in &exchanges {
+            let options = exchange.options();
+            if options.durability != Durability::Durable {
+                continue;
+            }
+            let predeclared = PREDECLARED.iter().any(|(name, _)| *name == exchange.name().as_str());
+            if !predeclared {
+                out.exchanges.push(ExchangeDefinition {
+                    vhost: self.name.clone(),
+                    name: exchange.name().to_string(),
+                    kind: options.kind,
+                    auto_delete: options.auto_delete,
+                    internal: options.internal,
+                    arguments: options.arguments.clone(),
+                });
+            }
+            for binding in exchange.bindings() {
+                let (destination, destination_kind, durable) = match &binding.destination {
+                    Destination::Queue(queue) => {
+                        (queue.name().to_string(), DestinationKind::Queue, is_durable_queue(queue))
+                    }
+                    Destination::Exchange(target) => (
+                        target.name().to_string(),
+                        DestinationKind::Exchange,
+                        target.options().durability == Durability::Durable,
+                    ),
+                };
+                if durable {
+                    out.bindings.push(BindingDefinition {
+                        vhost: self.name.clone(),
+                        source: exchange.name().to_string(),
+                        destination,
+                        destination_kind,
+                        key: binding.key.as_str().to_owned(),
+                        arguments: binding.arguments.clone(),
+                    });
+                }
+            }
+        }
+        for queue in self.queues.read().expect("queues lock poisoned").values() {
+            if is_durable_queue(queue) {
+                let options = queue.options();
+                out.queues.push(QueueDefinition {
+                    vhost: self.name.clone(),
+                    name: queue.name().to_string(),
+                    auto_delete: options.auto_delete,
+                    arguments: options.arguments.clone(),
+                });
+            }
+        }
     }
 
     fn check_exchange_equivalent(&self, existing: &Exchange, wanted: &ExchangeOptions) -> Result<()> {
@@ -192,6 +284,9 @@ impl Vhost {
                     target.remove_source(exchange.name(), &binding.key, &binding.arguments)
                 }
             }
+        }
+        if exchange.options().durability == Durability::Durable {
+            self.changed();
         }
     }
 
@@ -266,6 +361,9 @@ impl Vhost {
         drop(policies);
         queues.insert(name, queue.clone());
         drop(queues);
+        if is_durable_queue(&queue) {
+            self.changed();
+        }
         Ok(counted(queue))
     }
 
@@ -426,6 +524,9 @@ impl Vhost {
         for record in queue.mark_deleted() {
             self.unbind_record(&record, Destination::Queue(queue.clone()));
         }
+        if is_durable_queue(queue) {
+            self.changed();
+        }
     }
 
     /// Binds a queue to an exchange.
@@ -445,6 +546,7 @@ impl Vhost {
         if source.bind(binding) {
             queue.add_binding(BindingRecord { exchange: exchange.clone(), key, arguments });
         }
+        self.binding_changed(&source, is_durable_queue(&queue));
         Ok(())
     }
 
@@ -465,6 +567,7 @@ impl Vhost {
             queue.remove_binding(exchange, &key, &arguments);
             self.auto_delete_exchange(&source);
         }
+        self.binding_changed(&source, is_durable_queue(&queue));
         Ok(())
     }
 
@@ -488,6 +591,7 @@ impl Vhost {
         if source_exchange.bind(binding) {
             target.add_source(BindingRecord { exchange: source.clone(), key, arguments });
         }
+        self.binding_changed(&source_exchange, target.options().durability == Durability::Durable);
         Ok(())
     }
 
@@ -510,7 +614,15 @@ impl Vhost {
             target.remove_source(source, &key, &arguments);
             self.auto_delete_exchange(&source_exchange);
         }
+        self.binding_changed(&source_exchange, target.options().durability == Durability::Durable);
         Ok(())
+    }
+
+    /// A binding changed: durable if both its ends are.
+    fn binding_changed(&self, source: &Exchange, destination_durable: bool) {
+        if destination_durable && source.options().durability == Durability::Durable {
+            self.changed();
+        }
     }
 
     /// An exchange that may take part in explicit bindings: any but the default one.
@@ -583,6 +695,12 @@ impl Vhost {
             }
         }
     }
+}
+
+/// Whether a queue's definition outlives a restart: durable and not exclusive.
+fn is_durable_queue(queue: &Queue) -> bool {
+    let options = queue.options();
+    options.durability == Durability::Durable && options.exclusive_owner.is_none()
 }
 
 fn counted(queue: Arc<Queue>) -> DeclaredQueue {

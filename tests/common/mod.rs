@@ -153,6 +153,19 @@ impl Broker {
         assert!(status.success(), "kill -TERM {} failed: {status}", self.child.id());
     }
 
+    /// Stops the broker with SIGTERM and starts it again on the same data directory (new ports).
+    pub fn restart(self) -> Broker {
+        let mut old = self;
+        old.terminate();
+        assert!(old.wait_exit(Duration::from_secs(15)).is_some(), "the broker did not stop on SIGTERM");
+        let data_dir = std::mem::take(&mut old.data_dir);
+        // The old handle must not delete the data directory the new broker reuses.
+        drop(old);
+        let config_path = data_dir.join("warren.toml");
+        let config = config_path.exists().then_some(config_path);
+        Broker::spawn(data_dir, config.as_deref())
+    }
+
     /// Polls the process until it exits or `timeout` passes.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -172,7 +185,9 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
         if std::thread::panicking() {
             eprintln!("---- warren log tail ----\n{}", self.log_tail());
         }

@@ -238,6 +238,11 @@ impl Exchange {
         true
     }
 
+    /// A copy of the bindings from this exchange.
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().expect("exchange lock poisoned").all.clone()
+    }
+
     pub fn binding_count(&self) -> usize {
         self.bindings.read().expect("exchange lock poisoned").all.len()
     }

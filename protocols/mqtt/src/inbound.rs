@@ -139,8 +139,12 @@ impl Session {
                     let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);
                     arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
                 }
+                // Transient for now, persistent sessions included: their subscriptions live in
+                // memory, so a session queue restored after a restart would be consumed by a
+                // session that does not know its filters. (Persisting sessions is the durability
+                // work's.)
                 let options = QueueOptions {
-                    durability: if self.clean_session { Durability::Transient } else { Durability::Durable },
+                    durability: Durability::Transient,
                     exclusive_owner: None,
                     auto_delete: false,
                     arguments,

@@ -1,0 +1,278 @@
+//! The durable definitions file, `<data_dir>/definitions.json`: the core's snapshot of durable
+//! exchanges, queues and bindings, rewritten after every change and restored at start.
+//!
+//! Each write goes to a temporary file that is fsync'd, renamed over the old one, and followed by
+//! an fsync of the directory, so a crash leaves either the old file or the new one, never a torn
+//! one. Values keep their types: each is an object with one key naming the type
+//! (`{"long": 5}`, `{"string": "x"}`, `{"table": [...]}`).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value as Json};
+use warren_core::definitions::{BindingDefinition, Definitions, DestinationKind, ExchangeDefinition, QueueDefinition};
+use warren_core::exchange::ExchangeKind;
+use warren_core::name::VhostName;
+use warren_core::value::{Table, Value};
+
+/// The format's version, checked on load.
+const FORMAT_VERSION: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionsError {
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid definitions file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("definitions.json")
+}
+
+/// Loads the definitions, or `None` if there is no file yet.
+pub fn load(path: &Path) -> Result<Option<Definitions>, DefinitionsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(DefinitionsError::Io { path: path.to_owned(), source }),
+    };
+    let invalid = |reason: String| DefinitionsError::Invalid { path: path.to_owned(), reason };
+    let json: Json = serde_json::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+    from_json(&json).map(Some).map_err(invalid)
+}
+
+/// Writes the definitions durably (temporary file, fsync, rename, directory fsync).
+pub fn save(path: &Path, definitions: &Definitions) -> Result<(), DefinitionsError> {
+    let io = |source| DefinitionsError::Io { path: path.to_owned(), source };
+    let temporary = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&to_json(definitions)).expect("JSON values serialise");
+    let mut file = File::create(&temporary).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    if let Some(directory) = path.parent() {
+        File::open(directory).and_then(|directory| directory.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn to_json(definitions: &Definitions) -> Json {
+    json!({
+        "version": FORMAT_VERSION,
+        "vhosts": definitions.vhosts.iter().map(|vhost| vhost.as_str()).collect::<Vec<_>>(),
+        "exchanges": definitions.exchanges.iter().map(|exchange| json!({
+            "vhost": exchange.vhost.as_str(),
+            "name": exchange.name,
+            "type": exchange.kind.name(),
+            "auto_delete": exchange.auto_delete,
+            "internal": exchange.internal,
+            "arguments": table_to_json(&exchange.arguments),
+        })).collect::<Vec<_>>(),
+        "queues": definitions.queues.iter().map(|queue| json!({
+            "vhost": queue.vhost.as_str(),
+            "name": queue.name,
+            "auto_delete": queue.auto_delete,
+            "arguments": table_to_json(&queue.arguments),
+        })).collect::<Vec<_>>(),
+        "bindings": definitions.bindings.iter().map(|binding| json!({
+            "vhost": binding.vhost.as_str(),
+            "source": binding.source,
+            "destination": binding.destination,
+            "destination_type": match binding.destination_kind {
+                DestinationKind::Queue => "queue",
+                DestinationKind::Exchange => "exchange",
+            },
+            "key": binding.key,
+            "arguments": table_to_json(&binding.arguments),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn from_json(json: &Json) -> Result<Definitions, String> {
+    if json["version"].as_u64() != Some(FORMAT_VERSION) {
+        return Err(format!("unsupported version {}", json["version"]));
+    }
+    let text = |value: &Json, field: &str| value[field].as_str().map(str::to_owned).ok_or(format!("missing {field}"));
+    let flag = |value: &Json, field: &str| value[field].as_bool().ok_or(format!("missing {field}"));
+    let list = |field: &str| json[field].as_array().cloned().ok_or(format!("missing {field}"));
+    let mut definitions = Definitions::default();
+    for vhost in list("vhosts")? {
+        definitions.vhosts.push(VhostName::new(vhost.as_str().ok_or("vhost name is not a string")?));
+    }
+    for exchange in list("exchanges")? {
+        let kind = ExchangeKind::from_name(&text(&exchange, "type")?).ok_or("unknown exchange type")?;
+        definitions.exchanges.push(ExchangeDefinition {
+            vhost: VhostName::new(&text(&exchange, "vhost")?),
+            name: text(&exchange, "name")?,
+            kind,
+            auto_delete: flag(&exchange, "auto_delete")?,
+            internal: flag(&exchange, "internal")?,
+            arguments: table_from_json(&exchange["arguments"])?,
+        });
+    }
+    for queue in list("queues")? {
+        definitions.queues.push(QueueDefinition {
+            vhost: VhostName::new(&text(&queue, "vhost")?),
+            name: text(&queue, "name")?,
+            auto_delete: flag(&queue, "auto_delete")?,
+            arguments: table_from_json(&queue["arguments"])?,
+        });
+    }
+    for binding in list("bindings")? {
+        let destination_kind = match text(&binding, "destination_type")?.as_str() {
+            "queue" => DestinationKind::Queue,
+            "exchange" => DestinationKind::Exchange,
+            other => return Err(format!("unknown destination type {other}")),
+        };
+        definitions.bindings.push(BindingDefinition {
+            vhost: VhostName::new(&text(&binding, "vhost")?),
+            source: text(&binding, "source")?,
+            destination: text(&binding, "destination")?,
+            destination_kind,
+            key: text(&binding, "key")?,
+            arguments: table_from_json(&binding["arguments"])?,
+        });
+    }
+    Ok(definitions)
+}
+
+fn table_to_json(table: &Table) -> Json {
+    Json::Array(table.iter().map(|(name, value)| json!([name, value_to_json(value)])).collect())
+}
+
+fn table_from_json(json: &Json) -> Result<Table, String> {
+    let mut table = Table::new();
+    for entry in json.as_array().ok_or("a table is not a list")? {
+        let name = entry[0].as_str().ok_or("a table entry has no name")?;
+        table.insert(name, value_from_json(&entry[1])?);
+    }
+    Ok(table)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Bytes, String> {
+    if !text.len().is_multiple_of(2) {
+        return Err("odd-length hex".into());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|error| error.to_string()))
+        .collect::<Result<Vec<u8>, String>>()
+        .map(Bytes::from)
+}
+
+fn value_to_json(value: &Value) -> Json {
+    let (tag, content) = match value {
+        Value::Bool(v) => ("bool", json!(v)),
+        Value::I8(v) => ("i8", json!(v)),
+        Value::U8(v) => ("u8", json!(v)),
+        Value::I16(v) => ("i16", json!(v)),
+        Value::U16(v) => ("u16", json!(v)),
+        Value::I32(v) => ("i32", json!(v)),
+        Value::U32(v) => ("u32", json!(v)),
+        Value::I64(v) => ("long", json!(v)),
+        Value::F32(v) => ("f32", json!(v)),
+        Value::F64(v) => ("f64", json!(v)),
+        Value::Decimal { scale, value } => ("decimal", json!([scale, value])),
+        Value::LongString(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => ("string", json!(text)),
+            Err(_) => ("string_hex", json!(hex(bytes))),
+        },
+        Value::Array(values) => ("array", Json::Array(values.iter().map(value_to_json).collect())),
+        Value::Timestamp(v) => ("timestamp", json!(v)),
+        Value::Table(table) => ("table", table_to_json(table)),
+        Value::ByteArray(bytes) => ("bytes_hex", json!(hex(bytes))),
+        Value::Void => ("void", Json::Null),
+    };
+    let mut object = Map::new();
+    object.insert(tag.to_owned(), content);
+    Json::Object(object)
+}
+
+fn value_from_json(json: &Json) -> Result<Value, String> {
+    let object = json.as_object().filter(|object| object.len() == 1).ok_or("a value is not a one-key object")?;
+    let (tag, content) = object.iter().next().expect("checked one key");
+    let integer = || content.as_i64().ok_or(format!("{tag} is not an integer"));
+    Ok(match tag.as_str() {
+        "bool" => Value::Bool(content.as_bool().ok_or("bool is not a boolean")?),
+        "i8" => Value::I8(i8::try_from(integer()?).map_err(|error| error.to_string())?),
+        "u8" => Value::U8(u8::try_from(integer()?).map_err(|error| error.to_string())?),
+        "i16" => Value::I16(i16::try_from(integer()?).map_err(|error| error.to_string())?),
+        "u16" => Value::U16(u16::try_from(integer()?).map_err(|error| error.to_string())?),
+        "i32" => Value::I32(i32::try_from(integer()?).map_err(|error| error.to_string())?),
+        "u32" => Value::U32(u32::try_from(integer()?).map_err(|error| error.to_string())?),
+        "long" => Value::I64(integer()?),
+        "f32" => Value::F32(content.as_f64().ok_or("f32 is not a number")? as f32),
+        "f64" => Value::F64(content.as_f64().ok_or("f64 is not a number")?),
+        "decimal" => Value::Decimal {
+            scale: u8::try_from(content[0].as_u64().ok_or("decimal scale")?).map_err(|error| error.to_string())?,
+            value: u32::try_from(content[1].as_u64().ok_or("decimal value")?).map_err(|error| error.to_string())?,
+        },
+        "string" => Value::string(content.as_str().ok_or("string is not a string")?),
+        "string_hex" => Value::LongString(unhex(content.as_str().ok_or("string_hex is not a string")?)?),
+        "array" => Value::Array(
+            content.as_array().ok_or("array is not a list")?.iter().map(value_from_json).collect::<Result<_, _>>()?,
+        ),
+        "timestamp" => Value::Timestamp(content.as_u64().ok_or("timestamp is not an integer")?),
+        "table" => Value::Table(table_from_json(content)?),
+        "bytes_hex" => Value::ByteArray(unhex(content.as_str().ok_or("bytes_hex is not a string")?)?),
+        "void" => Value::Void,
+        other => return Err(format!("unknown value type {other}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_round_trip_through_the_file() {
+        let mut arguments = Table::new();
+        for (name, value) in [
+            ("x-message-ttl", Value::I64(1000)),
+            ("x-dead-letter-exchange", Value::string("dlx")),
+            ("flag", Value::Bool(true)),
+            ("small", Value::U8(7)),
+            ("raw", Value::LongString(Bytes::from_static(b"\xff\x00"))),
+            ("nested", Value::Array(vec![Value::I32(-1), Value::Void])),
+        ] {
+            arguments.insert(name, value);
+        }
+        let vhost = VhostName::new("/");
+        let definitions = Definitions {
+            vhosts: vec![vhost.clone()],
+            exchanges: vec![ExchangeDefinition {
+                vhost: vhost.clone(),
+                name: "orders".into(),
+                kind: ExchangeKind::Topic,
+                auto_delete: false,
+                internal: true,
+                arguments: arguments.clone(),
+            }],
+            queues: vec![QueueDefinition { vhost: vhost.clone(), name: "q".into(), auto_delete: true, arguments }],
+            bindings: vec![BindingDefinition {
+                vhost,
+                source: "orders".into(),
+                destination: "q".into(),
+                destination_kind: DestinationKind::Queue,
+                key: "a.*.#".into(),
+                arguments: Table::new(),
+            }],
+        };
+        let dir = std::env::temp_dir().join(format!("warren-definitions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = path(&dir);
+        save(&file, &definitions).expect("saves");
+        assert_eq!(load(&file).expect("loads"), Some(definitions));
+        std::fs::write(&file, "{\"version\": 99}").expect("write");
+        assert!(load(&file).is_err());
+        assert_eq!(load(&dir.join("missing.json")).expect("no file is fine"), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
