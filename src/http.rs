@@ -4,8 +4,9 @@
 //!
 //! Each WebSocket is bridged to the protocol's ordinary `serve` through a bounded in-memory
 //! duplex pipe: one task moves WebSocket messages into the pipe and the pipe's output into
-//! WebSocket messages, so the adapters see a byte stream, as over TCP, and keep their own
-//! framing, limits and backpressure (a full pipe stops the pump reading the WebSocket).
+//! WebSocket messages (one STOMP frame per message), so the adapters see a byte stream, as over
+//! TCP, and keep their own framing, limits and backpressure (a full pipe stops the pump reading
+//! the WebSocket).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpListener;
@@ -45,8 +46,10 @@ struct HttpState {
 enum Framing {
     /// MQTT: binary messages.
     Binary,
-    /// STOMP: text messages, or binary when a chunk is not UTF-8 (a binary body).
-    TextPreferred,
+    /// STOMP: one frame per message, as RabbitMQ's Web-STOMP sends them (some clients parse
+    /// each message as one frame); text, or binary when the frame is not UTF-8 (a binary body).
+    /// A heart-beat EOL is a message of its own.
+    StompFrames,
 }
 
 /// Serves the HTTP port until shutdown.
@@ -76,7 +79,7 @@ async fn stomp_websocket(
     let upgrade = upgrade.protocols(STOMP_SUBPROTOCOLS).max_message_size(WEBSOCKET_MESSAGE_BYTES_MAX);
     upgrade.on_upgrade(move |socket| async move {
         let stomp = state.stomp.clone();
-        start(&state, socket, Framing::TextPreferred, move |pipe| warren_stomp::serve(pipe, peer, stomp));
+        start(&state, socket, Framing::StompFrames, move |pipe| warren_stomp::serve(pipe, peer, stomp));
     })
 }
 
@@ -133,18 +136,23 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
     };
     let outbound = async {
         let mut buffer = vec![0u8; 64 * 1024];
+        let mut pending = BytesMut::new();
         loop {
             let read = match from_broker.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(read) => read,
             };
-            let chunk = Bytes::copy_from_slice(&buffer[..read]);
-            let message = match (framing, std::str::from_utf8(&chunk)) {
-                (Framing::TextPreferred, Ok(text)) => Message::Text(text.into()),
-                _ => Message::Binary(chunk),
+            let messages = match framing {
+                Framing::Binary => vec![Message::Binary(Bytes::copy_from_slice(&buffer[..read]))],
+                Framing::StompFrames => {
+                    pending.extend_from_slice(&buffer[..read]);
+                    stomp_messages(&mut pending)
+                }
             };
-            if sender.send(message).await.is_err() {
-                break;
+            for message in messages {
+                if sender.send(message).await.is_err() {
+                    return;
+                }
             }
         }
         let _ = sender.close().await;
@@ -159,4 +167,41 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
         _ = &mut outbound => { let _ = tokio::time::timeout(BRIDGE_CLOSE_GRACE, inbound).await; }
     }
     debug!("websocket bridge closed");
+}
+
+/// Takes every complete STOMP frame and heart-beat from the front of `pending`, one WebSocket
+/// message each. The adapter bounds what it writes, so `pending` holds at most one frame.
+fn stomp_messages(pending: &mut BytesMut) -> Vec<Message> {
+    let mut messages = Vec::new();
+    loop {
+        if pending.first() == Some(&b'\n') {
+            pending.advance(1);
+            messages.push(Message::Text("\n".into()));
+            continue;
+        }
+        let Some(length) = warren_stomp::codec::encoded_frame_len(pending) else { break };
+        let frame = pending.split_to(length).freeze();
+        messages.push(match std::str::from_utf8(&frame) {
+            Ok(text) => Message::Text(text.into()),
+            Err(_) => Message::Binary(frame),
+        });
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stomp_output_is_cut_into_one_frame_per_message() {
+        let mut stream =
+            BytesMut::from(&b"\nRECEIPT\nreceipt-id:1\n\n\0MESSAGE\ncontent-length:3\n\na\0\xff\0MESS"[..]);
+        let messages = stomp_messages(&mut stream);
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0], Message::Text("\n".into()));
+        assert_eq!(messages[1], Message::Text("RECEIPT\nreceipt-id:1\n\n\0".into()));
+        assert_eq!(messages[2], Message::Binary(Bytes::from_static(b"MESSAGE\ncontent-length:3\n\na\0\xff\0")));
+        assert_eq!(&stream[..], b"MESS");
+    }
 }

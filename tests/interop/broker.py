@@ -81,6 +81,9 @@ class Broker:
         # None when the broker serves no STOMP.
         self.stomp_host: str | None = None
         self.stomp_port: int | None = None
+        # None when the broker serves no WebSockets (the RabbitMQ stand-in).
+        self.http_host: str | None = None
+        self.http_port: int | None = None
         self._lines: list[str] = []
         self._lines_changed = threading.Condition()
         self._stderr_closed = False
@@ -124,6 +127,8 @@ class Broker:
             self.mqtt_host, self.mqtt_port = listeners["mqtt"]
         if "stomp" in listeners:
             self.stomp_host, self.stomp_port = listeners["stomp"]
+        if "http" in listeners:
+            self.http_host, self.http_port = listeners["http"]
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code, or None if killed."""
@@ -150,7 +155,7 @@ class Broker:
     def protocols(self) -> tuple[str, ...]:
         """The listeners whose lines `start` waits for."""
         if not self.is_reference:
-            return ("amqp", "mqtt", "stomp")
+            return ("amqp", "mqtt", "stomp", "http")
         if os.environ.get(REFERENCE_MQTT_VARIABLE, "") not in ("", "0"):
             return ("amqp", "stomp", "mqtt")
         return ("amqp", "stomp")

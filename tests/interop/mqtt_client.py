@@ -70,7 +70,9 @@ class MqttClient:
         password: str | None = "guest",
         clean_session: bool = True,
         protocol: int = mqtt.MQTTv311,
+        websocket_path: str | None = None,
     ):
+        """`websocket_path` set: MQTT over a WebSocket at that path of `host:port`."""
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -82,7 +84,10 @@ class MqttClient:
             clean_session=clean_session,
             protocol=protocol,
             reconnect_on_failure=False,
+            transport="tcp" if websocket_path is None else "websockets",
         )
+        if websocket_path is not None:
+            self.client.ws_set_options(path=websocket_path)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.connacks: list[Connack] = []

@@ -275,6 +275,25 @@ pub fn encode(frame: &Frame, escaping: Escaping, out: &mut BytesMut) {
     out.put_u8(0);
 }
 
+/// The length of the first frame in `bytes` as `encode` writes it (LF line ends, and a
+/// `content-length` whenever there is a body), or `None` until all of it is there. Heart-beat
+/// EOLs before a frame are not counted: the caller skips them. Used to hand a WebSocket one
+/// frame per message, as Web-STOMP clients expect.
+pub fn encoded_frame_len(bytes: &[u8]) -> Option<usize> {
+    let header_end = bytes.windows(2).position(|pair| pair == b"\n\n")?;
+    let body_start = header_end + 2;
+    let length = bytes[..header_end]
+        .split(|byte| *byte == b'\n')
+        .skip(1)
+        .find_map(|line| line.strip_prefix(b"content-length:"))
+        .and_then(|value| std::str::from_utf8(value).ok()?.trim().parse::<usize>().ok());
+    let end = match length {
+        Some(length) => body_start + length,
+        None => body_start + bytes[body_start..].iter().position(|byte| *byte == 0)?,
+    };
+    (end < bytes.len()).then_some(end + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +372,30 @@ mod tests {
         assert_eq!(decode_one(b"SEND\nnocolon\n\n\0"), Err(CodecError::HeaderWithoutColon));
         assert_eq!(decode_one(b"SEND\na:\\x\n\n\0"), Err(CodecError::BadEscape));
         assert_eq!(decode_one(b"SEND\ncontent-length:2\n\nabc\0"), Err(CodecError::MissingNul));
+    }
+
+    #[test]
+    fn encoded_frame_len_finds_each_frame_in_a_stream() {
+        let frames = [
+            Frame { body: Bytes::from_static(b"bin\0ary\n\n"), ..Frame::new("MESSAGE").with("a", "x:y") },
+            Frame::new("RECEIPT").with("receipt-id", "7"),
+            Frame { body: Bytes::from_static("é".as_bytes()), ..Frame::new("MESSAGE") },
+        ];
+        let mut stream = BytesMut::new();
+        let mut lengths = Vec::new();
+        for frame in &frames {
+            let before = stream.len();
+            encode(frame, Escaping::Stomp12, &mut stream);
+            lengths.push(stream.len() - before);
+        }
+        let mut offset = 0;
+        for length in lengths {
+            for cut in offset..offset + length {
+                assert_eq!(encoded_frame_len(&stream[offset..cut]), None, "cut at {cut}");
+            }
+            assert_eq!(encoded_frame_len(&stream[offset..]), Some(length));
+            offset += length;
+        }
+        assert_eq!(encoded_frame_len(&stream[offset..]), None);
     }
 }
