@@ -566,6 +566,43 @@ async fn last_will_published_on_abnormal_disconnect() {
 }
 
 #[tokio::test]
+async fn takeover_ends_a_session_stuck_writing_to_a_client_that_does_not_read() {
+    // A client that stops reading fills its socket, and the broker's writes to it block. A new
+    // connection with its client id must still end that session at once (MQTT-3.1.4-2), which
+    // shows as the old connection's will being published.
+    const CLIENT: &str = "stuck-reader";
+    const TOPIC: &str = "stuck/flood";
+    let broker = Broker::start();
+    let mut observer = connect_mqtt(mqtt_options(&broker, "stuck-observer")).await;
+    observer.subscribe("stuck/will", QoS::AtLeastOnce).await;
+    let addr = broker.mqtt_addr;
+    let stuck = tokio::task::spawn_blocking(move || {
+        let mut stream = wire::open(addr, &wire::connect("MQTT", 4, 0, CLIENT, Some(("stuck/will", b"gone"))));
+        stream.write_all(&wire::subscribe(1, TOPIC, 1)).expect("send SUBSCRIBE");
+        wire::expect_packet(&mut stream, wire::SUBACK);
+        stream // kept open, never read again
+    })
+    .await
+    .expect("stuck client");
+    // QoS 1 deliveries up to the prefetch window (20), 1 MiB each, one at a time so each is a
+    // write of its own: far more than the loopback socket buffers hold.
+    let connection = connect(&broker).await;
+    let channel = confirm_channel(&connection).await;
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let body = vec![b'x'; 1024 * 1024];
+    for _ in 0..20 {
+        publish_confirmed(&channel, TOPIC_EXCHANGE, "stuck.flood", &body, persistent.clone()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let newcomer = connect_mqtt(mqtt_options(&broker, CLIENT)).await;
+    let will = observer.next_publish().await;
+    assert_eq!((will.topic.as_str(), &will.payload[..]), ("stuck/will", &b"gone"[..]));
+    newcomer.disconnect().await;
+    drop(stuck);
+}
+
+#[tokio::test]
 async fn last_will_not_published_after_clean_disconnect() {
     let broker = Broker::start();
     let mut observer = connect_mqtt(mqtt_options(&broker, "will-observer")).await;

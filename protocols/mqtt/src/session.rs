@@ -28,6 +28,8 @@ use crate::state::{MqttState, SessionEntry, SessionKey};
 
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
+/// How long a closing connection may take to write its last bytes.
+const WRITER_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a connection ends; only a client's DISCONNECT suppresses the last will.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,9 +83,18 @@ where
     };
     let end = session.run(&mut reader, &mut buffer, &chunks).await;
     session.finish(end);
-    let _ = chunks.send(session.out.split().freeze()).await;
-    drop(chunks);
-    let _ = writer_task.await;
+    // The last bytes get a bounded grace: a client that stopped reading must not hold the
+    // connection (and its socket) open for ever.
+    let mut writer_task = writer_task;
+    let flushed = tokio::time::timeout(WRITER_CLOSE_GRACE, async {
+        let _ = chunks.send(session.out.split().freeze()).await;
+        drop(chunks);
+        let _ = (&mut writer_task).await;
+    })
+    .await;
+    if flushed.is_err() {
+        writer_task.abort();
+    }
     info!(connection, %peer, client_id = %session.client_id, ?end, "mqtt connection closed");
 }
 
@@ -291,8 +302,15 @@ impl Session {
             return end;
         }
         loop {
-            if !self.out.is_empty() && chunks.send(self.out.split().freeze()).await.is_err() {
-                return End::Abnormal("writer closed");
+            if !self.out.is_empty() {
+                // A client that stops reading blocks this send; a takeover or shutdown must
+                // still end the session.
+                let chunk = self.out.split().freeze();
+                tokio::select! {
+                    sent = chunks.send(chunk) => if sent.is_err() { return End::Abnormal("writer closed") },
+                    _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
+                    _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
+                }
             }
             sizer.prepare(buffer);
             let paused = self.paused_on.clone();
