@@ -5,35 +5,9 @@
 
 use bytes::BytesMut;
 use warren_amqp::codec::{self, Frame, Method};
+use warren_testkit::{rounds, seed, Rng};
 
 const FRAME_MAX: u32 = 131_072;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound.max(1) as u64) as usize
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
-    }) | 1
-}
-
-fn rounds() -> usize {
-    std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
-}
 
 /// A valid stream: every method sample, a content header and a body.
 fn corpus() -> Vec<u8> {

@@ -6,35 +6,9 @@ use bytes::{Bytes, BytesMut};
 use mqttbytes::v4::{Connect, Publish, Subscribe, Unsubscribe};
 use mqttbytes::QoS;
 use warren_mqtt::codec;
+use warren_testkit::{rounds, seed, Rng};
 
 const PACKET_MAX: usize = 64 * 1024;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound.max(1) as u64) as usize
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
-    }) | 1
-}
-
-fn rounds() -> usize {
-    std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
-}
 
 fn corpus() -> Vec<u8> {
     let mut out = BytesMut::new();

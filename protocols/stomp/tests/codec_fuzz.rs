@@ -5,33 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use warren_stomp::codec::{decode_resuming, encode, Escaping, Frame, Limits};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound.max(1) as u64) as usize
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("WARREN_SEED").ok().and_then(|text| text.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |elapsed| elapsed.as_nanos() as u64)
-    }) | 1
-}
-
-fn rounds() -> usize {
-    std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
-}
+use warren_testkit::{rounds, seed, Rng};
 
 const LIMITS: Limits = Limits { line_bytes_max: 256, headers_max: 8, body_bytes_max: 4096 };
 
