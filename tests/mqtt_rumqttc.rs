@@ -735,6 +735,24 @@ async fn persistent_session_keeps_messages_while_offline() {
     client.assert_no_publish(QUIET_PERIOD).await;
 }
 
+#[tokio::test]
+async fn expired_persistent_session_is_gone_and_forgotten() {
+    // With a 1 s session expiry, a persistent session left alone expires: its queue goes (so a
+    // reconnect finds no session) and the broker drops what it kept of it.
+    const CLIENT: &str = "expiring-client";
+    let broker = Broker::start_with_config("[mqtt]\nsession_expiry_seconds = 1\n");
+    let mut client = connect_mqtt(persistent_mqtt_options(&broker, CLIENT)).await;
+    client.subscribe("expiring/topic", QoS::AtLeastOnce).await;
+    client.disconnect().await;
+    poll_until("the session to be forgotten", Duration::from_secs(10), || async {
+        broker.log_tail().contains("forgot expired mqtt session client_id=expiring-client")
+    })
+    .await;
+    let client = connect_mqtt(persistent_mqtt_options(&broker, CLIENT)).await;
+    assert!(!client.connack.session_present, "the expired session was still present");
+    client.disconnect().await;
+}
+
 // -- raw clients: keep-alive, MQTT 3.1, protocol errors ------------------------------------
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_core::auth::{Credentials, Principal};
-use warren_core::name::{ConsumerId, UserName, VhostName};
+use warren_core::name::{ConnectionId, ConsumerId, UserName, VhostName};
 use warren_core::queue::{Consumer, Inbox};
 use warren_core::{Queue, Vhost};
 
@@ -182,7 +182,12 @@ async fn open(
     let kick = Arc::new(Notify::new());
     let previous = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        let entry = SessionEntry { connection: Some(connection), kick: kick.clone(), subscriptions: Vec::new() };
+        let entry = SessionEntry {
+            connection: Some(connection),
+            generation: connection,
+            kick: kick.clone(),
+            subscriptions: Vec::new(),
+        };
         sessions.insert(key, entry)
     };
     if let Some(previous) = &previous {
@@ -249,7 +254,7 @@ impl Session {
     /// Picks up a persistent session's queue and subscriptions, or clears an old one for a clean
     /// session. Returns whether a session was present.
     fn resume(&mut self, previous_subscriptions: Option<Vec<(String, QoS)>>) -> bool {
-        let existing = self.vhost.queue(&self.queue_name(), warren_core::name::ConnectionId(self.connection)).ok();
+        let existing = self.vhost.queue(&self.queue_name(), ConnectionId(self.connection)).ok();
         if self.clean_session {
             if let Some(queue) = existing {
                 self.vhost.remove_queue(&queue);
@@ -444,7 +449,46 @@ impl Session {
         } else if let Some(entry) = sessions.get_mut(&key) {
             entry.connection = None;
             entry.subscriptions = std::mem::take(&mut self.subscriptions);
+            if self.queue.is_none() && entry.subscriptions.is_empty() {
+                // Nothing to keep: no queue, no subscriptions.
+                sessions.remove(&key);
+            } else {
+                drop(sessions);
+                self.forget_when_expired(key);
+            }
         }
+    }
+
+    /// Removes the registry entry of a disconnected persistent session once its queue has
+    /// expired (`x-expires`), so client ids that never come back do not accumulate. Acts only if
+    /// no connection has held the session since this one.
+    fn forget_when_expired(&self, key: SessionKey) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let state = self.state.clone();
+        let vhost = self.vhost.clone();
+        let queue_name = self.queue_name();
+        let generation = self.connection;
+        let expiry = state.config.session_expiry;
+        runtime.spawn(async move {
+            let mut wait = expiry + Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+                let unchanged = sessions
+                    .get(&key)
+                    .is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
+                if !unchanged {
+                    return;
+                }
+                if vhost.queue(&queue_name, ConnectionId(generation)).is_err() {
+                    sessions.remove(&key);
+                    info!(client_id = %key.1, "forgot expired mqtt session");
+                    return;
+                }
+                // The queue's own expiry has not run yet: look again shortly.
+                wait = (expiry / 10).max(Duration::from_secs(1));
+            }
+        });
     }
 }
 

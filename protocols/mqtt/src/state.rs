@@ -53,6 +53,9 @@ pub(crate) type SessionKey = (VhostName, String);
 pub(crate) struct SessionEntry {
     /// The connection that holds it now, if any.
     pub connection: Option<u64>,
+    /// The connection that held it last: a sweep scheduled when that one left acts only if no
+    /// other connection has held the session since.
+    pub generation: u64,
     /// Tells that connection to go (a newer one took the session over).
     pub kick: Arc<Notify>,
     /// Subscriptions of a persistent session, kept while it is disconnected.
