@@ -186,11 +186,15 @@ async fn open(
             connection: Some(connection),
             generation: connection,
             kick: kick.clone(),
+            sweeper: None,
             subscriptions: Vec::new(),
         };
         sessions.insert(key, entry)
     };
     if let Some(previous) = &previous {
+        if let Some(sweeper) = &previous.sweeper {
+            sweeper.abort();
+        }
         if previous.connection.is_some() {
             info!(%client_id, "session taken over by a new connection");
             previous.kick.notify_one();
@@ -308,13 +312,16 @@ impl Session {
         }
         loop {
             if !self.out.is_empty() {
-                // A client that stops reading blocks this send; a takeover or shutdown must
-                // still end the session.
-                let chunk = self.out.split().freeze();
-                tokio::select! {
-                    sent = chunks.send(chunk) => if sent.is_err() { return End::Abnormal("writer closed") },
-                    _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
-                    _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
+                // With room in the channel this is a plain send. When it is full (a client that
+                // stopped reading), a takeover or shutdown must still end the session.
+                match chunks.try_send(self.out.split().freeze()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return End::Abnormal("writer closed"),
+                    Err(mpsc::error::TrySendError::Full(chunk)) => tokio::select! {
+                        sent = chunks.send(chunk) => if sent.is_err() { return End::Abnormal("writer closed") },
+                        _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
+                        _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
+                    },
                 }
             }
             sizer.prepare(buffer);
@@ -453,8 +460,7 @@ impl Session {
                 // Nothing to keep: no queue, no subscriptions.
                 sessions.remove(&key);
             } else {
-                drop(sessions);
-                self.forget_when_expired(key);
+                entry.sweeper = self.forget_when_expired(key);
             }
         }
     }
@@ -462,14 +468,14 @@ impl Session {
     /// Removes the registry entry of a disconnected persistent session once its queue has
     /// expired (`x-expires`), so client ids that never come back do not accumulate. Acts only if
     /// no connection has held the session since this one.
-    fn forget_when_expired(&self, key: SessionKey) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    fn forget_when_expired(&self, key: SessionKey) -> Option<tokio::task::AbortHandle> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let state = self.state.clone();
         let vhost = self.vhost.clone();
         let queue_name = self.queue_name();
         let generation = self.connection;
         let expiry = state.config.session_expiry;
-        runtime.spawn(async move {
+        let sweeper = runtime.spawn(async move {
             let mut wait = expiry + Duration::from_secs(1);
             loop {
                 tokio::time::sleep(wait).await;
@@ -489,6 +495,7 @@ impl Session {
                 wait = (expiry / 10).max(Duration::from_secs(1));
             }
         });
+        Some(sweeper.abort_handle())
     }
 }
 

@@ -58,6 +58,9 @@ pub(crate) struct SessionEntry {
     pub generation: u64,
     /// Tells that connection to go (a newer one took the session over).
     pub kick: Arc<Notify>,
+    /// The task that forgets this disconnected session once its queue expires; aborted when a
+    /// connection takes the session back, so each entry has at most one.
+    pub sweeper: Option<tokio::task::AbortHandle>,
     /// Subscriptions of a persistent session, kept while it is disconnected.
     pub subscriptions: Vec<(String, QoS)>,
 }
