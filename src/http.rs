@@ -142,17 +142,22 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
                 Ok(0) | Err(_) => break,
                 Ok(read) => read,
             };
-            let messages = match framing {
-                Framing::Binary => vec![Message::Binary(Bytes::copy_from_slice(&buffer[..read]))],
+            let sent = match framing {
+                Framing::Binary => sender.send(Message::Binary(Bytes::copy_from_slice(&buffer[..read]))).await,
                 Framing::StompFrames => {
                     pending.extend_from_slice(&buffer[..read]);
-                    stomp_messages(&mut pending)
+                    let mut sent = Ok(());
+                    while let Some(message) = next_stomp_message(&mut pending) {
+                        sent = sender.send(message).await;
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    sent
                 }
             };
-            for message in messages {
-                if sender.send(message).await.is_err() {
-                    return;
-                }
+            if sent.is_err() {
+                return;
             }
         }
         let _ = sender.close().await;
@@ -169,24 +174,18 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
     debug!("websocket bridge closed");
 }
 
-/// Takes every complete STOMP frame and heart-beat from the front of `pending`, one WebSocket
-/// message each. The adapter bounds what it writes, so `pending` holds at most one frame.
-fn stomp_messages(pending: &mut BytesMut) -> Vec<Message> {
-    let mut messages = Vec::new();
-    loop {
-        if pending.first() == Some(&b'\n') {
-            pending.advance(1);
-            messages.push(Message::Text("\n".into()));
-            continue;
-        }
-        let Some(length) = warren_stomp::codec::encoded_frame_len(pending) else { break };
-        let frame = pending.split_to(length).freeze();
-        messages.push(match std::str::from_utf8(&frame) {
-            Ok(text) => Message::Text(text.into()),
-            Err(_) => Message::Binary(frame),
-        });
+/// Takes the next complete STOMP frame or heart-beat from the front of `pending` as one
+/// WebSocket message. The adapter bounds what it writes, so `pending` holds at most one frame.
+fn next_stomp_message(pending: &mut BytesMut) -> Option<Message> {
+    if pending.first() == Some(&b'\n') {
+        pending.advance(1);
+        return Some(Message::Text("\n".into()));
     }
-    messages
+    let frame = pending.split_to(warren_stomp::codec::encoded_frame_len(pending)?).freeze();
+    Some(match std::str::from_utf8(&frame) {
+        Ok(text) => Message::Text(text.into()),
+        Err(_) => Message::Binary(frame),
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +196,7 @@ mod tests {
     fn stomp_output_is_cut_into_one_frame_per_message() {
         let mut stream =
             BytesMut::from(&b"\nRECEIPT\nreceipt-id:1\n\n\0MESSAGE\ncontent-length:3\n\na\0\xff\0MESS"[..]);
-        let messages = stomp_messages(&mut stream);
+        let messages: Vec<Message> = std::iter::from_fn(|| next_stomp_message(&mut stream)).collect();
         assert_eq!(messages.len(), 3);
         assert_eq!(messages[0], Message::Text("\n".into()));
         assert_eq!(messages[1], Message::Text("RECEIPT\nreceipt-id:1\n\n\0".into()));

@@ -5,6 +5,7 @@
 
 /// A small xorshift random source: fast, seedable and the same on every platform, which is all
 /// a replayable test needs. Not for anything that needs real randomness.
+#[derive(Clone)]
 pub struct Rng(pub u64);
 
 impl Rng {
@@ -36,6 +37,19 @@ pub fn rounds() -> usize {
     std::env::var("WARREN_FUZZ_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(3_000)
 }
 
+/// Runs `round` `rounds()` times, with the seeded random source and a second one derived from
+/// the seed and the round number (for choices that must replay round by round, such as where
+/// reads split). A panic fails the test with the seed and round that replay it.
+pub fn fuzz_rounds(mut round: impl FnMut(&mut Rng, &mut Rng)) {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    for index in 0..rounds() {
+        let mut round_rng = Rng(seed ^ index as u64 | 1);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| round(&mut rng, &mut round_rng)));
+        assert!(result.is_ok(), "panicked: WARREN_SEED={seed} round {index}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +62,11 @@ mod tests {
             assert!(value < bound.max(1));
             assert_eq!(value, second.below(bound));
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "WARREN_SEED=")]
+    fn a_panicking_round_fails_naming_its_seed() {
+        fuzz_rounds(|rng, _| assert!(rng.below(4) != 0));
     }
 }

@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use warren_amqp::codec::{self, Frame, Method};
-use warren_testkit::{rounds, seed, Rng};
+use warren_testkit::{fuzz_rounds, Rng};
 
 const FRAME_MAX: u32 = 131_072;
 
@@ -69,32 +69,19 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
 
 #[test]
 fn mutated_frame_streams_never_panic() {
-    let seed = seed();
-    let mut rng = Rng(seed);
     let corpus = corpus();
-    for round in 0..rounds() {
-        let input = mutate(&mut rng, &corpus);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
-        }));
-        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
-    }
+    fuzz_rounds(|rng, splits| decode_all(&mutate(rng, &corpus), splits));
 }
 
 #[test]
 fn random_noise_never_panics() {
-    let seed = seed();
-    let mut rng = Rng(seed);
-    for round in 0..rounds() {
+    fuzz_rounds(|rng, splits| {
         let length = rng.below(2048);
         let mut input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
         // Often start with a plausible frame type so the decoder gets past the first byte.
         if let Some(first) = input.first_mut() {
             *first = [1, 2, 3, 8, *first][rng.below(5)];
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
-        }));
-        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
-    }
+        decode_all(&input, splits);
+    });
 }

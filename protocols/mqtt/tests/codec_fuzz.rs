@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use mqttbytes::v4::{Connect, Publish, Subscribe, Unsubscribe};
 use mqttbytes::QoS;
 use warren_mqtt::codec;
-use warren_testkit::{rounds, seed, Rng};
+use warren_testkit::{fuzz_rounds, Rng};
 
 const PACKET_MAX: usize = 64 * 1024;
 
@@ -75,28 +75,18 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
 
 #[test]
 fn mutated_packet_streams_never_panic() {
-    let seed = seed();
-    let mut rng = Rng(seed);
     let corpora = [corpus(), mqtt31_corpus()];
-    for round in 0..rounds() {
-        let input = mutate(&mut rng, &corpora[round % corpora.len()]);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
-        }));
-        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
-    }
+    fuzz_rounds(|rng, splits| {
+        let corpus = &corpora[rng.below(corpora.len())];
+        decode_all(&mutate(rng, corpus), splits);
+    });
 }
 
 #[test]
 fn random_noise_never_panics() {
-    let seed = seed();
-    let mut rng = Rng(seed);
-    for round in 0..rounds() {
+    fuzz_rounds(|rng, splits| {
         let length = rng.below(1024);
         let input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decode_all(&input, &mut Rng(seed ^ round as u64 | 1))
-        }));
-        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
-    }
+        decode_all(&input, splits);
+    });
 }

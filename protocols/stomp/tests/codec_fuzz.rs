@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use warren_stomp::codec::{decode_resuming, encode, Escaping, Frame, Limits};
-use warren_testkit::{rounds, seed, Rng};
+use warren_testkit::{fuzz_rounds, Rng};
 
 const LIMITS: Limits = Limits { line_bytes_max: 256, headers_max: 8, body_bytes_max: 4096 };
 
@@ -62,27 +62,20 @@ fn decode_all(input: &[u8], rng: &mut Rng, escaping: Escaping) {
 
 #[test]
 fn mutated_frame_streams_never_panic() {
-    let seed = seed();
-    let mut rng = Rng(seed);
     let corpus = corpus();
-    for round in 0..rounds() {
-        let input = mutate(&mut rng, &corpus);
+    fuzz_rounds(|rng, splits| {
+        let input = mutate(rng, &corpus);
         for escaping in [Escaping::None, Escaping::Stomp12] {
-            let result = std::panic::catch_unwind(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1), escaping));
-            assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
+            decode_all(&input, &mut splits.clone(), escaping);
         }
-    }
+    });
 }
 
 #[test]
 fn random_noise_never_panics() {
-    let seed = seed();
-    let mut rng = Rng(seed);
-    for round in 0..rounds() {
+    fuzz_rounds(|rng, splits| {
         let length = rng.below(2048);
         let input: Vec<u8> = (0..length).map(|_| [b'\n', b':', b'a', 0, rng.next() as u8][rng.below(5)]).collect();
-        let result =
-            std::panic::catch_unwind(|| decode_all(&input, &mut Rng(seed ^ round as u64 | 1), Escaping::Stomp12));
-        assert!(result.is_ok(), "decoder panicked: WARREN_SEED={seed} round {round}");
-    }
+        decode_all(&input, splits, Escaping::Stomp12);
+    });
 }
