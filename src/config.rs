@@ -53,8 +53,26 @@ pub struct Config {
     pub amqp: AmqpSection,
     pub mqtt: MqttSection,
     pub stomp: StompSection,
+    pub storage: StorageSection,
     /// Operator policies, applied at start.
     pub policies: Vec<PolicySection>,
+}
+
+/// The message store, under `<data_dir>/messages`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// A segment file is closed and a new one started at this size.
+    pub segment_bytes: u64,
+    /// Confirm persistent messages before they are fsync'd. Faster, but a crash or power
+    /// loss can lose messages confirmed in the last moments. Off by default.
+    pub confirm_before_sync: bool,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { segment_bytes: warren_store::SEGMENT_BYTES_DEFAULT, confirm_before_sync: false }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -174,6 +192,7 @@ impl Default for Config {
             amqp: AmqpSection::default(),
             mqtt: MqttSection::default(),
             stomp: StompSection::default(),
+            storage: StorageSection::default(),
             policies: Vec::new(),
         }
     }

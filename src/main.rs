@@ -16,8 +16,10 @@ use clap::Parser;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 use warren_core::auth::InternalUsers;
+use warren_core::journal::Journal;
 use warren_core::shutdown::Shutdown;
 use warren_core::{Broker, BrokerConfig};
+use warren_store::{Recovery, Store, StoreConfig};
 
 use config::{Config, Flags};
 
@@ -69,7 +71,9 @@ async fn run(config: Config) -> std::io::Result<()> {
     let broker_config = BrokerConfig { queue_ready_bytes_max: config.queue_ready_bytes_max, ..BrokerConfig::default() };
     let broker = Broker::new(broker_config, users, shutdown.clone());
     apply_policies(&config, &broker)?;
+    let (store, store_recovery) = open_store(&config, &broker)?;
     restore_definitions(&config, &broker)?;
+    recover_messages(&broker, &store, store_recovery).await;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());
@@ -102,8 +106,60 @@ async fn run(config: Config) -> std::io::Result<()> {
     if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down()).await.is_err() {
         error!("connections did not close within the grace period");
     }
+    store.close();
     info!("stopped");
     Ok(())
+}
+
+/// Opens the message store and makes it the broker's journal.
+fn open_store(config: &Config, broker: &Broker) -> std::io::Result<(Arc<Store>, Recovery)> {
+    let store_config = StoreConfig {
+        dir: config.data_dir.join("messages"),
+        segment_bytes: config.storage.segment_bytes,
+        confirm_before_sync: config.storage.confirm_before_sync,
+    };
+    if store_config.confirm_before_sync {
+        tracing::warn!("storage.confirm_before_sync is on: confirmed messages can be lost in a crash");
+    }
+    let (store, recovery) = Store::open(store_config).map_err(std::io::Error::other)?;
+    broker.set_journal(store.clone());
+    Ok((store, recovery))
+}
+
+/// Puts the messages read back from the store into their queues. Messages of queues that no
+/// longer exist are removed from the store, so a queue declared later under the same name
+/// does not inherit them. Returns once those removals are synced.
+async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery) {
+    let report = recovery.report;
+    let mut orphans = 0usize;
+    for ((vhost_name, queue_name), messages) in recovery.queues {
+        let queue = broker
+            .vhost(&vhost_name)
+            .and_then(|vhost| vhost.queue(&queue_name, warren_core::name::ConnectionId(0)).ok())
+            .filter(|queue| queue.is_journaled());
+        match queue {
+            Some(queue) => queue.restore(messages),
+            None => {
+                orphans += messages.len();
+                for recovered in messages {
+                    if let Some(id) = recovered.message.journal_id {
+                        store.removed(&vhost_name, &queue_name, id);
+                    }
+                }
+            }
+        }
+    }
+    if orphans > 0 {
+        tracing::warn!(orphans, "stored messages of queues that no longer exist were dropped");
+        store.sync().await;
+    }
+    info!(
+        segments = report.segments,
+        records = report.records,
+        messages = report.live,
+        cut = report.cut.len(),
+        "messages recovered"
+    );
 }
 
 /// Recreates the stored durable definitions, then stores them again after every change.

@@ -8,6 +8,7 @@ use crate::auth::{Authenticator, Credentials, Principal};
 use crate::definitions::{Definitions, DestinationKind};
 use crate::error::{Error, Result};
 use crate::exchange::ExchangeOptions;
+use crate::journal::{Journal, JournalSlot};
 use crate::limits;
 use crate::name::{ConnectionId, VhostName};
 use crate::name::{ExchangeName, QueueName};
@@ -48,6 +49,8 @@ pub struct Broker {
     shutdown: Shutdown,
     /// Called after durable definitions change; shared with every vhost.
     on_change: ChangeHook,
+    /// The message journal, shared with every vhost and queue.
+    journal: JournalSlot,
 }
 
 impl Broker {
@@ -60,6 +63,7 @@ impl Broker {
             config,
             shutdown,
             on_change: ChangeHook::default(),
+            journal: JournalSlot::default(),
         };
         broker.add_vhost(VhostName::new("/"));
         Arc::new(broker)
@@ -76,10 +80,21 @@ impl Broker {
     pub fn add_vhost(&self, name: VhostName) -> Arc<Vhost> {
         let mut vhosts = self.vhosts.write().expect("vhosts lock poisoned");
         let on_change = self.on_change.clone();
+        let journal = self.journal.clone();
         vhosts
             .entry(name.clone())
-            .or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max, on_change))
+            .or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max, on_change, journal))
             .clone()
+    }
+
+    /// Sets the journal persistent messages on durable queues are written to (once, before any
+    /// definition is restored; later calls are ignored). Without one, messages live in memory.
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) {
+        self.journal.set(journal);
+    }
+
+    pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
+        self.journal.get()
     }
 
     /// Sets the hook called after every change to a durable exchange, queue or binding (once;

@@ -10,6 +10,7 @@
 //! - `definitions`: durable exchanges, queues and bindings as plain data.
 //! - `error`: protocol-neutral errors.
 //! - `exchange`: exchange types and their routers.
+//! - `journal`: the durable log persistent messages are written to, as the core sees it.
 //! - `limits`: default bounds.
 //! - `message`: a published message, shared by every queue it reaches.
 //! - `name`: identifier newtypes.
@@ -26,6 +27,7 @@ pub mod broker;
 pub mod definitions;
 pub mod error;
 pub mod exchange;
+pub mod journal;
 pub mod limits;
 pub mod message;
 pub mod name;

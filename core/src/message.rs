@@ -10,13 +10,16 @@ use crate::name::ExchangeName;
 use crate::properties::Properties;
 use crate::topic::RoutingKey;
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Message {
     /// The exchange it was published to, reported back to consumers.
     pub exchange: ExchangeName,
     pub routing_key: RoutingKey,
     pub properties: Properties,
     pub body: Bytes,
+    /// Its id in the journal, set by the core when a persistent message enters a durable queue;
+    /// adapters build messages with `None`.
+    pub journal_id: Option<u64>,
 }
 
 impl Message {

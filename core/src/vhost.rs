@@ -7,10 +7,12 @@ use std::sync::{Arc, RwLock};
 use crate::definitions::{BindingDefinition, Definitions, DestinationKind, ExchangeDefinition, QueueDefinition};
 use crate::error::{EntityKind, Error, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind, ExchangeOptions};
+use crate::journal::{JournalSlot, Lsn};
 use crate::message::Message;
 use crate::name::{ConnectionId, ExchangeName, QueueName, VhostName};
 use crate::policy::{self, ApplyTo, Policy};
-use crate::queue::{BindingRecord, Durability, Queue, QueueArguments, QueueOptions};
+use crate::properties::DeliveryMode;
+use crate::queue::{BindingRecord, Durability, Enqueued, Queue, QueueArguments, QueueOptions};
 use crate::topic::BindingKey;
 use crate::value::{Table, Value};
 
@@ -65,6 +67,20 @@ pub struct Vhost {
     queue_ready_bytes_max: usize,
     /// Called after a durable entity changes, so the server can store the definitions.
     on_change: ChangeHook,
+    /// Where persistent messages on durable queues are written.
+    journal: JournalSlot,
+}
+
+/// What became of a routed message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// A queue refused it (a length limit with `reject-publish`, or a journal that cannot
+    /// write): the publisher gets a nack.
+    pub rejected: bool,
+    /// Where it was journaled: its confirm waits until the journal has synced this far.
+    pub lsn: Option<Lsn>,
+    /// The journal could not take it, so it reached no durable queue (`rejected` is set too).
+    pub unstored: bool,
 }
 
 /// The hook a broker and its vhosts share, set once by the server.
@@ -90,7 +106,12 @@ impl std::fmt::Debug for ChangeHook {
 }
 
 impl Vhost {
-    pub(crate) fn new(name: VhostName, queue_ready_bytes_max: usize, on_change: ChangeHook) -> Arc<Vhost> {
+    pub(crate) fn new(
+        name: VhostName,
+        queue_ready_bytes_max: usize,
+        on_change: ChangeHook,
+        journal: JournalSlot,
+    ) -> Arc<Vhost> {
         let mut exchanges = HashMap::new();
         for (exchange, kind) in PREDECLARED {
             let options = ExchangeOptions {
@@ -114,6 +135,7 @@ impl Vhost {
             reply_queues: RwLock::new(HashMap::new()),
             policies: RwLock::new(Vec::new()),
             on_change,
+            journal,
             generated_names: AtomicU64::new(seed),
             queue_ready_bytes_max,
         })
@@ -631,6 +653,42 @@ impl Vhost {
             return Err(Error::DefaultExchange);
         }
         self.exchange(name)
+    }
+
+    pub(crate) fn journal(&self) -> &JournalSlot {
+        &self.journal
+    }
+
+    /// Puts a routed message into its queues. A persistent message bound for durable queues is
+    /// journaled first, before any queue holds it, so that its publish record precedes every
+    /// record of its delivery or removal.
+    pub fn enqueue(&self, mut message: Message, queues: &[Arc<Queue>]) -> Published {
+        let mut published = Published::default();
+
+        if let Some(journal) = self.journal.get() {
+            if message.properties.delivery_mode() == DeliveryMode::Persistent {
+                let durable: Vec<&QueueName> =
+                    queues.iter().filter(|queue| queue.is_journaled()).map(|queue| queue.name()).collect();
+                if !durable.is_empty() {
+                    match journal.publish(&self.name, &durable, &message) {
+                        Ok(journaled) => {
+                            message.journal_id = Some(journaled.id);
+                            published.lsn = Some(journaled.lsn);
+                        }
+                        Err(_) => published.unstored = true,
+                    }
+                }
+            }
+        }
+        let message = Arc::new(message);
+        for queue in queues {
+            if published.unstored && queue.is_journaled() {
+                published.rejected = true;
+                continue;
+            }
+            published.rejected |= queue.enqueue(message.clone()) == Enqueued::Rejected;
+        }
+        published
     }
 
     /// Routes a message published to `exchange`, appending the target queues to `out` without

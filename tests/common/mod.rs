@@ -166,6 +166,30 @@ impl Broker {
         Broker::spawn(data_dir, config.as_deref())
     }
 
+    /// Kills the broker with SIGKILL, so nothing is flushed or closed, and starts it again on
+    /// the same data directory (new ports).
+    pub fn crash_and_restart(self) -> Broker {
+        let data_dir = self.crash();
+        Broker::start_in(data_dir)
+    }
+
+    /// Kills the broker with SIGKILL and returns its data directory, which is kept.
+    pub fn crash(self) -> PathBuf {
+        let mut old = self;
+        old.child.kill().expect("SIGKILL the broker");
+        old.child.wait().expect("reap the broker");
+        let data_dir = std::mem::take(&mut old.data_dir);
+        drop(old);
+        data_dir
+    }
+
+    /// Starts a broker on an existing data directory (with its config file, if it has one).
+    pub fn start_in(data_dir: PathBuf) -> Broker {
+        let config_path = data_dir.join("warren.toml");
+        let config = config_path.exists().then_some(config_path);
+        Broker::spawn(data_dir, config.as_deref())
+    }
+
     /// Polls the process until it exits or `timeout` passes.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

@@ -43,6 +43,7 @@ pub use dead_letter::DeathReason;
 pub use inbox::{Delivery, Inbox, InboxItem};
 
 use crate::error::{Error, Result};
+use crate::journal::JournalSlot;
 use crate::message::Message;
 use crate::name::{ConnectionId, ConsumerId, ExchangeName, QueueName, VhostName};
 use crate::policy::{self, Policy};
@@ -86,6 +87,16 @@ pub struct Requeue {
     pub message: Arc<Message>,
     /// Whether a consumer has seen it.
     pub redelivered: bool,
+}
+
+/// A message read back from the journal at start, for its queue.
+#[derive(Debug)]
+pub struct Recovered {
+    pub message: Arc<Message>,
+    /// A consumer had it, unacked, when the broker stopped.
+    pub redelivered: bool,
+    /// How long ago it was published, so its TTL keeps counting from then.
+    pub age: Duration,
 }
 
 /// A binding that points at this queue, remembered so deleting the queue can remove it.
@@ -159,6 +170,10 @@ pub struct Queue {
     /// Wakes the timer task to reschedule.
     timer_wakeup: Notify,
     timer_started: AtomicBool,
+    /// The journal, written to when `journaled`.
+    journal: JournalSlot,
+    /// Durable and not exclusive: persistent messages in it are journaled.
+    journaled: bool,
 }
 
 impl Queue {
@@ -173,6 +188,7 @@ impl Queue {
         let arguments = Arc::new(policy::effective_queue_arguments(&declared, policy));
         let ready = ReadyList::new(declared.max_priority.unwrap_or(0));
         let needs_timer = arguments.needs_timer();
+        let journaled = options.durability == Durability::Durable && options.exclusive_owner.is_none();
         let queue = Arc::new_cyclic(|this| Queue {
             name,
             vhost_name: vhost.name().clone(),
@@ -197,6 +213,8 @@ impl Queue {
             room: Notify::new(),
             timer_wakeup: Notify::new(),
             timer_started: AtomicBool::new(false),
+            journal: vhost.journal().clone(),
+            journaled,
         });
         if needs_timer {
             queue.ensure_timer();
@@ -232,6 +250,65 @@ impl Queue {
             self.drop_over_limit(&mut state, &mut effects);
         }
         if needs_timer {
+            self.ensure_timer();
+            self.timer_wakeup.notify_one();
+        }
+        self.finish(effects);
+    }
+
+    /// Whether persistent messages entering this queue are journaled.
+    pub fn is_journaled(&self) -> bool {
+        self.journaled && self.journal.get().is_some()
+    }
+
+    /// Records that a journaled message left this queue for good. Every path that drops a
+    /// message calls this exactly once per message.
+    fn forget(&self, message: &Message) {
+        if let (true, Some(id), Some(journal)) = (self.journaled, message.journal_id, self.journal.get()) {
+            journal.removed(&self.vhost_name, &self.name, id);
+        }
+    }
+
+    /// Records that a journaled message reached a consumer, unless it already had.
+    fn mark_delivered(&self, message: &Message, redelivered: bool) {
+        if redelivered {
+            return;
+        }
+        if let (true, Some(id), Some(journal)) = (self.journaled, message.journal_id, self.journal.get()) {
+            journal.delivered(&self.vhost_name, &self.name, id);
+        }
+    }
+
+    /// Settles deliveries their consumer acknowledged: they leave the queue for good.
+    pub fn acked<'a>(&self, messages: impl IntoIterator<Item = &'a Arc<Message>>) {
+        for message in messages {
+            self.forget(message);
+        }
+    }
+
+    /// Puts messages read back from the journal at the tail, in the order given (publish
+    /// order), before any consumer attaches. A TTL counts from the original publish, so a
+    /// message that expired while the broker was down dies (and is dead-lettered) now.
+    pub fn restore(&self, messages: Vec<Recovered>) {
+        let mut effects = Effects::default();
+        let mut mortal = false;
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            for recovered in messages {
+                let expires_at = Self::expiry_of(&state, &recovered.message, now)
+                    .map(|at| at.checked_sub(recovered.age).map_or(now, |at| at.max(now)));
+                mortal |= expires_at.is_some();
+                let sequence = state.next_sequence;
+                state.next_sequence += 1;
+                self.ready_bytes.fetch_add(recovered.message.body_bytes(), Ordering::AcqRel);
+                let ready =
+                    Ready { sequence, message: recovered.message, redelivered: recovered.redelivered, expires_at };
+                state.ready.push_back(ready);
+            }
+            self.drop_over_limit(&mut state, &mut effects);
+        }
+        if mortal {
             self.ensure_timer();
             self.timer_wakeup.notify_one();
         }
@@ -328,9 +405,17 @@ impl Queue {
     }
 
     fn enqueue_locked(&self, state: &mut State, message: Arc<Message>, effects: &mut Effects) -> Enqueued {
+        if self.is_deleted() {
+            // Deleted between routing and now: the message is dropped, as if routed a moment later.
+            self.forget(&message);
+            return Enqueued::Accepted;
+        }
         if self.would_overflow(state, message.body_bytes()) {
             match state.arguments.overflow {
-                Overflow::RejectPublish => return Enqueued::Rejected,
+                Overflow::RejectPublish => {
+                    self.forget(&message);
+                    return Enqueued::Rejected;
+                }
                 Overflow::RejectPublishDeadLetter => {
                     effects.dead.push((message, DeathReason::MaxLength));
                     return Enqueued::Rejected;
@@ -380,6 +465,9 @@ impl Queue {
     /// requeue costs O(ready + requeued) under the lock.
     pub fn requeue(&self, messages: impl IntoIterator<Item = Requeue>) {
         if self.is_deleted() {
+            for requeue in messages {
+                self.forget(&requeue.message);
+            }
             return;
         }
         let mut effects = Effects::default();
@@ -408,6 +496,9 @@ impl Queue {
     /// Dead-letters messages that consumers rejected without requeue.
     pub fn reject(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
         if self.lock().arguments.dead_letter_exchange.is_none() {
+            for message in messages {
+                self.forget(&message);
+            }
             return;
         }
         let effects = Effects {
@@ -426,6 +517,7 @@ impl Queue {
             self.reap_expired(&mut state, Instant::now(), &mut effects);
             state.ready.pop_front().map(|ready| {
                 self.taken(ready.message.body_bytes());
+                self.mark_delivered(&ready.message, ready.redelivered);
                 Got {
                     sequence: ready.sequence,
                     message: ready.message,
@@ -443,7 +535,9 @@ impl Queue {
     pub fn purge(&self) -> usize {
         let mut state = self.lock();
         let count = state.ready.len();
-        state.ready.clear();
+        while let Some(ready) = state.ready.pop_front() {
+            self.forget(&ready.message);
+        }
         self.ready_bytes.store(0, Ordering::Release);
         self.room.notify_waiters();
         count
@@ -521,7 +615,9 @@ impl Queue {
         for consumer in state.consumers.drain(..) {
             consumer.inbox.push(InboxItem::Cancelled(consumer.id));
         }
-        state.ready.clear();
+        while let Some(ready) = state.ready.pop_front() {
+            self.forget(&ready.message);
+        }
         self.ready_bytes.store(0, Ordering::Release);
         self.room.notify_waiters();
         self.timer_wakeup.notify_one();
@@ -622,6 +718,11 @@ impl Queue {
             // The next head may expire sooner than the one the timer waits for.
             self.timer_wakeup.notify_one();
         }
+        // An auto-ack delivery is forgotten by the adapter once it is on its way: until then it
+        // can still come back (a consumer cancelled with deliveries in its inbox).
+        if consumer.ack_mode == AckMode::Manual {
+            self.mark_delivered(&ready.message, ready.redelivered);
+        }
         let queue = self.this.upgrade().expect("a queue dispatching is alive");
         consumer.inbox.push(InboxItem::Delivery(Delivery {
             consumer: consumer.clone(),
@@ -678,7 +779,10 @@ impl Queue {
     /// work for the outermost call, which also bounds the total hops, so no arrangement of
     /// queues can overflow the stack or multiply work without limit.
     fn publish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
-        let Some(this) = self.this.upgrade() else { return };
+        let Some(this) = self.this.upgrade() else {
+            dead.iter().for_each(|(message, _)| self.forget(message));
+            return;
+        };
         let mut first = Some((this, dead));
         let nested = DEAD_LETTER_WORK.with(|work| {
             let mut work = work.borrow_mut();
@@ -702,6 +806,12 @@ impl Queue {
             hops += dead.len();
             if hops > DEAD_LETTER_HOPS_MAX {
                 warn!(queue = %queue.name, hops, "dead-letter chain too long; dropping the rest");
+                dead.iter().for_each(|(message, _)| queue.forget(message));
+                while let Some((queue, dead)) =
+                    DEAD_LETTER_WORK.with(|work| work.borrow_mut().as_mut().and_then(VecDeque::pop_front))
+                {
+                    dead.iter().for_each(|(message, _)| queue.forget(message));
+                }
                 break;
             }
             queue.republish_dead(dead);
@@ -710,14 +820,20 @@ impl Queue {
         DEAD_LETTER_WORK.with(|work| *work.borrow_mut() = None);
     }
 
+    /// Republishes dead messages, then forgets them here: the copy is journaled (if it goes to
+    /// a durable queue) before the original's removal, so a crash between the two can
+    /// duplicate a dead letter but never lose it.
     fn republish_dead(&self, dead: Vec<(Arc<Message>, DeathReason)>) {
         let arguments = self.lock().arguments.clone();
-        let Some(exchange_name) = &arguments.dead_letter_exchange else { return };
-        let Some(vhost) = self.vhost.upgrade() else { return };
+        let (Some(exchange_name), Some(vhost)) = (&arguments.dead_letter_exchange, self.vhost.upgrade()) else {
+            dead.iter().for_each(|(message, _)| self.forget(message));
+            return;
+        };
         let exchange = match vhost.exchange(exchange_name) {
             Ok(exchange) => exchange,
             Err(error) => {
                 warn!(queue = %self.name, %error, "dead-letter exchange missing; dropping dead messages");
+                dead.iter().for_each(|(message, _)| self.forget(message));
                 return;
             }
         };
@@ -731,12 +847,9 @@ impl Queue {
             let republished = dead_letter::republish(&message, reason, &target);
             queues.clear();
             vhost.route_unchecked(&exchange, &republished, &mut queues);
-            let republished = Arc::new(republished);
-            for queue in &queues {
-                if !dead_letter::is_cycle(&republished, queue.name()) {
-                    queue.enqueue(republished.clone());
-                }
-            }
+            queues.retain(|queue| !dead_letter::is_cycle(&republished, queue.name()));
+            vhost.enqueue(republished, &queues);
+            self.forget(&message);
         }
     }
 

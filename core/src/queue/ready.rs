@@ -64,11 +64,6 @@ impl ReadyList {
         Some(ready)
     }
 
-    pub fn clear(&mut self) {
-        self.levels.iter_mut().for_each(VecDeque::clear);
-        self.len = 0;
-    }
-
     /// Puts messages back in their original places within their levels, in one merge pass per
     /// level, so a large requeue costs O(ready + requeued).
     pub fn requeue(&mut self, mut returning: Vec<Ready>) {
@@ -119,6 +114,7 @@ mod tests {
             routing_key: RoutingKey::new("q"),
             properties: Properties { priority, ..Default::default() },
             body: bytes::Bytes::new(),
+            journal_id: None,
         };
         Ready { sequence, message: Arc::new(message), redelivered: false, expires_at: None }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
+use warren_core::journal::ConfirmQueue;
 use warren_core::name::{ConsumerId, ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
 use warren_core::queue::{Consumer, Credit, Requeue};
@@ -113,6 +114,17 @@ pub struct Confirms {
     pub ack_pending_upto: Option<u64>,
 }
 
+/// An outcome waiting, in order, for the message store to sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// A publisher confirm.
+    Ack(u64),
+    /// A publisher nack (the message was refused); it waits only for the outcomes before it.
+    Nack(u64),
+    /// A tx.commit-ok, sent once the committed persistent messages are on disk.
+    CommitOk,
+}
+
 /// A consumer on this channel.
 #[derive(Debug)]
 pub struct ChannelConsumer {
@@ -139,6 +151,8 @@ pub struct Channel {
     pub transaction: Option<Transaction>,
     /// The channel's direct reply-to queue, while it has a reply consumer.
     pub reply_queue: Option<Arc<Queue>>,
+    /// Confirms and commit-oks waiting for the message store, in the order they go out.
+    pub pending: ConfirmQueue<Pending>,
 }
 
 impl Channel {
@@ -156,6 +170,7 @@ impl Channel {
             last_queue: None,
             transaction: None,
             reply_queue: None,
+            pending: ConfirmQueue::default(),
         }
     }
 
@@ -216,6 +231,7 @@ impl Channel {
             routing_key: publish.routing_key,
             properties: *properties,
             body: body.into_bytes(),
+            journal_id: None,
         })
     }
 
@@ -288,6 +304,14 @@ pub fn cancel(vhost: &Vhost, entry: &ChannelConsumer) {
     if entry.queue.remove_consumer(entry.consumer.id, &entry.consumer.inbox) {
         vhost.remove_queue(&entry.queue);
     }
+}
+
+/// Settles acknowledged deliveries: they leave their queues for good.
+pub fn ack(entries: &[Unacked]) {
+    for entry in entries {
+        entry.queue.acked([&entry.message]);
+    }
+    settle(entries);
 }
 
 /// Settles deliveries: releases their consumers' credit, in runs per consumer.

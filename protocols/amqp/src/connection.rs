@@ -14,16 +14,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_core::auth::{Credentials, Principal};
+use warren_core::journal::{self, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, UserName, VhostName};
 use warren_core::value::{Table, Value};
 use warren_core::{Broker, Inbox, Vhost};
 
-use crate::channel::{Channel, ChannelState};
-use crate::codec::methods::{channel, connection};
+use crate::channel::{Channel, ChannelState, Pending};
+use crate::codec::methods::{basic, channel, connection, tx};
 use crate::codec::{self, CodecError, Frame, Method, FRAME_MIN_BYTES, PROTOCOL_HEADER};
 use crate::error::{code, Close, Scope};
 
@@ -113,6 +114,10 @@ pub struct Connection {
     /// Set once we answered the peer's connection.close: the peer hangs up first, and we wait
     /// for that before closing our side.
     peer_closes_first: bool,
+    /// The message store's sync progress, when the broker has a store.
+    sync: Option<watch::Receiver<SyncState>>,
+    /// Some channel has outcomes waiting for the store to sync.
+    pub(crate) awaiting_sync: bool,
 }
 
 /// Serves one client connection until it closes.
@@ -146,7 +151,10 @@ impl Connection {
         heartbeat_seconds: Arc<AtomicU16>,
     ) -> Connection {
         let inbox = Inbox::new(broker.config().inbox_capacity);
+        let sync = broker.journal().map(|journal| journal.sync_state());
         Connection {
+            sync,
+            awaiting_sync: false,
             id: broker.next_connection_id(),
             broker,
             peer,
@@ -231,6 +239,10 @@ impl Connection {
                     Err(_) => return "read error",
                 },
                 _ = inbox.ready(), if draining => self.drain_inbox(),
+                changed = journal::changed(self.sync.as_mut()), if self.awaiting_sync => match changed {
+                    Ok(()) => self.release_synced(),
+                    Err(_) => return "message store stopped",
+                },
                 _ = tokio::time::sleep_until(closing_deadline), if !open => {
                     if self.phase == Phase::Closing {
                         return "close handshake timed out";
@@ -577,6 +589,74 @@ impl Connection {
             class_id: close.method.0,
             method_id: close.method.1,
         });
+        self.send(channel_id, method);
+    }
+
+    /// Where a record appended at `lsn` stands in the store.
+    pub(crate) fn sync_outcome(&self, lsn: Lsn) -> Option<bool> {
+        self.sync.as_ref().map_or(Some(true), |sync| sync.borrow().outcome(lsn))
+    }
+
+    /// Sends `outcome` now, or once `lsn` is synced and the outcomes before it have gone.
+    pub(crate) fn send_after_sync(&mut self, channel_id: u16, lsn: Option<Lsn>, outcome: Pending) {
+        let synced = lsn.is_none_or(|lsn| self.sync_outcome(lsn) == Some(true));
+        let channel = self.channel_mut(channel_id);
+        if synced && channel.pending.is_empty() {
+            self.send_outcome(channel_id, outcome, true);
+        } else {
+            channel.pending.push(lsn, outcome);
+            self.awaiting_sync = true;
+        }
+    }
+
+    /// The store synced further (or failed): sends, in order, every waiting outcome it covers.
+    /// Consecutive confirms go out as one multiple-ack.
+    fn release_synced(&mut self) {
+        let Some(sync) = self.sync.as_mut() else { return };
+        let state = *sync.borrow_and_update();
+        let waiting: Vec<u16> = self
+            .channels
+            .values()
+            .filter(|channel| channel.state == ChannelState::Open && !channel.pending.is_empty())
+            .map(|channel| channel.id)
+            .collect();
+        for channel_id in waiting {
+            self.send_pending_confirm(channel_id);
+            let mut released = Vec::new();
+            self.channel_mut(channel_id).pending.release(state, |outcome, synced| released.push((outcome, synced)));
+            let mut ack_upto = None;
+            for (outcome, synced) in released {
+                match (outcome, synced) {
+                    (Pending::Ack(sequence), true) => ack_upto = Some(sequence),
+                    _ => {
+                        if let Some(upto) = ack_upto.take() {
+                            self.send_outcome(channel_id, Pending::Ack(upto), true);
+                        }
+                        self.send_outcome(channel_id, outcome, synced);
+                    }
+                }
+            }
+            if let Some(upto) = ack_upto {
+                self.send_outcome(channel_id, Pending::Ack(upto), true);
+            }
+        }
+        self.awaiting_sync = self.channels.values().any(|channel| !channel.pending.is_empty());
+    }
+
+    /// Sends one released outcome. A confirm whose message the store failed to write becomes a
+    /// nack; a commit whose messages it failed to write closes the channel.
+    fn send_outcome(&mut self, channel_id: u16, outcome: Pending, synced: bool) {
+        let method = match (outcome, synced) {
+            (Pending::Ack(upto), true) => Method::BasicAck(basic::Ack { delivery_tag: upto, multiple: true }),
+            (Pending::Ack(sequence) | Pending::Nack(sequence), _) => {
+                Method::BasicNack(basic::Nack { delivery_tag: sequence, multiple: false, requeue: false })
+            }
+            (Pending::CommitOk, true) => Method::TxCommitOk(tx::CommitOk {}),
+            (Pending::CommitOk, false) => {
+                let close = Close::channel(code::INTERNAL_ERROR, "the message store could not write the transaction");
+                return self.fail(channel_id, close);
+            }
+        };
         self.send(channel_id, method);
     }
 

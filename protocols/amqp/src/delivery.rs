@@ -60,7 +60,9 @@ impl Connection {
             &message.body,
             self.frame_bytes_max,
         );
-        if consumer.ack_mode == AckMode::Manual {
+        if consumer.ack_mode == AckMode::Auto {
+            delivery.queue.acked([&delivery.message]);
+        } else {
             channel.unacked.push_back(Unacked {
                 delivery_tag,
                 queue: delivery.queue,

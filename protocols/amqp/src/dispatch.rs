@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use warren_core::exchange::{Exchange, ExchangeKind, ExchangeOptions};
+use warren_core::journal::Lsn;
 use warren_core::name::{ConsumerTag, ExchangeName, QueueName};
 use warren_core::properties::Properties;
-use warren_core::queue::{AckMode, Consumer, Credit, Enqueued, Exclusivity};
+use warren_core::queue::{AckMode, Consumer, Credit, Exclusivity};
 use warren_core::topic::RoutingKey;
 use warren_core::vhost::{Declare, REPLY_TO};
 use warren_core::{Error, Message, Queue, Vhost};
 
-use crate::channel::{self, Channel, ChannelConsumer, ChannelState, Content, PendingPublish, Unacked};
+use crate::channel::{self, Channel, ChannelConsumer, ChannelState, Content, Pending, PendingPublish, Unacked};
 use crate::codec::methods::{access, basic, channel as channel_methods, confirm, exchange, queue};
 use crate::codec::{self, Method};
 use crate::connection::Connection;
@@ -356,11 +357,17 @@ impl Connection {
         if self.channel(channel_id).transaction.is_some() {
             return self.tx_publish(channel_id, message, mandatory);
         }
-        self.route_through(channel_id, &exchange, message, mandatory)
+        self.route_through(channel_id, &exchange, message, mandatory).map(|_| ())
     }
 
     /// Routes a message held by a transaction, looking its exchange up again (it may have gone).
-    pub(crate) fn route_now(&mut self, channel_id: u16, message: Message, mandatory: bool) -> Handled {
+    /// Returns where it was journaled, if it was.
+    pub(crate) fn route_now(
+        &mut self,
+        channel_id: u16,
+        message: Message,
+        mandatory: bool,
+    ) -> Result<Option<Lsn>, Close> {
         let exchange = self.vhost().exchange(&message.exchange)?;
         self.route_through(channel_id, &exchange, message, mandatory)
     }
@@ -372,33 +379,40 @@ impl Connection {
         exchange: &Arc<Exchange>,
         message: Message,
         mandatory: bool,
-    ) -> Handled {
+    ) -> Result<Option<Lsn>, Close> {
         let vhost = self.vhost();
         let mut queues = Vec::new();
         vhost.route(exchange, &message, &mut queues)?;
         if queues.is_empty() && mandatory {
             self.basic_return(channel_id, &message);
         }
-        let message = Arc::new(message);
-        let mut rejected = false;
+        let published = vhost.enqueue(message, &queues);
         for queue in &queues {
-            rejected |= queue.enqueue(message.clone()) == Enqueued::Rejected;
             if queue.is_full() {
                 self.pause(queue.clone());
             }
         }
-        self.confirm(channel_id, rejected);
-        Ok(())
+        self.confirm(channel_id, published.rejected, published.lsn);
+        Ok(published.lsn)
     }
 
     /// Records a publish's outcome for confirms. Acks are batched into one multiple-ack per
-    /// read; a nack goes out at once, after the acks before it, so order is kept.
-    fn confirm(&mut self, channel_id: u16, rejected: bool) {
-        let Some(confirms) = &mut self.channel(channel_id).confirms else {
+    /// read; a nack goes out at once, after the acks before it, so order is kept. A journaled
+    /// message's confirm (and everything after it) waits until the store has synced it.
+    fn confirm(&mut self, channel_id: u16, rejected: bool, lsn: Option<Lsn>) {
+        let synced = lsn.is_none_or(|lsn| self.sync_outcome(lsn) == Some(true));
+        let channel = self.channel(channel_id);
+        let Some(confirms) = &mut channel.confirms else {
             return;
         };
         confirms.last_sequence += 1;
         let sequence = confirms.last_sequence;
+        if !synced || !channel.pending.is_empty() {
+            let outcome = if rejected { Pending::Nack(sequence) } else { Pending::Ack(sequence) };
+            channel.pending.push(lsn, outcome);
+            self.awaiting_sync = true;
+            return;
+        }
         if !rejected {
             confirms.ack_pending_upto = Some(sequence);
             return;
@@ -460,6 +474,8 @@ impl Connection {
                 consumer: None,
                 delivered_at: tokio::time::Instant::now(),
             });
+        } else {
+            queue.acked([&got.message]);
         }
         let method = Method::BasicGetOk(basic::GetOk {
             delivery_tag,
@@ -480,7 +496,7 @@ impl Connection {
             self.tx_settle(channel_id, Settlement::Ack, entries);
             return Ok(());
         }
-        channel::settle(&entries);
+        channel::ack(&entries);
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use warren_core::Message;
 
-use crate::channel::{self, Unacked};
+use crate::channel::{self, Pending, Unacked};
 use crate::codec::methods::tx;
 use crate::codec::Method;
 use crate::connection::Connection;
@@ -70,14 +70,16 @@ impl Connection {
         transaction.settlements.push((settlement, entries));
     }
 
+    /// Commits; commit-ok waits until the committed persistent messages are on disk.
     pub(crate) fn tx_commit(&mut self, channel_id: u16) -> Result<(), Close> {
         let transaction = self.transaction(channel_id)?;
+        let mut lsn = None;
         for (message, mandatory) in transaction.publishes {
-            self.route_now(channel_id, message, mandatory)?;
+            lsn = lsn.max(self.route_now(channel_id, message, mandatory)?);
         }
         for (settlement, entries) in transaction.settlements {
             match settlement {
-                Settlement::Ack => channel::settle(&entries),
+                Settlement::Ack => channel::ack(&entries),
                 Settlement::Requeue => channel::requeue(entries),
                 Settlement::Reject => {
                     channel::settle(&entries);
@@ -85,7 +87,7 @@ impl Connection {
                 }
             }
         }
-        self.send(channel_id, Method::TxCommitOk(tx::CommitOk {}));
+        self.send_after_sync(channel_id, lsn, Pending::CommitOk);
         Ok(())
     }
 

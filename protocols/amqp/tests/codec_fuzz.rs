@@ -32,9 +32,9 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         }
         let at = rng.below(bytes.len());
         match rng.below(5) {
-            0 => bytes[at] = rng.next() as u8,
+            0 => bytes[at] = rng.next_u64() as u8,
             1 => bytes[at] ^= 1 << rng.below(8),
-            2 => bytes.insert(at, rng.next() as u8),
+            2 => bytes.insert(at, rng.next_u64() as u8),
             3 => bytes.truncate(at),
             _ => {
                 // Overwrite what may be a length field with an extreme value.
@@ -77,7 +77,7 @@ fn mutated_frame_streams_never_panic() {
 fn random_noise_never_panics() {
     fuzz_rounds(|rng, splits| {
         let length = rng.below(2048);
-        let mut input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
+        let mut input: Vec<u8> = (0..length).map(|_| rng.next_u64() as u8).collect();
         // Often start with a plausible frame type so the decoder gets past the first byte.
         if let Some(first) = input.first_mut() {
             *first = [1, 2, 3, 8, *first][rng.below(5)];

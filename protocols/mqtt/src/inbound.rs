@@ -1,8 +1,6 @@
 //! Packets from the client: PUBLISH (QoS 0, 1 and 2), PUBREL, SUBSCRIBE and UNSUBSCRIBE, and the
 //! last will, which is published like a PUBLISH.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use mqttbytes::v4::{
     LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
@@ -13,7 +11,7 @@ use warren_core::name::{ConnectionId, ExchangeName};
 use warren_core::properties::Properties;
 use warren_core::queue::{Durability, QueueOptions};
 use warren_core::value::{Table, Value};
-use warren_core::vhost::Declare;
+use warren_core::vhost::{Declare, Published};
 use warren_core::Message;
 
 use crate::session::{End, Session};
@@ -34,20 +32,26 @@ impl Session {
             return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
         }
         if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&publish.pkid) {
-            // A resend before PUBREL: already routed once, so only acknowledge again.
-            return self.send(Packet::PubRec(PubRec::new(publish.pkid)));
+            // A resend before PUBREL: already routed once, so only acknowledge again (after the
+            // first acknowledgement, if that still waits for the store).
+            return self.send_after_sync(None, Packet::PubRec(PubRec::new(publish.pkid)));
         }
         if publish.retain {
             let retained = Retained { payload: publish.payload.clone(), qos: publish.qos };
             self.state.retain(self.vhost.name(), &publish.topic, retained);
         }
-        self.route(&publish.topic, publish.payload, publish.qos);
+        let published = self.route(&publish.topic, publish.payload, publish.qos);
+        if published.unstored && publish.qos != QoS::AtMostOnce {
+            warn!(client_id = %self.client_id, "message store failure; disconnecting");
+            return Some(End::Abnormal("message store failure"));
+        }
+        // The acknowledgement means the message is safe: a persistent one waits for the disk.
         match publish.qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::AtLeastOnce => self.send_after_sync(published.lsn, Packet::PubAck(PubAck::new(publish.pkid))),
             QoS::ExactlyOnce => {
                 self.incoming_qos2.insert(publish.pkid);
-                self.send(Packet::PubRec(PubRec::new(publish.pkid)))
+                self.send_after_sync(published.lsn, Packet::PubRec(PubRec::new(publish.pkid)))
             }
         }
     }
@@ -59,8 +63,10 @@ impl Session {
 
     /// Routes a message through `amq.topic`. QoS 1 and 2 messages are persistent, as RabbitMQ
     /// marks them.
-    pub(crate) fn route(&mut self, topic: &str, payload: Bytes, qos: QoS) {
-        let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else { return };
+    pub(crate) fn route(&mut self, topic: &str, payload: Bytes, qos: QoS) -> Published {
+        let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
+            return Published::default();
+        };
         let mut headers = Table::new();
         headers.insert(QOS_HEADER, Value::U8(qos as u8));
         let properties = Properties {
@@ -73,19 +79,20 @@ impl Session {
             routing_key: translate::routing_key(topic),
             properties,
             body: payload,
+            journal_id: None,
         };
         let mut queues = Vec::new();
         if self.vhost.route(&exchange, &message, &mut queues).is_err() {
-            return;
+            return Published::default();
         }
-        let message = Arc::new(message);
+        let published = self.vhost.enqueue(message, &queues);
         for queue in queues {
-            queue.enqueue(message.clone());
             // A queue over its memory bound pauses this publisher, as for AMQP.
             if queue.is_full() && self.paused_on.is_none() {
                 self.paused_on = Some(queue);
             }
         }
+        published
     }
 
     pub(crate) fn publish_will(&mut self, will: LastWill) {

@@ -55,12 +55,14 @@ impl Session {
             .reduce(higher);
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
+            delivery.queue.acked([&delivery.message]);
             delivery.consumer.settle(1);
             return;
         };
         let qos = lower(message_qos(&delivery.message), subscription_qos);
         let mut publish = Publish::from_bytes(topic, qos, delivery.message.body.clone());
         if qos == QoS::AtMostOnce {
+            delivery.queue.acked([&delivery.message]);
             delivery.consumer.settle(1);
         } else {
             let Some(packet_id) = self.next_packet_id() else {
@@ -90,7 +92,8 @@ impl Session {
     }
 
     pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
-        if let Some(Inflight::Queued { .. }) = self.inflight.remove(&packet_id) {
+        if let Some(Inflight::Queued { queue, message, .. }) = self.inflight.remove(&packet_id) {
+            queue.acked([&message]);
             if let Some(consumer) = &self.consumer {
                 consumer.settle(1);
             }

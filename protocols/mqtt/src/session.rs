@@ -14,10 +14,11 @@ use bytes::{Bytes, BytesMut};
 use mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, LastWill, Packet};
 use mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use warren_core::auth::{Credentials, Principal};
+use warren_core::journal::{self, ConfirmQueue, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, UserName, VhostName};
 use warren_core::queue::{Consumer, Inbox};
 use warren_core::{Queue, Vhost};
@@ -64,6 +65,10 @@ pub(crate) struct Session {
     /// A queue left over its memory bound by our last publish: we read nothing more until it has
     /// room, so TCP pushes back on the publisher.
     pub(crate) paused_on: Option<Arc<Queue>>,
+    /// The message store's sync progress, when the broker has a store.
+    sync: Option<watch::Receiver<SyncState>>,
+    /// PUBACKs and PUBRECs waiting, in order, for their messages to be on disk.
+    waiting: ConfirmQueue<Packet>,
 }
 
 /// Serves one client connection until it closes.
@@ -220,6 +225,8 @@ async fn open(
         out: BytesMut::new(),
         kick,
         paused_on: None,
+        sync: state.broker.journal().map(|journal| journal.sync_state()),
+        waiting: ConfirmQueue::default(),
     };
     let session_present = session.resume(previous.map(|entry| entry.subscriptions));
     session.sync_subscriptions();
@@ -351,6 +358,14 @@ impl Session {
                         return end;
                     }
                 }
+                changed = journal::changed(self.sync.as_mut()), if !self.waiting.is_empty() => {
+                    if changed.is_err() {
+                        return End::Abnormal("message store stopped");
+                    }
+                    if let Some(end) = self.release_synced() {
+                        return end;
+                    }
+                }
                 _ = keep_alive_check.tick() => {
                     // The spec's grace: one and a half keep-alive periods.
                     // A paused session is silent because we stopped reading it.
@@ -410,6 +425,33 @@ impl Session {
     pub(crate) fn protocol_violation(&self, what: &str) -> End {
         warn!(client_id = %self.client_id, peer = %self.peer, what, "protocol violation; disconnecting");
         End::Abnormal("protocol violation")
+    }
+
+    /// Sends an acknowledgement now, or once `lsn` is on disk and those before it have gone.
+    pub(crate) fn send_after_sync(&mut self, lsn: Option<Lsn>, packet: Packet) -> Option<End> {
+        let synced = lsn.is_none_or(|lsn| journal::is_synced(self.sync.as_ref(), lsn));
+        if synced && self.waiting.is_empty() {
+            return self.send(packet);
+        }
+        self.waiting.push(lsn, packet);
+        None
+    }
+
+    /// The store synced further (or failed): sends the acknowledgements it covers. MQTT 3.1.1
+    /// cannot refuse a publish, so one the store failed to write ends the connection unacked,
+    /// and the client publishes it again after reconnecting.
+    fn release_synced(&mut self) -> Option<End> {
+        let state = *self.sync.as_mut()?.borrow_and_update();
+        let mut released = Vec::new();
+        self.waiting.release(state, |packet, synced| released.push((packet, synced)));
+        for (packet, synced) in released {
+            if !synced {
+                warn!(client_id = %self.client_id, "message store failure; disconnecting");
+                return Some(End::Abnormal("message store failure"));
+            }
+            self.send(packet);
+        }
+        None
     }
 
     pub(crate) fn send(&mut self, packet: Packet) -> Option<End> {

@@ -41,9 +41,9 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
         }
         let at = rng.below(bytes.len());
         match rng.below(4) {
-            0 => bytes[at] = rng.next() as u8,
+            0 => bytes[at] = rng.next_u64() as u8,
             1 => bytes[at] ^= 1 << rng.below(8),
-            2 => bytes.insert(at, rng.next() as u8),
+            2 => bytes.insert(at, rng.next_u64() as u8),
             _ => bytes.truncate(at),
         }
     }
@@ -86,7 +86,7 @@ fn mutated_packet_streams_never_panic() {
 fn random_noise_never_panics() {
     fuzz_rounds(|rng, splits| {
         let length = rng.below(1024);
-        let input: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
+        let input: Vec<u8> = (0..length).map(|_| rng.next_u64() as u8).collect();
         decode_all(&input, splits);
     });
 }

@@ -78,14 +78,23 @@ impl Session {
         if let Some(reply_to) = properties.reply_to.take() {
             properties.reply_to = Some(self.rewrite_reply_to(&reply_to)?);
         }
-        let message = Message { exchange: exchange.clone(), routing_key: key, properties, body: frame.body.clone() };
+        let message = Message {
+            exchange: exchange.clone(),
+            routing_key: key,
+            properties,
+            body: frame.body.clone(),
+            journal_id: None,
+        };
         message.check_expiration().map_err(|error| failure("invalid expiration", error))?;
         let exchange = self.vhost.exchange(&exchange).map_err(|error| failure("not_found", error))?;
         let mut queues = Vec::new();
         self.vhost.route(&exchange, &message, &mut queues).map_err(|error| failure("access refused", error))?;
-        let message = Arc::new(message);
+        let published = self.vhost.enqueue(message, &queues);
+        if published.unstored {
+            return Err(failure("message store failure", "the message could not be stored"));
+        }
+        self.frame_lsn = self.frame_lsn.max(published.lsn);
         for queue in queues {
-            queue.enqueue(message.clone());
             // A queue over its memory bound pauses this publisher, as for AMQP.
             if queue.is_full() && self.paused_on.is_none() {
                 self.paused_on = Some(queue);
@@ -337,7 +346,9 @@ impl Session {
         for entry in settled {
             if requeue {
                 entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
-            } else if !acked {
+            } else if acked {
+                entry.queue.acked([&entry.message]);
+            } else {
                 entry.queue.reject([entry.message]);
             }
             entry.consumer.settle(1);
@@ -383,7 +394,9 @@ impl Session {
         let mut frame = translate::headers(&message.properties, frame);
         frame.body = message.body.clone();
         self.write(&frame);
-        if ack != Ack::Auto {
+        if ack == Ack::Auto {
+            delivery.queue.acked([&delivery.message]);
+        } else {
             self.unacked.push(Unacked {
                 ack_id,
                 subscription: id,

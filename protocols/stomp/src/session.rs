@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 use warren_core::auth::Credentials;
+use warren_core::journal::{self, ConfirmQueue, Lsn, SyncState};
 use warren_core::name::{UserName, VhostName};
 use warren_core::queue::Inbox;
 use warren_core::{Broker, Queue, Vhost};
@@ -117,6 +118,20 @@ pub(crate) struct Session {
     /// A queue left over its memory bound by our last SEND: we read nothing more until it has
     /// room, so TCP pushes back on the publisher.
     pub(crate) paused_on: Option<Arc<Queue>>,
+    /// The message store's sync progress, when the broker has a store.
+    sync: Option<watch::Receiver<SyncState>>,
+    /// Where the frame being handled journaled its messages: its receipt waits for that.
+    pub(crate) frame_lsn: Option<Lsn>,
+    /// Receipts (and a DISCONNECT) waiting, in order, for the store to sync.
+    waiting: ConfirmQueue<Outgoing>,
+}
+
+/// What waits for the store to sync.
+#[derive(Debug)]
+enum Outgoing {
+    Receipt(String),
+    /// The client's DISCONNECT: the connection ends once the receipts before it are out.
+    Disconnect(Option<String>),
 }
 
 /// Serves one client connection until it closes.
@@ -219,6 +234,9 @@ async fn accept<R: AsyncRead + Unpin>(
         out: BytesMut::new(),
         searched: 0,
         paused_on: None,
+        sync: state.broker.journal().map(|journal| journal.sync_state()),
+        frame_lsn: None,
+        waiting: ConfirmQueue::default(),
     };
     Some((session, receive_timeout))
 }
@@ -322,6 +340,14 @@ impl Session {
                     }
                 },
                 _ = inbox.ready() => self.drain_inbox(),
+                changed = journal::changed(self.sync.as_mut()), if !self.waiting.is_empty() => {
+                    if changed.is_err() {
+                        return End::Close("message store stopped");
+                    }
+                    if let Some(end) = self.release_synced() {
+                        return end;
+                    }
+                }
                 _ = heartbeat_check.tick() => {
                     // A paused session is silent because we stopped reading it.
                     let silent = self.paused_on.is_none() && last_read.elapsed() > Duration::from_millis(receive_timeout_ms);
@@ -355,6 +381,7 @@ impl Session {
 
     fn handle(&mut self, frame: Frame) -> Option<End> {
         let receipt = frame.header("receipt").map(str::to_owned);
+        self.frame_lsn = None;
         let result = match frame.command.as_str() {
             "SEND" => self.send_frame(frame),
             "SUBSCRIBE" => self.subscribe(&frame),
@@ -365,15 +392,19 @@ impl Session {
             "COMMIT" => self.commit(&frame),
             "ABORT" => self.abort(&frame),
             "DISCONNECT" => {
-                self.send_receipt(receipt);
-                return Some(End::Close("client disconnected"));
+                if self.waiting.is_empty() {
+                    self.send_receipt(receipt);
+                    return Some(End::Close("client disconnected"));
+                }
+                self.waiting.push(None, Outgoing::Disconnect(receipt));
+                return None;
             }
             "CONNECT" | "STOMP" => Err(("already connected".to_owned(), String::new())),
             other => Err(("unknown command".to_owned(), format!("Could not interpret command {other}"))),
         };
         match result {
             Ok(()) => {
-                self.send_receipt(receipt);
+                self.receipt_after_sync(receipt);
                 None
             }
             Err((message, detail)) => {
@@ -387,6 +418,44 @@ impl Session {
                 Some(self.error(&message, &detail))
             }
         }
+    }
+
+    /// Sends a receipt now, or once the frame's persistent messages are on disk and the
+    /// receipts before it have gone.
+    fn receipt_after_sync(&mut self, receipt: Option<String>) {
+        let Some(receipt) = receipt else { return };
+        let lsn = self.frame_lsn.take();
+        let synced = lsn.is_none_or(|lsn| journal::is_synced(self.sync.as_ref(), lsn));
+        if synced && self.waiting.is_empty() {
+            self.send_receipt(Some(receipt));
+        } else {
+            self.waiting.push(lsn, Outgoing::Receipt(receipt));
+        }
+    }
+
+    /// The store synced further (or failed): sends the receipts it covers. A receipt for a
+    /// message the store could not write becomes an ERROR, and the connection closes.
+    fn release_synced(&mut self) -> Option<End> {
+        let state = *self.sync.as_mut()?.borrow_and_update();
+        let mut released = Vec::new();
+        self.waiting.release(state, |outgoing, synced| released.push((outgoing, synced)));
+        for (outgoing, synced) in released {
+            match (outgoing, synced) {
+                (Outgoing::Receipt(receipt), true) => self.send_receipt(Some(receipt)),
+                (Outgoing::Receipt(receipt), false) => {
+                    let frame = error_frame("message store failure", "the message could not be stored")
+                        .with("receipt-id", receipt);
+                    warn!(peer = %self.peer, "message store failure; closing");
+                    self.write(&frame);
+                    return Some(End::Close("error sent"));
+                }
+                (Outgoing::Disconnect(receipt), _) => {
+                    self.send_receipt(receipt);
+                    return Some(End::Close("client disconnected"));
+                }
+            }
+        }
+        None
     }
 
     fn send_receipt(&mut self, receipt: Option<String>) {

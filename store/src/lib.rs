@@ -1,0 +1,341 @@
+//! Warren's message store: the journal persistent messages on durable queues are written to.
+//!
+//! One append-only log per broker, cut into numbered segment files. Every record carries a
+//! CRC-32 of its body. Appending only encodes into a memory buffer under a short lock; one
+//! writer thread moves the buffer to the current segment and fsyncs (fdatasync) it, then
+//! announces the new synced position. Everything appended while one sync runs is covered by
+//! the next one, so batches grow with load and no timer is involved (group commit).
+//!
+//! Each segment counts the (message, queue) pairs that are still live in it. A removal record
+//! decrements the count of the segment holding the message's publish record. Segments are
+//! deleted from the head of the log, once the oldest ones hold nothing live, so disk use
+//! follows the backlog.
+//!
+//! # Layout
+//! - `record`: record kinds and their byte layout.
+//! - `recovery`: reading the segments back at start.
+//! - `writer`: the thread that writes and syncs.
+
+mod record;
+mod recovery;
+mod writer;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use warren_core::journal::{Journal, JournalUnavailable, Journaled, Lsn, SyncState};
+use warren_core::name::{QueueName, VhostName};
+use warren_core::Message;
+
+pub use recovery::{Recovery, RecoveryReport};
+
+/// Every segment file starts with these bytes: the format's name and version.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"WRNLOG\x00\x01";
+/// The file name extension of segments.
+pub const SEGMENT_EXTENSION: &str = "wlog";
+/// Default size at which the current segment is closed and a new one started.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The directory holding the segments.
+    pub dir: PathBuf,
+    /// A segment is closed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Confirm messages as soon as they are appended, before they are synced: faster, but a
+    /// crash can lose what was confirmed in the last moments. Off by default.
+    pub confirm_before_sync: bool,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig { dir: dir.into(), segment_bytes: SEGMENT_BYTES_DEFAULT, confirm_before_sync: false }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("message store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl StoreError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Completed fsyncs of segment data.
+    pub syncs: AtomicU64,
+    /// Publish records covered by completed fsyncs.
+    pub synced_publishes: AtomicU64,
+    /// Segment files deleted because nothing in them was live.
+    pub segments_deleted: AtomicU64,
+}
+
+/// Bytes waiting to be written to one segment.
+#[derive(Debug)]
+struct Chunk {
+    segment: u64,
+    bytes: Vec<u8>,
+}
+
+/// A segment as the store tracks it.
+#[derive(Debug)]
+struct Segment {
+    number: u64,
+    /// The first message id that can be in it: ids are assigned in log order, so a message's
+    /// segment is the last one whose `first_id` is not above its id.
+    first_id: u64,
+    /// (message, queue) pairs published in it and not yet removed.
+    live: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Appended, not yet written, in log order.
+    chunks: Vec<Chunk>,
+    /// Publish records among the chunks.
+    pending_publishes: u64,
+    /// The log position after the last append.
+    appended: Lsn,
+    next_id: u64,
+    /// The segment appends go to, and its size so far (written and pending).
+    current: u64,
+    current_bytes: u64,
+    /// Segments on disk or about to be, oldest first; the last is the current one.
+    segments: VecDeque<Segment>,
+    /// Segments to delete once the pending chunks are written.
+    to_delete: Vec<u64>,
+    /// The writer waits for work.
+    writer_idle: bool,
+    /// Writing failed; appends of new messages are refused until a retry succeeds.
+    failed: bool,
+    stopping: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: StoreConfig,
+    state: Mutex<State>,
+    work: Condvar,
+    sync_state: watch::Sender<SyncState>,
+    stats: StoreStats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock is held leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The message store. Dropping it writes and syncs what is pending, then stops the writer.
+#[derive(Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens the store in `config.dir` (created if missing), reading back every segment. The
+    /// messages found are handed back in [`Recovery`], for the caller to put into their queues
+    /// (or to discard with [`Store::removed`] when the queue no longer exists).
+    pub fn open(config: StoreConfig) -> Result<(Arc<Store>, Recovery), StoreError> {
+        std::fs::create_dir_all(&config.dir).map_err(StoreError::io(&config.dir))?;
+        let scanned = recovery::scan(&config.dir)?;
+        let current = scanned.next_segment;
+        let mut segments: VecDeque<Segment> = scanned.segments.into();
+        segments.push_back(Segment { number: current, first_id: scanned.next_id, live: 0 });
+        let state = State {
+            chunks: Vec::new(),
+            pending_publishes: 0,
+            appended: 0,
+            next_id: scanned.next_id,
+            current,
+            current_bytes: SEGMENT_MAGIC.len() as u64,
+            segments,
+            to_delete: Vec::new(),
+            writer_idle: false,
+            failed: false,
+            stopping: false,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            sync_state: watch::channel(SyncState::default()).0,
+            stats: StoreStats::default(),
+        });
+        {
+            let mut state = shared.lock();
+            collect_dead_segments(&mut state);
+        }
+        let thread_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("warren-store".into())
+            .spawn(move || writer::run(thread_shared))
+            .map_err(StoreError::io(&shared.config.dir))?;
+        let store = Arc::new(Store { shared, writer: Mutex::new(Some(writer)) });
+        Ok((store, scanned.recovery))
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.shared.stats
+    }
+
+    /// Waits until everything appended so far is synced (or writing has failed).
+    pub async fn sync(&self) -> SyncState {
+        let target = self.appended();
+        let mut receiver = self.shared.sync_state.subscribe();
+        let state = receiver.wait_for(|state| state.synced >= target || state.failed).await.map(|state| *state);
+        state.unwrap_or(SyncState { synced: 0, failed: true })
+    }
+
+    /// Appends `encode`'s record, wakes the writer if it sleeps, and returns the position after it.
+    fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
+        let segment = state.current;
+        let chunk = match state.chunks.last_mut() {
+            Some(chunk) if chunk.segment == segment => chunk,
+            _ => {
+                state.chunks.push(Chunk { segment, bytes: Vec::with_capacity(64 << 10) });
+                state.chunks.last_mut().expect("just pushed")
+            }
+        };
+        let before = chunk.bytes.len();
+        encode(&mut chunk.bytes);
+        let written = (chunk.bytes.len() - before) as u64;
+        state.current_bytes += written;
+        state.appended += written;
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.shared.work.notify_one();
+        }
+        state.appended
+    }
+
+    /// Starts a new segment when the current one is full. Called before a publish, so a
+    /// segment's ids start at its `first_id`.
+    fn roll_if_full(&self, state: &mut State) {
+        if state.current_bytes < self.shared.config.segment_bytes {
+            return;
+        }
+        state.current += 1;
+        state.current_bytes = SEGMENT_MAGIC.len() as u64;
+        state.segments.push_back(Segment { number: state.current, first_id: state.next_id, live: 0 });
+        collect_dead_segments(state);
+    }
+
+    fn lsn_for_confirm(&self, lsn: Lsn) -> Lsn {
+        if self.shared.config.confirm_before_sync {
+            0
+        } else {
+            lsn
+        }
+    }
+}
+
+/// Moves the oldest segments that hold nothing live (and are not the current one) to the
+/// delete list.
+fn collect_dead_segments(state: &mut State) {
+    while state.segments.len() > 1 && state.segments.front().is_some_and(|segment| segment.live == 0) {
+        let segment = state.segments.pop_front().expect("checked non-empty");
+        state.to_delete.push(segment.number);
+    }
+}
+
+/// The segment holding message `id`, if it is still on disk.
+fn segment_of(segments: &mut VecDeque<Segment>, id: u64) -> Option<&mut Segment> {
+    let index = segments.partition_point(|segment| segment.first_id <= id);
+    if index == 0 {
+        return None;
+    }
+    segments.get_mut(index - 1)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+impl Journal for Store {
+    fn publish(
+        &self,
+        vhost: &VhostName,
+        queues: &[&QueueName],
+        message: &Message,
+    ) -> Result<Journaled, JournalUnavailable> {
+        let published_ms = now_ms();
+        let mut state = self.shared.lock();
+        if state.failed || state.stopping {
+            return Err(JournalUnavailable);
+        }
+        self.roll_if_full(&mut state);
+        let id = state.next_id;
+        state.next_id += 1;
+        let lsn = self.append(&mut state, |out| record::encode_publish(out, id, published_ms, vhost, queues, message));
+        state.pending_publishes += 1;
+        if let Some(segment) = state.segments.back_mut() {
+            segment.live += queues.len() as u64;
+        }
+        Ok(Journaled { id, lsn: self.lsn_for_confirm(lsn) })
+    }
+
+    fn delivered(&self, vhost: &VhostName, queue: &QueueName, id: u64) {
+        let mut state = self.shared.lock();
+        self.append(&mut state, |out| record::encode_delivered(out, id, vhost, queue));
+    }
+
+    fn removed(&self, vhost: &VhostName, queue: &QueueName, id: u64) {
+        let mut state = self.shared.lock();
+        self.append(&mut state, |out| record::encode_removed(out, id, vhost, queue));
+        let emptied = match segment_of(&mut state.segments, id) {
+            Some(segment) => {
+                segment.live = segment.live.saturating_sub(1);
+                segment.live == 0
+            }
+            None => false,
+        };
+        if emptied {
+            collect_dead_segments(&mut state);
+        }
+    }
+
+    fn sync_state(&self) -> watch::Receiver<SyncState> {
+        self.shared.sync_state.subscribe()
+    }
+
+    fn appended(&self) -> Lsn {
+        self.shared.lock().appended
+    }
+}
+
+impl Store {
+    /// Writes and syncs what is pending, then stops the writer; later publishes are refused.
+    pub fn close(&self) {
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_one();
+        let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A segment's file name: its number, zero-padded so names sort in log order.
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.{SEGMENT_EXTENSION}"))
+}
