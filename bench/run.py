@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,13 @@ AMQP_SCENARIOS = [
     ("16 B, manual ack, prefetch 100", ["--protocol", "amqp", "--size", "16", "--ack", "manual", "--prefetch", "100"], True),
     ("1 KiB, auto-ack", ["--protocol", "amqp", "--size", "1024", "--ack", "auto"], True),
     ("1 KiB, manual ack, prefetch 100", ["--protocol", "amqp", "--size", "1024", "--ack", "manual", "--prefetch", "100"], True),
+]
+# Persistent messages on a durable queue, with publisher confirms and manual acks: both brokers
+# fsync before confirming (RabbitMQ 3.10's classic queues do).
+PERSISTENT = ["--persistent", "--confirm", "--ack", "manual", "--prefetch", "100"]
+AMQP_PERSISTENT_SCENARIOS = [
+    ("16 B, persistent, confirms, manual ack", ["--protocol", "amqp", "--size", "16", *PERSISTENT], True),
+    ("1 KiB, persistent, confirms, manual ack", ["--protocol", "amqp", "--size", "1024", *PERSISTENT], True),
 ]
 MQTT_FANOUT = ["--subscribers", "100", "--window", "2000"]
 MQTT_SCENARIOS = [
@@ -115,15 +123,23 @@ class Warren:
     def __init__(self, workdir):
         self.port = free_port()
         self.ports = {"amqp": self.port, "mqtt": free_port(), "stomp": free_port()}
+        self.http_port = free_port()
         self.log = open(workdir / "warren.log", "w")
         self.process = subprocess.Popen(
             [str(WARREN), "--amqp-port", str(self.port), "--mqtt-port", str(self.ports["mqtt"]),
-             "--stomp-port", str(self.ports["stomp"]), "--http-port", "0", "--bind", "127.0.0.1",
+             "--stomp-port", str(self.ports["stomp"]), "--http-port", str(self.http_port), "--bind", "127.0.0.1",
              "--data-dir", str(workdir / "warren-data"), "--log-level", "warn"],
             stderr=self.log)
         for port in self.ports.values():
             wait_for_port(port, self.process, 20)
         self.pid = self.process.pid
+
+    def metrics(self):
+        """The message store's counters, from the Prometheus endpoint."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {name: float(value) for name, value in
+                (line.split() for line in text.splitlines() if line and not line.startswith("#"))}
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
@@ -213,16 +229,26 @@ class Mosquitto:
 
 def run_client(broker, arguments, seconds):
     protocol = arguments[arguments.index("--protocol") + 1]
+    metrics_before = broker.metrics() if hasattr(broker, "metrics") else None
     before = cpu_seconds(broker.pid)
     result = subprocess.run(
         [str(BENCH), "--addr", f"127.0.0.1:{broker.ports[protocol]}", "--seconds", str(seconds), *arguments],
         capture_output=True, text=True, timeout=seconds + 60)
     after = cpu_seconds(broker.pid)
+    if metrics_before is not None:
+        metrics_after = broker.metrics()
+        # Over the whole run (warm-up and drain included), like the broker's CPU.
+        figures_syncs = metrics_after["warren_store_syncs_total"] - metrics_before["warren_store_syncs_total"]
+        figures_synced = (metrics_after["warren_store_synced_publishes_total"]
+                          - metrics_before["warren_store_synced_publishes_total"])
+    else:
+        figures_syncs = figures_synced = None
     if result.returncode != 0:
         raise RuntimeError(f"client failed against {broker.name}: {result.stderr.strip()}")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     # The broker's CPU over the whole client run (warm-up and drain included), per measured second.
     figures["broker_cpu_s"] = after - before
+    figures["fsyncs"], figures["synced_messages"] = figures_syncs, figures_synced
     return figures
 
 
@@ -319,6 +345,32 @@ def table(title, scenarios, warren, other, other_name):
     return "\n".join(lines)
 
 
+def persistent_table(title, scenarios, warren, other, other_name, seconds):
+    lines = [
+        f"### {title}",
+        "",
+        f"| scenario | Warren msg/s | {other_name} msg/s | ratio | Warren fsyncs/s | Warren msgs per fsync "
+        f"| Warren p50 / p99 µs | {other_name} p50 / p99 µs "
+        f"| Warren CPU (client / broker) s | {other_name} CPU (client / broker) s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, _, _ in scenarios:
+        (w, wl), (r, rl) = warren[label], other[label]
+        ratio = w["msgs_per_s"] / r["msgs_per_s"] if r["msgs_per_s"] else float("inf")
+        latency = lambda figures: f"{figures['p50_us']:.0f} / {figures['p99_us']:.0f}" if figures else "-"
+        # The client runs 1 s of warm-up before the measured interval, and drains after it.
+        run_seconds = w["seconds"] + 1
+        fsyncs_per_s = w["fsyncs"] / run_seconds if w["fsyncs"] else 0
+        per_fsync = w["synced_messages"] / w["fsyncs"] if w["fsyncs"] else 0
+        lines.append(
+            f"| {label} | {w['msgs_per_s']:,.0f} | {r['msgs_per_s']:,.0f} | {ratio:.2f}x "
+            f"| {fsyncs_per_s:,.0f} | {per_fsync:,.1f} "
+            f"| {latency(wl)} | {latency(rl)} "
+            f"| {w['client_cpu_s']:.1f} / {w['broker_cpu_s']:.1f} "
+            f"| {r['client_cpu_s']:.1f} / {r['broker_cpu_s']:.1f} |")
+    return "\n".join(lines)
+
+
 def write_results(path, text):
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     content = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
@@ -341,8 +393,10 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="warren-bench-"))
     results, memory = {}, {}
     plan = [
-        (Warren, [("AMQP", AMQP_SCENARIOS), ("MQTT", MQTT_SCENARIOS), ("STOMP", STOMP_SCENARIOS)]),
-        (RabbitMQ, [("AMQP", AMQP_SCENARIOS), ("STOMP", STOMP_SCENARIOS)]),
+        (Warren, [("AMQP", AMQP_SCENARIOS), ("AMQP persistent", AMQP_PERSISTENT_SCENARIOS),
+                  ("MQTT", MQTT_SCENARIOS), ("STOMP", STOMP_SCENARIOS)]),
+        (RabbitMQ, [("AMQP", AMQP_SCENARIOS), ("AMQP persistent", AMQP_PERSISTENT_SCENARIOS),
+                    ("STOMP", STOMP_SCENARIOS)]),
         (Mosquitto, [("MQTT", MQTT_SCENARIOS)]),
     ]
     try:
@@ -379,6 +433,9 @@ def main():
         f"run (client: measured interval; broker: whole run).",
         table("AMQP 0-9-1: Warren and RabbitMQ", AMQP_SCENARIOS, results[("Warren", "AMQP")],
               results[("RabbitMQ", "AMQP")], "RabbitMQ"),
+        persistent_table("AMQP 0-9-1, persistent: Warren and RabbitMQ, both fsyncing before every confirm",
+                         AMQP_PERSISTENT_SCENARIOS, results[("Warren", "AMQP persistent")],
+                         results[("RabbitMQ", "AMQP persistent")], "RabbitMQ", args.seconds),
         table("MQTT 3.1.1: Warren and Mosquitto", MQTT_SCENARIOS, results[("Warren", "MQTT")],
               results[("Mosquitto", "MQTT")], "Mosquitto"),
         table("STOMP 1.2: Warren and RabbitMQ's STOMP plugin", STOMP_SCENARIOS, results[("Warren", "STOMP")],

@@ -1,6 +1,6 @@
 //! The HTTP port: WebSocket transports for browsers, STOMP at `/ws` (as RabbitMQ's Web-STOMP)
 //! and MQTT at `/mqtt` (mqtt.js's default path; RabbitMQ's Web-MQTT uses `/ws` on its own
-//! port). The management API will be served here too.
+//! port). `/metrics` serves Prometheus text. The management API will be served here too.
 //!
 //! Each WebSocket is bridged to the protocol's ordinary `serve` through a bounded in-memory
 //! duplex pipe: one task moves WebSocket messages into the pipe and the pipe's output into
@@ -39,6 +39,7 @@ struct HttpState {
     connections: Arc<tokio::sync::Semaphore>,
     stomp: Arc<warren_stomp::StompState>,
     mqtt: Arc<warren_mqtt::MqttState>,
+    store: Arc<warren_store::Store>,
 }
 
 /// How the broker's output is framed into WebSocket messages.
@@ -59,16 +60,45 @@ pub async fn serve(
     connections: Arc<tokio::sync::Semaphore>,
     stomp: Arc<warren_stomp::StompState>,
     mqtt: Arc<warren_mqtt::MqttState>,
+    store: Arc<warren_store::Store>,
 ) {
     let shutdown = broker.shutdown().clone();
-    let state = HttpState { broker, connections, stomp, mqtt };
-    let app = Router::new().route("/ws", get(stomp_websocket)).route("/mqtt", get(mqtt_websocket)).with_state(state);
+    let state = HttpState { broker, connections, stomp, mqtt, store };
+    let app = Router::new()
+        .route("/ws", get(stomp_websocket))
+        .route("/mqtt", get(mqtt_websocket))
+        .route("/metrics", get(metrics))
+        .with_state(state);
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(error) = served.await {
         tracing::error!(%error, "http server failed");
     }
     info!(protocol = "http", "listener stopped");
+}
+
+/// Prometheus text exposition of the broker's counters.
+async fn metrics(State(state): State<HttpState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = state.store.stats();
+    let mut text = String::new();
+    for (name, help, value) in [
+        ("warren_store_syncs_total", "fsyncs (fdatasync) of message store segments", stats.syncs.load(Relaxed)),
+        (
+            "warren_store_synced_publishes_total",
+            "persistent messages covered by completed fsyncs",
+            stats.synced_publishes.load(Relaxed),
+        ),
+        (
+            "warren_store_segments_deleted_total",
+            "message store segments deleted once nothing in them was live",
+            stats.segments_deleted.load(Relaxed),
+        ),
+    ] {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn stomp_websocket(

@@ -72,8 +72,8 @@ async fn run(config: Config) -> std::io::Result<()> {
     let broker = Broker::new(broker_config, users, shutdown.clone());
     apply_policies(&config, &broker)?;
     let (store, store_recovery) = open_store(&config, &broker)?;
-    restore_definitions(&config, &broker)?;
-    recover_messages(&broker, &store, store_recovery).await;
+    let definitions_complete = restore_definitions(&config, &broker)?;
+    recover_messages(&broker, &store, store_recovery, definitions_complete).await;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());
@@ -99,7 +99,14 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let http = listener::bind("http", SocketAddr::new(config.bind, config.http_port)).await?;
-    tokio::spawn(http::serve(http, broker.clone(), connections.clone(), websocket_stomp, websocket_mqtt));
+    tokio::spawn(http::serve(
+        http,
+        broker.clone(),
+        connections.clone(),
+        websocket_stomp,
+        websocket_mqtt,
+        store.clone(),
+    ));
 
     wait_for_signal().await?;
     info!("shutting down");
@@ -128,8 +135,9 @@ fn open_store(config: &Config, broker: &Broker) -> std::io::Result<(Arc<Store>, 
 
 /// Puts the messages read back from the store into their queues. Messages of queues that no
 /// longer exist are removed from the store, so a queue declared later under the same name
-/// does not inherit them. Returns once those removals are synced.
-async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery) {
+/// does not inherit them (unless some definition failed to restore: then the queue may exist
+/// after all, and its messages are kept on disk). Returns once those removals are synced.
+async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, remove_orphans: bool) {
     let report = recovery.report;
     let mut orphans = 0usize;
     for ((vhost_name, queue_name), messages) in recovery.queues {
@@ -139,6 +147,10 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery) {
             .filter(|queue| queue.is_journaled());
         match queue {
             Some(queue) => queue.restore(messages),
+            None if !remove_orphans => {
+                tracing::warn!(vhost = %vhost_name, queue = %queue_name, messages = messages.len(),
+                    "stored messages of a queue that was not restored are kept on disk");
+            }
             None => {
                 orphans += messages.len();
                 for recovered in messages {
@@ -163,12 +175,15 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery) {
 }
 
 /// Recreates the stored durable definitions, then stores them again after every change.
-fn restore_definitions(config: &Config, broker: &Arc<Broker>) -> std::io::Result<()> {
+/// Returns whether every stored definition was recreated.
+fn restore_definitions(config: &Config, broker: &Arc<Broker>) -> std::io::Result<bool> {
     let file = definitions::path(&config.data_dir);
     let invalid = |error: definitions::DefinitionsError| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+    let mut complete = true;
     if let Some(stored) = definitions::load(&file).map_err(invalid)? {
         for failure in broker.restore(&stored) {
             error!(%failure, "a stored definition could not be restored");
+            complete = false;
         }
         info!(
             exchanges = stored.exchanges.len(),
@@ -187,7 +202,7 @@ fn restore_definitions(config: &Config, broker: &Arc<Broker>) -> std::io::Result
             error!(%error, "cannot store definitions");
         }
     });
-    Ok(())
+    Ok(complete)
 }
 
 /// Sets the config file's policies on their vhosts.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use warren_amqp::codec::methods::{basic, channel, connection, queue};
+use warren_amqp::codec::methods::{basic, channel, confirm, connection, queue};
 use warren_amqp::codec::{self, Frame, Method, PROTOCOL_HEADER};
 use warren_core::properties::Properties;
 use warren_core::value::Table;
@@ -109,8 +109,44 @@ impl Client {
         Ok(())
     }
 
+    /// Turns on publisher confirms and counts them, on a thread reading a clone of the socket,
+    /// into `shared.confirmed`, until publishing stops and every publish is confirmed (or the
+    /// connection goes).
+    fn count_confirms(&mut self, shared: &std::sync::Arc<Shared>) -> Result<std::thread::JoinHandle<()>> {
+        self.send(1, Method::ConfirmSelect(confirm::Select { nowait: false }))?;
+        self.expect(|method| matches!(method, Method::ConfirmSelectOk(_)))?;
+        let socket = self.socket.try_clone().map_err(|error| error.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_millis(50))).map_err(|error| error.to_string())?;
+        let mut reader = Client { socket, buffer: std::mem::take(&mut self.buffer) };
+        let shared = shared.clone();
+        Ok(std::thread::spawn(move || loop {
+            let done = shared.stop_publishing.load(Ordering::Acquire)
+                && shared.confirmed.load(Ordering::Acquire) >= shared.sent.load(Ordering::Acquire);
+            if done {
+                return;
+            }
+            match codec::decode(&mut reader.buffer, FRAME_MAX) {
+                Ok(Some(Frame::Method { method: Method::BasicAck(ack), .. })) => {
+                    shared.confirmed.fetch_max(ack.delivery_tag, Ordering::AcqRel);
+                }
+                Ok(Some(Frame::Method { method: Method::BasicNack(nack), .. })) => {
+                    eprintln!("publish {} nacked", nack.delivery_tag);
+                    shared.confirmed.fetch_max(nack.delivery_tag, Ordering::AcqRel);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => match reader.fill() {
+                    Ok(_) => {}
+                    Err(error) if error.contains("timed out") || error.contains("temporarily") => {}
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            }
+        }))
+    }
+
     /// Publishes until told to stop: as fast as the in-flight window allows, or at a fixed rate.
-    pub fn publish_loop(&mut self, queue: &str, options: &Options, shared: &Shared) -> Result<()> {
+    pub fn publish_loop(&mut self, queue: &str, options: &Options, shared: &std::sync::Arc<Shared>) -> Result<()> {
+        let confirms = if options.confirm { Some(self.count_confirms(shared)?) } else { None };
         let method = Method::BasicPublish(basic::Publish { routing_key: queue.into(), ..Default::default() });
         let properties =
             Properties { delivery_mode: Some(if options.persistent { 2 } else { 1 }), ..Default::default() };
@@ -132,6 +168,9 @@ impl Client {
             self.write(&out)?;
             sent += allowed;
             shared.sent.store(sent, Ordering::Release);
+        }
+        if let Some(confirms) = confirms {
+            let _ = confirms.join();
         }
         Ok(())
     }

@@ -44,6 +44,9 @@ pub struct Options {
     /// Publish with delivery_mode 2 (persistent).
     #[arg(long)]
     pub persistent: bool,
+    /// Publisher confirms (AMQP): unconfirmed publishes count against the window too.
+    #[arg(long)]
+    pub confirm: bool,
     /// `amqp`, `mqtt` or `stomp`.
     #[arg(long, default_value = "amqp")]
     pub protocol: String,
@@ -59,6 +62,8 @@ pub struct Options {
 pub struct Shared {
     pub epoch: Instant,
     pub sent: AtomicU64,
+    /// Publishes the broker confirmed (with `--confirm`).
+    pub confirmed: AtomicU64,
     /// Deliveries counted across all consumers.
     pub received: AtomicU64,
     /// Consumers each expected to receive every message.
@@ -89,6 +94,7 @@ fn main() {
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
         sent: AtomicU64::new(0),
+        confirmed: AtomicU64::new(0),
         received: AtomicU64::new(0),
         subscribers,
         stop_publishing: AtomicBool::new(false),
@@ -172,7 +178,11 @@ fn start_amqp(options: &Options, shared: &Arc<Shared>) -> Running {
 /// rate. Returns how many it may send now, at most `batch`.
 pub fn allowance(options: &Options, shared: &Shared, sent: u64, started: Instant, batch: u64) -> u64 {
     let allowed = if options.rate == 0 {
-        options.window.saturating_sub(shared.in_flight(sent)).min(batch)
+        let mut in_flight = shared.in_flight(sent);
+        if options.confirm {
+            in_flight = in_flight.max(sent.saturating_sub(shared.confirmed.load(Ordering::Acquire)));
+        }
+        options.window.saturating_sub(in_flight).min(batch)
     } else {
         let due = (started.elapsed().as_secs_f64() * options.rate as f64) as u64;
         due.saturating_sub(sent).min(batch)

@@ -81,10 +81,12 @@ pub struct StoreStats {
     pub segments_deleted: AtomicU64,
 }
 
-/// Bytes waiting to be written to one segment.
+/// Bytes waiting to be written to one segment, at a known offset.
 #[derive(Debug)]
 struct Chunk {
     segment: u64,
+    /// Where `bytes` start in the segment file.
+    offset: u64,
     bytes: Vec<u8>,
 }
 
@@ -206,7 +208,8 @@ impl Store {
         let chunk = match state.chunks.last_mut() {
             Some(chunk) if chunk.segment == segment => chunk,
             _ => {
-                state.chunks.push(Chunk { segment, bytes: Vec::with_capacity(64 << 10) });
+                let offset = state.current_bytes;
+                state.chunks.push(Chunk { segment, offset, bytes: Vec::with_capacity(64 << 10) });
                 state.chunks.last_mut().expect("just pushed")
             }
         };
@@ -225,9 +228,13 @@ impl Store {
     /// Starts a new segment when the current one is full. Called before a publish, so a
     /// segment's ids start at its `first_id`.
     fn roll_if_full(&self, state: &mut State) {
-        if state.current_bytes < self.shared.config.segment_bytes {
-            return;
+        if state.current_bytes >= self.shared.config.segment_bytes {
+            Self::roll(state);
         }
+    }
+
+    /// Closes the current segment and starts the next.
+    fn roll(state: &mut State) {
         state.current += 1;
         state.current_bytes = SEGMENT_MAGIC.len() as u64;
         state.segments.push_back(Segment { number: state.current, first_id: state.next_id, live: 0 });
@@ -299,11 +306,16 @@ impl Journal for Store {
         let emptied = match segment_of(&mut state.segments, id) {
             Some(segment) => {
                 segment.live = segment.live.saturating_sub(1);
-                segment.live == 0
+                (segment.live == 0).then_some(segment.number)
             }
-            None => false,
+            None => None,
         };
-        if emptied {
+        if emptied == Some(state.current) && state.failed {
+            // On a full disk only deletions make room, and the current segment is never
+            // deleted: move on, so a drained one can go.
+            Self::roll(&mut state);
+        }
+        if emptied.is_some() {
             collect_dead_segments(&mut state);
         }
     }

@@ -2,8 +2,10 @@
 //!
 //! Segments are read in order and each record's checksum is verified. The first record that is
 //! torn (runs past the end of its file) or corrupt (bad checksum, bad length, does not decode)
-//! ends its segment: the file is cut at that record's offset, with a warning naming both, and
-//! the scan goes on with the next segment. Records are then applied in log order: a publish
+//! ends its segment, with a warning naming the file and the offset. In the last segment that is
+//! a crash's torn tail, and the file is cut there. In an earlier one it is damage, not a crash
+//! (later segments were written after it), so the file is left as it is for inspection; the scan
+//! goes on with the next segment either way. Records are then applied in log order: a publish
 //! makes the message live in its queues, a delivery marks it redelivered there, a removal
 //! ends it there. What is still live is handed to the caller per queue, in publish (id) order.
 
@@ -37,6 +39,8 @@ pub struct RecoveryReport {
     pub live: u64,
     /// Files cut short, and the offset they were cut at.
     pub cut: Vec<(PathBuf, u64)>,
+    /// Earlier segments with damage, and the offset their scan stopped at (left unmodified).
+    pub skipped: Vec<(PathBuf, u64)>,
 }
 
 pub(crate) struct Scanned {
@@ -75,6 +79,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
     let mut segments = Vec::new();
     let mut next_id = 1;
     let mut next_segment = 1;
+    let last = numbered.last().map(|(number, _)| *number);
     for (number, path) in &numbered {
         next_segment = next_segment.max(number + 1);
         let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
@@ -92,15 +97,12 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
         report.segments += 1;
         let mut offset = SEGMENT_MAGIC.len();
         while offset < bytes.len() {
-            let Some(body) = record_at(&bytes, offset) else {
-                cut(path, offset as u64, &mut report)?;
+            let record = record_at(&bytes, offset).and_then(|body| record::decode(body).ok().map(|r| (body.len(), r)));
+            let Some((body_bytes, record)) = record else {
+                damaged(path, offset as u64, Some(*number) == last, &mut report)?;
                 break;
             };
-            let Ok(record) = record::decode(body) else {
-                cut(path, offset as u64, &mut report)?;
-                break;
-            };
-            offset += RECORD_HEADER_BYTES + body.len();
+            offset += RECORD_HEADER_BYTES + body_bytes;
             report.records += 1;
             apply(&mut entries, record, index, &mut next_id);
         }
@@ -169,8 +171,14 @@ fn queue_state<'a>(
     entry.queues.iter_mut().find(|(name, _, live)| name == queue && *live)
 }
 
-/// Cuts a segment at a torn or corrupt record, so later appends never follow damage.
-fn cut(path: &Path, offset: u64, report: &mut RecoveryReport) -> Result<(), StoreError> {
+/// Ends a segment's scan at a torn or corrupt record. The last segment is cut there.
+fn damaged(path: &Path, offset: u64, last: bool, report: &mut RecoveryReport) -> Result<(), StoreError> {
+    if !last {
+        warn!(file = %path.display(), offset, "message store: corrupt record in an earlier segment; \
+              the rest of that segment is skipped and the file left as it is");
+        report.skipped.push((path.to_owned(), offset));
+        return Ok(());
+    }
     warn!(file = %path.display(), offset, "message store: torn or corrupt record; cutting the segment there");
     let file = OpenOptions::new().write(true).open(path).map_err(StoreError::io(path))?;
     file.set_len(offset).map_err(StoreError::io(path))?;

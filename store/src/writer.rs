@@ -2,12 +2,16 @@
 //! the synced position. One round covers everything appended since the last one, so the size
 //! of a batch follows the load: while one fdatasync runs, the next batch accumulates.
 //!
-//! A failed write or sync (a full disk) marks the store failed: waiting confirms are refused and
-//! new publishes are turned away, while the unwritten bytes are kept and retried every
-//! [`RETRY_AFTER`] until a round succeeds.
+//! Every chunk knows its offset in its segment, so a round is a set of positioned writes
+//! (`pwrite`), which makes a retry idempotent. A failed write or sync (a full disk) marks the
+//! store failed: waiting confirms are refused and new publishes are turned away, while every
+//! byte not yet covered by a successful sync is kept, rewritten at its offset and synced again
+//! every [`RETRY_AFTER`] until a round succeeds. (After a failed fsync the kernel may have
+//! dropped the dirty pages, so the data is rewritten, not merely re-synced.)
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,56 +25,70 @@ use crate::{segment_path, Chunk, Shared, SEGMENT_MAGIC};
 /// How long the writer waits before retrying after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The segment file being appended to.
-struct OpenSegment {
-    number: u64,
-    file: File,
-}
+/// Segment files the writer has open, by number.
+type Files = BTreeMap<u64, File>;
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let dir = shared.config.dir.clone();
-    let mut open: Option<OpenSegment> = None;
-    // Left over from a failed round, written before anything newer.
-    let mut unwritten: Vec<Chunk> = Vec::new();
+    let mut files = Files::new();
+    // Taken from the store and not yet covered by a successful sync: rewritten (at the same
+    // offsets) and synced again after a failure, so a failed fsync is never trusted.
+    let mut pending: Vec<Chunk> = Vec::new();
+    // A segment was created since the last successful sync of the directory.
+    let mut directory_dirty = false;
     let mut unsynced_publishes = 0u64;
     let mut deletable: Vec<u64> = Vec::new();
     let mut synced = 0;
     loop {
-        let (chunks, target, stopping) = {
+        let (target, stopping) = {
             let mut state = shared.lock();
-            while state.chunks.is_empty() && state.to_delete.is_empty() && !state.stopping && unwritten.is_empty() {
+            // A failed store retries even with nothing left to write (deleted segments may have
+            // taken the unwritable bytes with them): the round's success clears the failure.
+            while state.chunks.is_empty()
+                && state.to_delete.is_empty()
+                && !state.stopping
+                && pending.is_empty()
+                && !state.failed
+            {
                 state.writer_idle = true;
                 state = shared.work.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
             state.writer_idle = false;
             deletable.append(&mut state.to_delete);
             unsynced_publishes += std::mem::take(&mut state.pending_publishes);
-            (std::mem::take(&mut state.chunks), state.appended, state.stopping)
+            pending.append(&mut state.chunks);
+            (state.appended, state.stopping)
         };
-        unwritten.extend(chunks);
-        match write_and_sync(&dir, &mut open, &mut unwritten) {
+        match write_and_sync(&dir, &mut files, &pending, &mut directory_dirty) {
             Ok(()) => {
+                pending.clear();
                 shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 shared.stats.synced_publishes.fetch_add(std::mem::take(&mut unsynced_publishes), Ordering::Relaxed);
-                let was_failed = std::mem::replace(&mut shared.lock().failed, false);
-                if was_failed {
+                synced = target;
+                // Announced before the failed flag clears, so nothing appended in between is
+                // judged against a stale failure.
+                shared.sync_state.send_replace(SyncState { synced, failed: false });
+                if std::mem::replace(&mut shared.lock().failed, false) {
                     info!(dir = %dir.display(), "message store writes again");
                 }
-                synced = target;
-                shared.sync_state.send_replace(SyncState { synced, failed: false });
-                delete_segments(&dir, &mut deletable, &mut open, &shared);
+                // Only the segment being appended to stays open.
+                while files.len() > 1 {
+                    files.pop_first();
+                }
+                delete_segments(&dir, &mut deletable, &mut files, &shared);
             }
             Err(error) => {
-                let was_failed = std::mem::replace(&mut shared.lock().failed, true);
-                if !was_failed {
+                if !std::mem::replace(&mut shared.lock().failed, true) {
                     error!(dir = %dir.display(), %error, "message store cannot write; refusing persistent publishes");
                 }
                 shared.sync_state.send_replace(SyncState { synced, failed: true });
                 // Emptied segments go even now: that is how a full disk gets room again as
                 // consumers drain the backlog. Deleting one before the removals that emptied it
                 // are on disk is safe: a crash then loses only messages that were settled.
-                unwritten.retain(|chunk| !deletable.contains(&chunk.segment));
-                delete_segments(&dir, &mut deletable, &mut open, &shared);
+                pending.retain(|chunk| !deletable.contains(&chunk.segment));
+                delete_segments(&dir, &mut deletable, &mut files, &shared);
+                // A failed fsync may have dropped the dirty pages: reopen and rewrite.
+                files.clear();
                 if stopping {
                     return;
                 }
@@ -78,79 +96,58 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 continue;
             }
         }
-        if stopping && unwritten.is_empty() {
-            let state = shared.lock();
-            if state.chunks.is_empty() {
-                return;
-            }
+        if stopping && shared.lock().chunks.is_empty() {
+            return;
         }
     }
 }
 
-/// Writes every chunk (removing what was written, so a failure leaves only the rest) and
-/// syncs the files written to.
-fn write_and_sync(dir: &Path, open: &mut Option<OpenSegment>, chunks: &mut Vec<Chunk>) -> std::io::Result<()> {
-    let mut created = false;
-    let mut finished: Vec<File> = Vec::new();
-    let mut written_chunks = 0;
-    let result = (|| {
-        for chunk in chunks.iter_mut() {
-            if open.as_ref().map(|open| open.number) != Some(chunk.segment) {
-                let (file, new) = open_segment(dir, chunk.segment)?;
-                created |= new;
-                if let Some(previous) = open.replace(OpenSegment { number: chunk.segment, file }) {
-                    finished.push(previous.file);
-                }
+/// Writes every chunk at its offset in its segment, then syncs each file written to (and the
+/// directory, after a segment was created).
+fn write_and_sync(dir: &Path, files: &mut Files, chunks: &[Chunk], directory_dirty: &mut bool) -> std::io::Result<()> {
+    let mut touched = Vec::new();
+    for chunk in chunks {
+        let file = match files.entry(chunk.segment) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let (file, created) = open_segment(dir, chunk.segment)?;
+                *directory_dirty |= created;
+                entry.insert(file)
             }
-            let file = &mut open.as_mut().expect("opened above").file;
-            while !chunk.bytes.is_empty() {
-                match file.write(&chunk.bytes) {
-                    Ok(0) => {
-                        return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "segment write wrote nothing"))
-                    }
-                    Ok(count) => {
-                        chunk.bytes.drain(..count);
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            written_chunks += 1;
+        };
+        file.write_all_at(&chunk.bytes, chunk.offset)?;
+        if touched.last() != Some(&chunk.segment) {
+            touched.push(chunk.segment);
         }
-        for file in &finished {
+    }
+    for segment in touched {
+        if let Some(file) = files.get(&segment) {
             file.sync_data()?;
         }
-        if let Some(open) = open.as_ref() {
-            open.file.sync_data()?;
-        }
-        if created {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    chunks.drain(..written_chunks);
-    result
+    }
+    if *directory_dirty {
+        File::open(dir)?.sync_all()?;
+        *directory_dirty = false;
+    }
+    Ok(())
 }
 
-/// Opens a segment for appending, creating it with its magic if needed. Returns whether it was
-/// created.
+/// Opens a segment for writing, creating it if needed; a file without its magic yet gets it.
+/// Returns whether it was created.
 fn open_segment(dir: &Path, number: u64) -> std::io::Result<(File, bool)> {
     let path = segment_path(dir, number);
-    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-    let new = file.metadata()?.len() == 0;
-    if new {
-        file.write_all(SEGMENT_MAGIC)?;
+    let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+    let length = file.metadata()?.len();
+    if length < SEGMENT_MAGIC.len() as u64 {
+        file.write_all_at(SEGMENT_MAGIC, 0)?;
     }
-    Ok((file, new))
+    Ok((file, length == 0))
 }
 
 /// Deletes segments that hold nothing live, after the records that emptied them are synced.
-fn delete_segments(dir: &Path, numbers: &mut Vec<u64>, open: &mut Option<OpenSegment>, shared: &Shared) {
+fn delete_segments(dir: &Path, numbers: &mut Vec<u64>, files: &mut Files, shared: &Shared) {
     for number in numbers.drain(..) {
-        if open.as_ref().is_some_and(|open| open.number == number) {
-            // The last segment written to, before a roll to one with nothing written yet.
-            *open = None;
-        }
+        files.remove(&number);
         let path = segment_path(dir, number);
         match std::fs::remove_file(&path) {
             Ok(()) => {

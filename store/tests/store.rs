@@ -226,3 +226,36 @@ async fn a_restart_resumes_after_a_crash_mid_recovery() {
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn damage_in_an_earlier_segment_is_skipped_and_left_alone() {
+    let dir = temp_dir("earlier");
+    let vhost = VhostName::new("/");
+    let queue = QueueName::new("a");
+    {
+        // About 1 KB per message, 2 KB segments: two messages per segment.
+        let (store, _) = open(&dir, 2048);
+        for index in 0..6 {
+            store.publish(&vhost, &[&queue], &message(&format!("{index}{}", "x".repeat(1000)), None)).expect("publish");
+        }
+        store.sync().await;
+        store.close();
+    }
+    let files = segments(&dir);
+    assert!(files.len() >= 3, "{files:?}");
+    let first = files[0].clone();
+    let mut bytes = std::fs::read(&first).expect("read");
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x08;
+    std::fs::write(&first, &bytes).expect("write");
+    let (store, recovery) = open(&dir, 2048);
+    let firsts: Vec<char> =
+        bodies(&recovery, "a").iter().map(|(body, _)| body.chars().next().expect("non-empty")).collect();
+    // The damaged record (message 1) is skipped; every later segment is read.
+    assert_eq!(firsts, vec!['0', '2', '3', '4', '5']);
+    assert!(recovery.report.cut.is_empty());
+    assert_eq!(recovery.report.skipped.len(), 1);
+    assert_eq!(std::fs::read(&first).expect("read"), bytes, "an earlier segment is left as it is");
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

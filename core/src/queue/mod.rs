@@ -473,6 +473,15 @@ impl Queue {
         let mut effects = Effects::default();
         {
             let mut state = self.lock();
+            if self.is_deleted() {
+                // Deleted since the check above: `mark_deleted` has already forgotten the
+                // ready messages, so these must be forgotten here.
+                drop(state);
+                for requeue in messages {
+                    self.forget(&requeue.message);
+                }
+                return;
+            }
             let now = Instant::now();
             let returning: Vec<Ready> = messages
                 .into_iter()
@@ -848,8 +857,11 @@ impl Queue {
             queues.clear();
             vhost.route_unchecked(&exchange, &republished, &mut queues);
             queues.retain(|queue| !dead_letter::is_cycle(&republished, queue.name()));
-            vhost.enqueue(republished, &queues);
-            self.forget(&message);
+            if !vhost.enqueue(republished, &queues).unstored {
+                self.forget(&message);
+            }
+            // Else the journal could not take the dead letter: the original stays recorded
+            // here, so a restart brings it back rather than losing it.
         }
     }
 

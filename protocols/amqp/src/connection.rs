@@ -224,6 +224,11 @@ impl Connection {
                     last_read = Instant::now();
                     self.process(&mut buffer).await;
                 }
+                // Before reading: a client that never pauses must still get its confirms.
+                changed = journal::changed(self.sync.as_mut()), if self.awaiting_sync => match changed {
+                    Ok(()) => self.release_synced(),
+                    Err(_) => return "message store stopped",
+                },
                 _ = std::future::ready(()), if backlog => self.process(&mut buffer).await,
                 read = reader.read_buf(&mut buffer), if paused.is_none() && !backlog => match read {
                     Ok(0) => return "peer closed the socket",
@@ -239,10 +244,6 @@ impl Connection {
                     Err(_) => return "read error",
                 },
                 _ = inbox.ready(), if draining => self.drain_inbox(),
-                changed = journal::changed(self.sync.as_mut()), if self.awaiting_sync => match changed {
-                    Ok(()) => self.release_synced(),
-                    Err(_) => return "message store stopped",
-                },
                 _ = tokio::time::sleep_until(closing_deadline), if !open => {
                     if self.phase == Phase::Closing {
                         return "close handshake timed out";
@@ -577,7 +578,9 @@ impl Connection {
 
     fn fail_channel(&mut self, channel_id: u16, close: Close) {
         debug!(connection = self.id.0, channel = channel_id, code = close.code, text = %close.text, "closing channel");
-        // Publishes routed before the error are confirmed before the close.
+        // Publishes routed before the error are confirmed before the close, unless they wait
+        // for the store: those are dropped with the channel, unconfirmed, as the client expects
+        // of a closed channel.
         self.send_pending_confirm(channel_id);
         self.release_channel(channel_id);
         if let Some(channel) = self.channels.get_mut(&channel_id) {
@@ -640,7 +643,8 @@ impl Connection {
                 self.send_outcome(channel_id, Pending::Ack(upto), true);
             }
         }
-        self.awaiting_sync = self.channels.values().any(|channel| !channel.pending.is_empty());
+        self.awaiting_sync =
+            self.channels.values().any(|channel| channel.state == ChannelState::Open && !channel.pending.is_empty());
     }
 
     /// Sends one released outcome. A confirm whose message the store failed to write becomes a
@@ -653,8 +657,12 @@ impl Connection {
             }
             (Pending::CommitOk, true) => Method::TxCommitOk(tx::CommitOk {}),
             (Pending::CommitOk, false) => {
-                let close = Close::channel(code::INTERNAL_ERROR, "the message store could not write the transaction");
-                return self.fail(channel_id, close);
+                if self.channels.get(&channel_id).is_some_and(|channel| channel.state == ChannelState::Open) {
+                    let close =
+                        Close::channel(code::INTERNAL_ERROR, "the message store could not write the transaction");
+                    self.fail(channel_id, close);
+                }
+                return;
             }
         };
         self.send(channel_id, method);

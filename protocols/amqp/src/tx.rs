@@ -72,10 +72,19 @@ impl Connection {
 
     /// Commits; commit-ok waits until the committed persistent messages are on disk.
     pub(crate) fn tx_commit(&mut self, channel_id: u16) -> Result<(), Close> {
-        let transaction = self.transaction(channel_id)?;
+        let mut transaction = self.transaction(channel_id)?;
         let mut lsn = None;
-        for (message, mandatory) in transaction.publishes {
-            lsn = lsn.max(self.route_now(channel_id, message, mandatory)?);
+        for (message, mandatory) in std::mem::take(&mut transaction.publishes) {
+            match self.route_now(channel_id, message, mandatory) {
+                Ok(journaled) => lsn = lsn.max(journaled),
+                Err(close) => {
+                    // The acknowledged deliveries go back to the unacked list, for the
+                    // channel's close to requeue.
+                    let returned = transaction.take_unacked();
+                    self.channel_mut(channel_id).restore_unacked(returned);
+                    return Err(close);
+                }
+            }
         }
         for (settlement, entries) in transaction.settlements {
             match settlement {
