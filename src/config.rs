@@ -67,11 +67,18 @@ pub struct StorageSection {
     /// Confirm persistent messages before they are fsync'd. Faster, but a crash or power
     /// loss can lose messages confirmed in the last moments. Off by default.
     pub confirm_before_sync: bool,
+    /// Bodies of persistent messages a durable queue keeps in memory; beyond this the newest
+    /// stay on disk only and are read back when consumers reach them. 0 keeps everything.
+    pub queue_memory_bytes: usize,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { segment_bytes: warren_store::SEGMENT_BYTES_DEFAULT, confirm_before_sync: false }
+        StorageSection {
+            segment_bytes: warren_store::SEGMENT_BYTES_DEFAULT,
+            confirm_before_sync: false,
+            queue_memory_bytes: warren_core::limits::QUEUE_MEMORY_BYTES_MAX,
+        }
     }
 }
 

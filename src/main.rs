@@ -68,7 +68,11 @@ async fn run(config: Config) -> std::io::Result<()> {
     info!(data_dir = %config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting warren");
     let shutdown = Shutdown::new();
     let users = Arc::new(InternalUsers::with_default_guest());
-    let broker_config = BrokerConfig { queue_ready_bytes_max: config.queue_ready_bytes_max, ..BrokerConfig::default() };
+    let broker_config = BrokerConfig {
+        queue_ready_bytes_max: config.queue_ready_bytes_max,
+        queue_memory_bytes_max: config.storage.queue_memory_bytes,
+        ..BrokerConfig::default()
+    };
     let broker = Broker::new(broker_config, users, shutdown.clone());
     apply_policies(&config, &broker)?;
     let (store, store_recovery) = open_store(&config, &broker)?;
@@ -154,9 +158,7 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, re
             None => {
                 orphans += messages.len();
                 for recovered in messages {
-                    if let Some(id) = recovered.message.journal_id {
-                        store.removed(&vhost_name, &queue_name, id);
-                    }
+                    store.removed(&vhost_name, &queue_name, recovered.reference.id);
                 }
             }
         }

@@ -435,3 +435,74 @@ async fn disk_full_nacks_publishes_damages_nothing_confirmed_and_recovers() {
     drop(broker);
     drop(disk);
 }
+
+/// The broker's resident memory, from /proc.
+fn rss_kib(broker: &Broker) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", broker.child.id())).expect("proc status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).expect("value").parse().expect("number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_queue_memory_share_streams_from_disk_in_order() {
+    // A 1 MiB memory share and a 64 MiB backlog.
+    let broker = Broker::start_with_config("[storage]\nqueue_memory_bytes = 1048576\n");
+    declare_durable(&broker, "backlog", FieldTable::default()).await;
+    let baseline = rss_kib(&broker);
+    let connection = connect(&broker).await;
+    let channel = confirm_channel(&connection).await;
+    let total = 64 * 1024;
+    let body = |index: usize| format!("{index:08}{}", "b".repeat(1016));
+    let mut confirms = VecDeque::new();
+    for index in 0..total {
+        let confirm = channel
+            .basic_publish("", "backlog", BasicPublishOptions::default(), body(index).as_bytes(), persistent())
+            .await
+            .expect("publish");
+        confirms.push_back(confirm);
+        if confirms.len() > 512 {
+            assert!(matches!(confirms.pop_front().expect("non-empty").await, Ok(Confirmation::Ack(_))));
+        }
+    }
+    for confirm in confirms {
+        assert!(matches!(confirm.await, Ok(Confirmation::Ack(_))));
+    }
+    let loaded = rss_kib(&broker);
+    let backlog_kib = (total as u64 * 1024) / 1024;
+    assert!(
+        loaded - baseline < backlog_kib / 2,
+        "RSS grew by {} KiB for a {backlog_kib} KiB backlog",
+        loaded.saturating_sub(baseline)
+    );
+    drop(connection);
+
+    // After a crash the backlog is recovered as references, not bodies.
+    let broker = broker.crash_and_restart();
+    let recovered = rss_kib(&broker);
+    assert!(
+        recovered.saturating_sub(baseline) < backlog_kib / 2,
+        "RSS {recovered} KiB (from {baseline} KiB) after recovering a {backlog_kib} KiB backlog"
+    );
+
+    let connection = connect(&broker).await;
+    let channel = open_channel(&connection).await;
+    channel.basic_qos(1000, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = channel
+        .basic_consume("backlog", "stream", BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let mut peak = 0;
+    for expected in 0..total {
+        let delivery = next_delivery(&mut consumer).await;
+        assert_eq!(delivery.data, body(expected).into_bytes(), "message {expected}");
+        if expected % 500 == 499 {
+            delivery.ack(BasicAckOptions { multiple: true }).await.expect("ack");
+            peak = peak.max(rss_kib(&broker));
+        }
+    }
+    eprintln!("RSS KiB: baseline {baseline}, loaded {loaded}, recovered {recovered}, streaming peak {peak}");
+    assert!(
+        peak.saturating_sub(baseline) < backlog_kib / 2,
+        "RSS {peak} KiB (from {baseline} KiB) while streaming a {backlog_kib} KiB backlog"
+    );
+}

@@ -24,6 +24,8 @@ pub struct BrokerConfig {
     pub queue_ready_bytes_max: usize,
     /// See [`limits::INBOX_CAPACITY`].
     pub inbox_capacity: u32,
+    /// See [`limits::QUEUE_MEMORY_BYTES_MAX`].
+    pub queue_memory_bytes_max: usize,
     /// The product name and version reported to clients.
     pub product: String,
     pub version: String,
@@ -34,6 +36,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             queue_ready_bytes_max: limits::QUEUE_READY_BYTES_MAX,
             inbox_capacity: limits::INBOX_CAPACITY,
+            queue_memory_bytes_max: limits::QUEUE_MEMORY_BYTES_MAX,
             product: "Warren".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
@@ -83,7 +86,10 @@ impl Broker {
         let journal = self.journal.clone();
         vhosts
             .entry(name.clone())
-            .or_insert_with(|| Vhost::new(name, self.config.queue_ready_bytes_max, on_change, journal))
+            .or_insert_with(|| {
+                let bounds = (self.config.queue_ready_bytes_max, self.config.queue_memory_bytes_max);
+                Vhost::new(name, bounds, on_change, journal)
+            })
             .clone()
     }
 

@@ -43,13 +43,18 @@ impl SyncState {
 #[error("the message store cannot write")]
 pub struct JournalUnavailable;
 
-/// A message's place in the journal, given when it is appended.
+/// A message's place in the journal, given when it is appended: enough to refer to it in later
+/// records, to wait for it, and to read it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Journaled {
-    /// The id its later records (deliveries, acks) refer to.
+pub struct JournalRef {
+    /// The id its later records (deliveries, removals) refer to.
     pub id: u64,
-    /// The position to wait for before confirming it.
+    /// The log position just after its record: synced past it, it is on disk.
     pub lsn: Lsn,
+    /// Where its publish record lies: segment number, byte offset and length.
+    pub segment: u64,
+    pub offset: u64,
+    pub length: u32,
 }
 
 /// The durable log of persistent messages. Appends only buffer; durability is announced
@@ -62,7 +67,19 @@ pub trait Journal: Send + Sync + fmt::Debug {
         vhost: &VhostName,
         queues: &[&QueueName],
         message: &Message,
-    ) -> Result<Journaled, JournalUnavailable>;
+    ) -> Result<JournalRef, JournalUnavailable>;
+
+    /// Reads messages back (for queues that keep only references to long backlogs), in the
+    /// order asked; `None` for one that cannot be read (logged by the journal). Only records
+    /// already synced may be read.
+    fn read(&self, references: &[JournalRef]) -> Vec<Option<Message>>;
+
+    /// Everything below this position is synced (and so can be read back).
+    fn synced(&self) -> Lsn;
+
+    /// Whether confirms wait for the sync (false when the operator chose to confirm before
+    /// it).
+    fn confirms_wait(&self) -> bool;
 
     /// Records that message `id` was handed to a consumer of `queue` (so a recovery marks it
     /// redelivered).

@@ -6,6 +6,12 @@
 pub const INBOX_CAPACITY: u32 = 4096;
 
 /// Ready message bytes a queue holds in memory before its publishers must wait: 256 MiB.
-/// Until message bodies page to disk, this is what keeps a queue without consumers from
-/// exhausting memory; publishers block (TCP pushes back) instead.
+/// Paged messages (below) do not count: this bounds what cannot be paged (transient messages,
+/// and persistent ones not yet synced), so a queue without consumers cannot exhaust memory;
+/// publishers block (TCP pushes back) instead.
 pub const QUEUE_READY_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Resident body bytes above which a durable queue pages its newest synced persistent messages
+/// out to the journal, keeping only references (about 80 bytes each): 64 MiB. The bodies are
+/// read back when consumers reach them, so a backlog larger than memory streams from disk.
+pub const QUEUE_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;

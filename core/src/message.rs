@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::journal::JournalRef;
 use crate::name::ExchangeName;
 use crate::properties::Properties;
 use crate::topic::RoutingKey;
@@ -17,9 +18,9 @@ pub struct Message {
     pub routing_key: RoutingKey,
     pub properties: Properties,
     pub body: Bytes,
-    /// Its id in the journal, set by the core when a persistent message enters a durable queue;
-    /// adapters build messages with `None`.
-    pub journal_id: Option<u64>,
+    /// Its place in the journal, set by the core when a persistent message enters a durable
+    /// queue; adapters build messages with `None`.
+    pub journal: Option<JournalRef>,
 }
 
 impl Message {

@@ -65,6 +65,8 @@ pub struct Vhost {
     generated_names: AtomicU64,
     /// Bound on each queue's ready bytes before publishers wait.
     queue_ready_bytes_max: usize,
+    /// Resident bytes above which a journaled queue pages messages out.
+    queue_memory_bytes_max: usize,
     /// Called after a durable entity changes, so the server can store the definitions.
     on_change: ChangeHook,
     /// Where persistent messages on durable queues are written.
@@ -108,7 +110,7 @@ impl std::fmt::Debug for ChangeHook {
 impl Vhost {
     pub(crate) fn new(
         name: VhostName,
-        queue_ready_bytes_max: usize,
+        (queue_ready_bytes_max, queue_memory_bytes_max): (usize, usize),
         on_change: ChangeHook,
         journal: JournalSlot,
     ) -> Arc<Vhost> {
@@ -138,6 +140,7 @@ impl Vhost {
             journal,
             generated_names: AtomicU64::new(seed),
             queue_ready_bytes_max,
+            queue_memory_bytes_max,
         })
     }
 
@@ -659,6 +662,10 @@ impl Vhost {
         &self.journal
     }
 
+    pub(crate) fn queue_memory_bytes_max(&self) -> usize {
+        self.queue_memory_bytes_max
+    }
+
     /// Puts a routed message into its queues. A persistent message bound for durable queues is
     /// journaled first, before any queue holds it, so that its publish record precedes every
     /// record of its delivery or removal.
@@ -672,8 +679,8 @@ impl Vhost {
                 if !durable.is_empty() {
                     match journal.publish(&self.name, &durable, &message) {
                         Ok(journaled) => {
-                            message.journal_id = Some(journaled.id);
-                            published.lsn = Some(journaled.lsn);
+                            message.journal = Some(journaled);
+                            published.lsn = journal.confirms_wait().then_some(journaled.lsn);
                         }
                         Err(_) => published.unstored = true,
                     }

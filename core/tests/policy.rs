@@ -37,7 +37,7 @@ fn message(key: &str) -> Arc<Message> {
         routing_key: RoutingKey::new(key),
         properties: Properties::default(),
         body: Bytes::from_static(b"body"),
-        journal_id: None,
+        journal: None,
     })
 }
 

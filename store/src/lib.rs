@@ -12,10 +12,12 @@
 //! follows the backlog.
 //!
 //! # Layout
+//! - `reader`: reading publish records back for queues that page.
 //! - `record`: record kinds and their byte layout.
 //! - `recovery`: reading the segments back at start.
 //! - `writer`: the thread that writes and syncs.
 
+mod reader;
 mod record;
 mod recovery;
 mod writer;
@@ -28,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use warren_core::journal::{Journal, JournalUnavailable, Journaled, Lsn, SyncState};
+use warren_core::journal::{Journal, JournalRef, JournalUnavailable, Lsn, SyncState};
 use warren_core::name::{QueueName, VhostName};
 use warren_core::Message;
 
@@ -144,6 +146,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,
+    reader: reader::Reader,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -186,7 +189,7 @@ impl Store {
             .name("warren-store".into())
             .spawn(move || writer::run(thread_shared))
             .map_err(StoreError::io(&shared.config.dir))?;
-        let store = Arc::new(Store { shared, writer: Mutex::new(Some(writer)) });
+        let store = Arc::new(Store { shared, reader: reader::Reader::default(), writer: Mutex::new(Some(writer)) });
         Ok((store, scanned.recovery))
     }
 
@@ -240,14 +243,6 @@ impl Store {
         state.segments.push_back(Segment { number: state.current, first_id: state.next_id, live: 0 });
         collect_dead_segments(state);
     }
-
-    fn lsn_for_confirm(&self, lsn: Lsn) -> Lsn {
-        if self.shared.config.confirm_before_sync {
-            0
-        } else {
-            lsn
-        }
-    }
 }
 
 /// Moves the oldest segments that hold nothing live (and are not the current one) to the
@@ -278,7 +273,7 @@ impl Journal for Store {
         vhost: &VhostName,
         queues: &[&QueueName],
         message: &Message,
-    ) -> Result<Journaled, JournalUnavailable> {
+    ) -> Result<JournalRef, JournalUnavailable> {
         let published_ms = now_ms();
         let mut state = self.shared.lock();
         if state.failed || state.stopping {
@@ -287,12 +282,26 @@ impl Journal for Store {
         self.roll_if_full(&mut state);
         let id = state.next_id;
         state.next_id += 1;
+        let (segment, offset) = (state.current, state.current_bytes);
         let lsn = self.append(&mut state, |out| record::encode_publish(out, id, published_ms, vhost, queues, message));
+        let length = (state.current_bytes - offset) as u32;
         state.pending_publishes += 1;
         if let Some(segment) = state.segments.back_mut() {
             segment.live += queues.len() as u64;
         }
-        Ok(Journaled { id, lsn: self.lsn_for_confirm(lsn) })
+        Ok(JournalRef { id, lsn, segment, offset, length })
+    }
+
+    fn confirms_wait(&self) -> bool {
+        !self.shared.config.confirm_before_sync
+    }
+
+    fn read(&self, references: &[JournalRef]) -> Vec<Option<Message>> {
+        self.reader.read(&self.shared.config.dir, references)
+    }
+
+    fn synced(&self) -> Lsn {
+        self.shared.sync_state.borrow().synced
     }
 
     fn delivered(&self, vhost: &VhostName, queue: &QueueName, id: u64) {

@@ -328,7 +328,7 @@ pub fn decode(body: &[u8]) -> Result<Record, Malformed> {
             let routing_key = RoutingKey::new(&reader.s32()?);
             let properties = decode_properties(&mut reader)?;
             let body = reader.b32()?;
-            let message = Box::new(Message { exchange, routing_key, properties, body, journal_id: Some(id) });
+            let message = Box::new(Message { exchange, routing_key, properties, body, journal: None });
             Record::Publish { id, published_ms, vhost, queues, message }
         }
         KIND_DELIVERED | KIND_REMOVED => {
@@ -346,6 +346,70 @@ pub fn decode(body: &[u8]) -> Result<Record, Malformed> {
         return Err(Malformed);
     }
     Ok(record)
+}
+
+/// What recovery keeps of a record: a publish without its exchange, routing key, body or most
+/// properties, which stay on disk until a consumer needs them.
+#[derive(Debug, PartialEq)]
+pub enum Summary {
+    Publish {
+        id: u64,
+        published_ms: u64,
+        vhost: VhostName,
+        queues: Vec<QueueName>,
+        priority: Option<u8>,
+        /// The `expiration` property, in milliseconds, if it parses.
+        ttl_ms: Option<u64>,
+        body_bytes: u32,
+    },
+    Delivered {
+        id: u64,
+        vhost: VhostName,
+        queue: QueueName,
+    },
+    Removed {
+        id: u64,
+        vhost: VhostName,
+        queue: QueueName,
+    },
+}
+
+/// Decodes a record body into its summary, copying no body.
+pub fn summarize(body: &[u8]) -> Result<Summary, Malformed> {
+    let mut reader = Reader { bytes: body };
+    let kind = reader.u8()?;
+    let id = reader.u64()?;
+    let summary = match kind {
+        KIND_PUBLISH => {
+            let published_ms = reader.u64()?;
+            let vhost = VhostName::from(reader.s16()?);
+            let count = reader.u16()?;
+            let queues = (0..count).map(|_| reader.s16().map(QueueName::from)).collect::<Result<_, _>>()?;
+            let exchange_bytes = reader.u16()?;
+            reader.slice(exchange_bytes.into())?;
+            let key_bytes = reader.u32()?;
+            reader.slice(key_bytes as usize)?;
+            let properties = decode_properties(&mut reader)?;
+            let body_bytes = reader.u32()?;
+            reader.slice(body_bytes as usize)?;
+            let ttl_ms = properties.expiration.as_deref().and_then(|text| text.parse().ok());
+            Summary::Publish { id, published_ms, vhost, queues, priority: properties.priority, ttl_ms, body_bytes }
+        }
+        KIND_DELIVERED | KIND_REMOVED => {
+            let vhost = VhostName::from(reader.s16()?);
+            let queue = QueueName::from(reader.s16()?);
+            if kind == KIND_DELIVERED {
+                Summary::Delivered { id, vhost, queue }
+            } else {
+                Summary::Removed { id, vhost, queue }
+            }
+        }
+        _ => return Err(Malformed),
+    };
+    if reader.bytes.has_remaining() {
+        return Err(Malformed);
+    }
+    Ok(summary)
 }
 
 fn decode_properties(reader: &mut Reader<'_>) -> Result<Properties, Malformed> {
@@ -467,7 +531,7 @@ mod tests {
                 cluster_id: Some("cl".into()),
             },
             body: Bytes::from_static(b"\x00body\xff"),
-            journal_id: Some(9),
+            journal: None,
         }
     }
 

@@ -7,20 +7,21 @@
 //! (later segments were written after it), so the file is left as it is for inspection; the scan
 //! goes on with the next segment either way. Records are then applied in log order: a publish
 //! makes the message live in its queues, a delivery marks it redelivered there, a removal
-//! ends it there. What is still live is handed to the caller per queue, in publish (id) order.
+//! ends it there. What is still live is handed to the caller per queue, in publish (id) order,
+//! as references: bodies stay on disk, so a backlog larger than memory can be recovered.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
+use warren_core::journal::JournalRef;
 use warren_core::name::{QueueName, VhostName};
 use warren_core::queue::Recovered;
-use warren_core::Message;
 
-use crate::record::{self, Record, RECORD_BODY_MAX, RECORD_HEADER_BYTES};
+use crate::record::{self, Summary, RECORD_BODY_MAX, RECORD_HEADER_BYTES};
 use crate::{now_ms, Segment, StoreError, SEGMENT_EXTENSION, SEGMENT_MAGIC};
 
 /// What a start found in the store.
@@ -43,6 +44,9 @@ pub struct RecoveryReport {
     pub skipped: Vec<(PathBuf, u64)>,
 }
 
+/// The read buffer of the scan.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+
 pub(crate) struct Scanned {
     pub segments: Vec<Segment>,
     pub next_segment: u64,
@@ -50,14 +54,41 @@ pub(crate) struct Scanned {
     pub recovery: Recovery,
 }
 
-/// A message read back, with its state in each queue.
+/// A message found in the log, with its state in each queue.
 struct Entry {
+    /// Index of its segment in the scan.
     segment: usize,
+    reference: JournalRef,
     published_ms: u64,
-    vhost: VhostName,
-    message: Box<Message>,
-    /// Per queue: (name, delivered, live).
-    queues: Vec<(QueueName, bool, bool)>,
+    priority: Option<u8>,
+    ttl_ms: Option<u64>,
+    body_bytes: u32,
+    /// Per queue: (interned queue, delivered, live).
+    queues: Vec<(u32, bool, bool)>,
+}
+
+/// (vhost, queue) names, each stored once however many messages name it.
+#[derive(Default)]
+struct Queues {
+    index: HashMap<(VhostName, QueueName), u32>,
+    names: Vec<(VhostName, QueueName)>,
+}
+
+impl Queues {
+    fn intern(&mut self, vhost: &VhostName, queue: QueueName) -> u32 {
+        let key = (vhost.clone(), queue);
+        if let Some(index) = self.index.get(&key) {
+            return *index;
+        }
+        let index = self.names.len() as u32;
+        self.names.push(key.clone());
+        self.index.insert(key, index);
+        index
+    }
+
+    fn find(&self, vhost: &VhostName, queue: &QueueName) -> Option<u32> {
+        self.index.get(&(vhost.clone(), queue.clone())).copied()
+    }
 }
 
 pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
@@ -76,42 +107,51 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
 
     let mut report = RecoveryReport::default();
     let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+    let mut queue_names = Queues::default();
     let mut segments = Vec::new();
     let mut next_id = 1;
     let mut next_segment = 1;
     let last = numbered.last().map(|(number, _)| *number);
     for (number, path) in &numbered {
         next_segment = next_segment.max(number + 1);
-        let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
-        if bytes.is_empty() {
+        let file = File::open(path).map_err(StoreError::io(path))?;
+        let file_bytes = file.metadata().map_err(StoreError::io(path))?.len();
+        if file_bytes == 0 {
             // Created by a roll just before a crash, before its magic was written.
             std::fs::remove_file(path).map_err(StoreError::io(path))?;
             continue;
         }
-        if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-            set_aside(path, bytes.len());
+        // Streamed record by record through one reused buffer: recovery's memory does not grow
+        // with segment size.
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+        let mut magic = [0u8; SEGMENT_MAGIC.len()];
+        if reader.read_exact(&mut magic).is_err() || &magic != SEGMENT_MAGIC {
+            set_aside(path, file_bytes);
             continue;
         }
         let index = segments.len();
         segments.push(Segment { number: *number, first_id: next_id, live: 0 });
         report.segments += 1;
-        let mut offset = SEGMENT_MAGIC.len();
-        while offset < bytes.len() {
-            let record = record_at(&bytes, offset).and_then(|body| record::decode(body).ok().map(|r| (body.len(), r)));
+        let mut offset = SEGMENT_MAGIC.len() as u64;
+        let mut body = Vec::new();
+        while offset < file_bytes {
+            let record = read_record(&mut reader, &mut body, file_bytes - offset)
+                .and_then(|()| record::summarize(&body).ok().map(|summary| (body.len(), summary)));
             let Some((body_bytes, record)) = record else {
-                damaged(path, offset as u64, Some(*number) == last, &mut report)?;
+                damaged(path, offset, Some(*number) == last, &mut report)?;
                 break;
             };
-            offset += RECORD_HEADER_BYTES + body_bytes;
+            let length = (RECORD_HEADER_BYTES + body_bytes) as u32;
+            let place = Place { index, segment: *number, offset, length };
+            offset += u64::from(length);
             report.records += 1;
-            apply(&mut entries, record, index, &mut next_id);
+            apply(&mut entries, &mut queue_names, record, place, &mut next_id);
         }
     }
 
     let now = now_ms();
     let mut queues: HashMap<(VhostName, QueueName), Vec<Recovered>> = HashMap::new();
     for entry in entries.into_values() {
-        let message = Arc::new(*entry.message);
         let age = Duration::from_millis(now.saturating_sub(entry.published_ms));
         for (queue, delivered, live) in entry.queues {
             if !live {
@@ -119,40 +159,65 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
             }
             segments[entry.segment].live += 1;
             report.live += 1;
-            let recovered = Recovered { message: message.clone(), redelivered: delivered, age };
-            queues.entry((entry.vhost.clone(), queue)).or_default().push(recovered);
+            let recovered = Recovered {
+                reference: entry.reference,
+                body_bytes: entry.body_bytes,
+                priority: entry.priority,
+                ttl: entry.ttl_ms.map(Duration::from_millis),
+                redelivered: delivered,
+                age,
+            };
+            queues.entry(queue_names.names[queue as usize].clone()).or_default().push(recovered);
         }
     }
     Ok(Scanned { segments, next_segment, next_id, recovery: Recovery { queues, report } })
 }
 
-/// The body of the record at `offset`, if it is whole and its checksum matches.
-fn record_at(bytes: &[u8], offset: usize) -> Option<&[u8]> {
-    let header = bytes.get(offset..offset + RECORD_HEADER_BYTES)?;
-    let length = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if length > RECORD_BODY_MAX {
+/// Reads the next record's body into `body`, if it is whole (within the `remaining` bytes of
+/// the file) and its checksum matches.
+fn read_record(reader: &mut impl Read, body: &mut Vec<u8>, remaining: u64) -> Option<()> {
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    reader.read_exact(&mut header).ok()?;
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if length > RECORD_BODY_MAX || (RECORD_HEADER_BYTES + length) as u64 > remaining {
         return None;
     }
-    let start = offset + RECORD_HEADER_BYTES;
-    let body = bytes.get(start..start + length)?;
-    (crc32fast::hash(body) == crc).then_some(body)
+    body.clear();
+    body.resize(length, 0);
+    reader.read_exact(body).ok()?;
+    if body.capacity() > READ_BUFFER_BYTES && length < READ_BUFFER_BYTES {
+        body.shrink_to(READ_BUFFER_BYTES);
+    }
+    (crc32fast::hash(body) == crc).then_some(())
 }
 
-fn apply(entries: &mut BTreeMap<u64, Entry>, record: Record, segment: usize, next_id: &mut u64) {
+/// Where a record lies: its segment's index in the scan and number, offset and length.
+struct Place {
+    index: usize,
+    segment: u64,
+    offset: u64,
+    length: u32,
+}
+
+fn apply(entries: &mut BTreeMap<u64, Entry>, names: &mut Queues, record: Summary, place: Place, next_id: &mut u64) {
     match record {
-        Record::Publish { id, published_ms, vhost, queues, message } => {
+        Summary::Publish { id, published_ms, vhost, queues, priority, ttl_ms, body_bytes } => {
             *next_id = (*next_id).max(id + 1);
-            let queues = queues.into_iter().map(|queue| (queue, false, true)).collect();
-            entries.insert(id, Entry { segment, published_ms, vhost, message, queues });
+            let queues = queues.into_iter().map(|queue| (names.intern(&vhost, queue), false, true)).collect();
+            // The position to wait for is long past: everything read back is on disk.
+            let reference =
+                JournalRef { id, lsn: 0, segment: place.segment, offset: place.offset, length: place.length };
+            let entry = Entry { segment: place.index, reference, published_ms, priority, ttl_ms, body_bytes, queues };
+            entries.insert(id, entry);
         }
-        Record::Delivered { id, vhost, queue } => {
-            if let Some(state) = queue_state(entries, id, &vhost, &queue) {
+        Summary::Delivered { id, vhost, queue } => {
+            if let Some(state) = queue_state(entries, names, id, &vhost, &queue) {
                 state.1 = true;
             }
         }
-        Record::Removed { id, vhost, queue } => {
-            let Some(state) = queue_state(entries, id, &vhost, &queue) else { return };
+        Summary::Removed { id, vhost, queue } => {
+            let Some(state) = queue_state(entries, names, id, &vhost, &queue) else { return };
             state.2 = false;
             if entries.get(&id).is_some_and(|entry| entry.queues.iter().all(|(_, _, live)| !live)) {
                 entries.remove(&id);
@@ -163,12 +228,14 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, record: Record, segment: usize, nex
 
 fn queue_state<'a>(
     entries: &'a mut BTreeMap<u64, Entry>,
+    names: &Queues,
     id: u64,
     vhost: &VhostName,
     queue: &QueueName,
-) -> Option<&'a mut (QueueName, bool, bool)> {
-    let entry = entries.get_mut(&id).filter(|entry| entry.vhost == *vhost)?;
-    entry.queues.iter_mut().find(|(name, _, live)| name == queue && *live)
+) -> Option<&'a mut (u32, bool, bool)> {
+    let wanted = names.find(vhost, queue)?;
+    let entry = entries.get_mut(&id)?;
+    entry.queues.iter_mut().find(|(interned, _, live)| *interned == wanted && *live)
 }
 
 /// Ends a segment's scan at a torn or corrupt record. The last segment is cut there.
@@ -189,7 +256,7 @@ fn damaged(path: &Path, offset: u64, last: bool, report: &mut RecoveryReport) ->
 
 /// A file that is not a segment (no magic: a crash while creating it, or damage) is renamed
 /// out of the way rather than read or deleted.
-fn set_aside(path: &Path, length: usize) {
+fn set_aside(path: &Path, length: u64) {
     let aside = path.with_extension("damaged");
     warn!(file = %path.display(), length, aside = %aside.display(), "message store: not a segment; set aside");
     if let Err(error) = std::fs::rename(path, &aside) {

@@ -79,7 +79,7 @@ pub(crate) fn republish(message: &Message, reason: DeathReason, target: &DeadLet
         routing_key: target.routing_key.cloned().unwrap_or_else(|| message.routing_key.clone()),
         properties,
         body: message.body.clone(),
-        journal_id: None,
+        journal: None,
     }
 }
 
@@ -140,7 +140,7 @@ mod tests {
             routing_key: RoutingKey::new("order.created"),
             properties: Properties { expiration: Some("100".into()), ..Default::default() },
             body: Bytes::from_static(b"body"),
-            journal_id: None,
+            journal: None,
         }
     }
 

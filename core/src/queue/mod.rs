@@ -43,7 +43,7 @@ pub use dead_letter::DeathReason;
 pub use inbox::{Delivery, Inbox, InboxItem};
 
 use crate::error::{Error, Result};
-use crate::journal::JournalSlot;
+use crate::journal::{JournalRef, JournalSlot};
 use crate::message::Message;
 use crate::name::{ConnectionId, ConsumerId, ExchangeName, QueueName, VhostName};
 use crate::policy::{self, Policy};
@@ -51,7 +51,7 @@ use crate::topic::BindingKey;
 use crate::value::Table;
 use crate::vhost::Vhost;
 use dead_letter::DeadLetterTarget;
-use ready::{Ready, ReadyList};
+use ready::{Ready, ReadyList, Slot};
 
 /// Whether a queue survives a broker restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,10 +89,16 @@ pub struct Requeue {
     pub redelivered: bool,
 }
 
-/// A message read back from the journal at start, for its queue.
-#[derive(Debug)]
+/// A message found in the journal at start, for its queue: a reference (the body stays on
+/// disk until a consumer reaches it) and what the queue needs to place it.
+#[derive(Clone, Debug)]
 pub struct Recovered {
-    pub message: Arc<Message>,
+    pub reference: JournalRef,
+    pub body_bytes: u32,
+    /// Its `priority` property.
+    pub priority: Option<u8>,
+    /// Its own TTL (the `expiration` property).
+    pub ttl: Option<Duration>,
     /// A consumer had it, unacked, when the broker stopped.
     pub redelivered: bool,
     /// How long ago it was published, so its TTL keeps counting from then.
@@ -123,6 +129,11 @@ struct State {
     /// takeover cannot overtake the messages it was holding.
     departing_active: Option<Arc<Consumer>>,
     next_sequence: u64,
+    /// Body bytes of every ready message, in memory or paged: what byte limits count.
+    bytes: usize,
+    /// Resident bytes above which paging is tried again, after an attempt that could not page
+    /// enough (its newest messages were not synced yet); 0 when the last attempt succeeded.
+    page_again_at: usize,
     had_consumer: bool,
     bindings: Vec<BindingRecord>,
     /// The last time the queue was used (declared, read from, or left by a consumer), for
@@ -161,8 +172,12 @@ pub struct Queue {
     /// Itself, for registering as a credit waiter.
     this: Weak<Queue>,
     deleted: AtomicBool,
-    /// Bytes of ready message bodies, read without the lock by publishers checking for room.
+    /// Bytes of ready message bodies held in memory (paged ones do not count), read without
+    /// the lock by publishers checking for room.
     ready_bytes: AtomicUsize,
+    /// Above this many resident bytes, a journaled queue pages its newest synced messages out
+    /// to the journal; 0 never pages.
+    memory_bytes_max: usize,
     /// Above this many ready bytes, publishers wait (backpressure); 0 means no bound.
     ready_bytes_max: usize,
     /// Signalled when ready bytes fall back under half the bound.
@@ -202,6 +217,8 @@ impl Queue {
                 cursor: 0,
                 departing_active: None,
                 next_sequence: 0,
+                bytes: 0,
+                page_again_at: 0,
                 had_consumer: false,
                 bindings: Vec::new(),
                 last_used: Instant::now(),
@@ -210,6 +227,7 @@ impl Queue {
             deleted: AtomicBool::new(false),
             ready_bytes: AtomicUsize::new(0),
             ready_bytes_max,
+            memory_bytes_max: vhost.queue_memory_bytes_max(),
             room: Notify::new(),
             timer_wakeup: Notify::new(),
             timer_started: AtomicBool::new(false),
@@ -264,8 +282,12 @@ impl Queue {
     /// Records that a journaled message left this queue for good. Every path that drops a
     /// message calls this exactly once per message.
     fn forget(&self, message: &Message) {
-        if let (true, Some(id), Some(journal)) = (self.journaled, message.journal_id, self.journal.get()) {
-            journal.removed(&self.vhost_name, &self.name, id);
+        self.forget_reference(message.journal);
+    }
+
+    fn forget_reference(&self, reference: Option<JournalRef>) {
+        if let (true, Some(reference), Some(journal)) = (self.journaled, reference, self.journal.get()) {
+            journal.removed(&self.vhost_name, &self.name, reference.id);
         }
     }
 
@@ -274,8 +296,8 @@ impl Queue {
         if redelivered {
             return;
         }
-        if let (true, Some(id), Some(journal)) = (self.journaled, message.journal_id, self.journal.get()) {
-            journal.delivered(&self.vhost_name, &self.name, id);
+        if let (true, Some(reference), Some(journal)) = (self.journaled, message.journal, self.journal.get()) {
+            journal.delivered(&self.vhost_name, &self.name, reference.id);
         }
     }
 
@@ -296,14 +318,22 @@ impl Queue {
             let mut state = self.lock();
             let now = Instant::now();
             for recovered in messages {
-                let expires_at = Self::expiry_of(&state, &recovered.message, now)
-                    .map(|at| at.checked_sub(recovered.age).map_or(now, |at| at.max(now)));
+                let ttl = match (state.arguments.message_ttl, recovered.ttl) {
+                    (Some(queue), Some(own)) => Some(queue.min(own)),
+                    (queue, own) => queue.or(own),
+                };
+                let expires_at = ttl.map(|ttl| now + ttl.saturating_sub(recovered.age));
                 mortal |= expires_at.is_some();
                 let sequence = state.next_sequence;
                 state.next_sequence += 1;
-                self.ready_bytes.fetch_add(recovered.message.body_bytes(), Ordering::AcqRel);
-                let ready =
-                    Ready { sequence, message: recovered.message, redelivered: recovered.redelivered, expires_at };
+                state.bytes += recovered.body_bytes as usize;
+                let ready = Ready {
+                    sequence,
+                    slot: Slot::Paged { reference: recovered.reference, body_bytes: recovered.body_bytes },
+                    level: state.ready.level_of(recovered.priority),
+                    redelivered: recovered.redelivered,
+                    expires_at,
+                };
                 state.ready.push_back(ready);
             }
             self.drop_over_limit(&mut state, &mut effects);
@@ -386,10 +416,7 @@ impl Queue {
     /// Whether adding `body_bytes` more would pass a length limit.
     fn would_overflow(&self, state: &State, body_bytes: usize) -> bool {
         let over_length = state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 >= max);
-        let over_bytes = state
-            .arguments
-            .max_length_bytes
-            .is_some_and(|max| (self.ready_bytes.load(Ordering::Acquire) + body_bytes) as u64 > max);
+        let over_bytes = state.arguments.max_length_bytes.is_some_and(|max| (state.bytes + body_bytes) as u64 > max);
         over_length || over_bytes
     }
 
@@ -436,27 +463,116 @@ impl Queue {
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         self.ready_bytes.fetch_add(message.body_bytes(), Ordering::AcqRel);
-        state.ready.push_back(Ready { sequence, message, redelivered: false, expires_at });
+        state.bytes += message.body_bytes();
+        let level = state.ready.level_of(message.properties.priority);
+        state.ready.push_back(Ready { sequence, slot: Slot::Memory(message), level, redelivered: false, expires_at });
         self.dispatch_at(state, effects, now);
         self.drop_over_limit(state, effects);
+        self.page_out_if_needed(state);
         Enqueued::Accepted
+    }
+
+    /// Keeps a journaled queue's resident bodies under `memory_bytes_max`: the newest messages
+    /// whose publish records are synced are replaced by references (their bodies are read back
+    /// when consumers reach them), down to half the bound. Newest first, because they are
+    /// needed last; each level stops at its first paged entry, since everything older is
+    /// paged already (but for a head just read back).
+    fn page_out_if_needed(&self, state: &mut State) {
+        let resident = self.ready_bytes.load(Ordering::Acquire);
+        if self.memory_bytes_max == 0 || resident <= self.memory_bytes_max.max(state.page_again_at) {
+            return;
+        }
+        let Some(journal) = self.journal.get().filter(|_| self.journaled) else { return };
+        let synced = journal.synced();
+        let target = self.memory_bytes_max / 2;
+        let mut paged = 0;
+        state.ready.page_out(|ready| {
+            if resident - paged <= target {
+                return false;
+            }
+            if let Slot::Memory(message) = &ready.slot {
+                if let Some(reference) = message.journal.filter(|reference| reference.lsn <= synced) {
+                    let body_bytes = message.body_bytes();
+                    paged += body_bytes;
+                    ready.slot = Slot::Paged { reference, body_bytes: body_bytes as u32 };
+                }
+            }
+            true
+        });
+        self.ready_bytes.fetch_sub(paged, Ordering::AcqRel);
+        let resident = resident - paged;
+        // Could not reach the target (too much not yet synced): try again after some growth,
+        // not on every publish.
+        state.page_again_at = if resident > target { resident + self.memory_bytes_max / 8 } else { 0 };
+    }
+
+    /// Reads the head's run of paged messages back from the journal, so the head is in memory;
+    /// a message that cannot be read is dropped (and forgotten). Returns false when the list is
+    /// empty.
+    fn page_in_head(&self, state: &mut State) -> bool {
+        loop {
+            let Some(head) = state.ready.front() else { return false };
+            if !head.slot.is_paged() {
+                return true;
+            }
+            let references: Vec<JournalRef> = state
+                .ready
+                .head_run_mut(PAGE_IN_RUN)
+                .take_while(|ready| ready.slot.is_paged())
+                .filter_map(|ready| ready.slot.journal())
+                .collect();
+            let Some(journal) = self.journal.get() else { return true };
+            let messages = journal.read(&references);
+            let mut resident = 0;
+            for (ready, message) in state.ready.head_run_mut(references.len()).zip(messages) {
+                if let Some(message) = message {
+                    resident += message.body_bytes();
+                    ready.slot = Slot::Memory(Arc::new(message));
+                }
+            }
+            self.ready_bytes.fetch_add(resident, Ordering::AcqRel);
+            // A head still paged could not be read (the journal logged why): drop it, and look
+            // at the next.
+            if state.ready.front().is_some_and(|head| head.slot.is_paged()) {
+                warn!(queue = %self.name, "a stored message could not be read back; dropped");
+                if let Some(lost) = self.pop_head_raw(state) {
+                    self.forget_reference(lost.slot.journal());
+                }
+            }
+        }
+    }
+
+    /// Takes the head, in memory: for delivery, a get, or a dead letter.
+    fn pop_head(&self, state: &mut State) -> Option<(Ready, Arc<Message>)> {
+        if !self.page_in_head(state) {
+            return None;
+        }
+        let ready = state.ready.pop_front()?;
+        let Slot::Memory(message) = &ready.slot else { return None };
+        let message = message.clone();
+        self.taken(message.body_bytes());
+        state.bytes -= message.body_bytes();
+        Some((ready, message))
+    }
+
+    /// Takes the head as it is, paged or not: for dropping it.
+    fn pop_head_raw(&self, state: &mut State) -> Option<Ready> {
+        let ready = state.ready.pop_front()?;
+        state.bytes -= ready.slot.body_bytes();
+        if !ready.slot.is_paged() {
+            self.taken(ready.slot.body_bytes());
+        }
+        Some(ready)
     }
 
     /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
     fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
         let over = |state: &State| {
             state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
-                || state
-                    .arguments
-                    .max_length_bytes
-                    .is_some_and(|max| self.ready_bytes.load(Ordering::Acquire) as u64 > max)
+                || state.arguments.max_length_bytes.is_some_and(|max| state.bytes as u64 > max)
         };
-        while over(state) {
-            let Some(head) = state.ready.pop_front() else {
-                break;
-            };
-            self.taken(head.message.body_bytes());
-            effects.dead.push((head.message, DeathReason::MaxLength));
+        while over(state) && !state.ready.is_empty() {
+            self.drop_head(state, DeathReason::MaxLength, effects);
         }
     }
 
@@ -487,10 +603,12 @@ impl Queue {
                 .into_iter()
                 .map(|requeue| {
                     self.ready_bytes.fetch_add(requeue.message.body_bytes(), Ordering::AcqRel);
+                    state.bytes += requeue.message.body_bytes();
                     Ready {
                         sequence: requeue.sequence,
                         expires_at: Self::expiry_of(&state, &requeue.message, now),
-                        message: requeue.message,
+                        level: state.ready.level_of(requeue.message.properties.priority),
+                        slot: Slot::Memory(requeue.message),
                         redelivered: requeue.redelivered,
                     }
                 })
@@ -524,15 +642,9 @@ impl Queue {
             let mut state = self.lock();
             state.last_used = Instant::now();
             self.reap_expired(&mut state, Instant::now(), &mut effects);
-            state.ready.pop_front().map(|ready| {
-                self.taken(ready.message.body_bytes());
-                self.mark_delivered(&ready.message, ready.redelivered);
-                Got {
-                    sequence: ready.sequence,
-                    message: ready.message,
-                    redelivered: ready.redelivered,
-                    remaining: state.ready.len(),
-                }
+            self.pop_head(&mut state).map(|(ready, message)| {
+                self.mark_delivered(&message, ready.redelivered);
+                Got { sequence: ready.sequence, message, redelivered: ready.redelivered, remaining: state.ready.len() }
             })
         };
         self.timer_wakeup.notify_one();
@@ -544,10 +656,9 @@ impl Queue {
     pub fn purge(&self) -> usize {
         let mut state = self.lock();
         let count = state.ready.len();
-        while let Some(ready) = state.ready.pop_front() {
-            self.forget(&ready.message);
+        while let Some(ready) = self.pop_head_raw(&mut state) {
+            self.forget_reference(ready.slot.journal());
         }
-        self.ready_bytes.store(0, Ordering::Release);
         self.room.notify_waiters();
         count
     }
@@ -624,10 +735,9 @@ impl Queue {
         for consumer in state.consumers.drain(..) {
             consumer.inbox.push(InboxItem::Cancelled(consumer.id));
         }
-        while let Some(ready) = state.ready.pop_front() {
-            self.forget(&ready.message);
+        while let Some(ready) = self.pop_head_raw(&mut state) {
+            self.forget_reference(ready.slot.journal());
         }
-        self.ready_bytes.store(0, Ordering::Release);
         self.room.notify_waiters();
         self.timer_wakeup.notify_one();
         std::mem::take(&mut state.bindings)
@@ -660,6 +770,9 @@ impl Queue {
                 if state.ready.is_empty() {
                     return;
                 }
+            }
+            if !self.page_in_head(state) {
+                return;
             }
             match self.next_consumer(state, &mut effects.to_wake) {
                 Some(consumer) => self.deliver_head(state, &consumer),
@@ -721,8 +834,7 @@ impl Queue {
     }
 
     fn deliver_head(&self, state: &mut State, consumer: &Arc<Consumer>) {
-        let ready = state.ready.pop_front().expect("dispatch checked non-empty");
-        self.taken(ready.message.body_bytes());
+        let (ready, message) = self.pop_head(state).expect("dispatch read the head in");
         if ready.expires_at.is_some() {
             // The next head may expire sooner than the one the timer waits for.
             self.timer_wakeup.notify_one();
@@ -730,14 +842,14 @@ impl Queue {
         // An auto-ack delivery is forgotten by the adapter once it is on its way: until then it
         // can still come back (a consumer cancelled with deliveries in its inbox).
         if consumer.ack_mode == AckMode::Manual {
-            self.mark_delivered(&ready.message, ready.redelivered);
+            self.mark_delivered(&message, ready.redelivered);
         }
         let queue = self.this.upgrade().expect("a queue dispatching is alive");
         consumer.inbox.push(InboxItem::Delivery(Delivery {
             consumer: consumer.clone(),
             queue,
             sequence: ready.sequence,
-            message: ready.message,
+            message,
             redelivered: ready.redelivered,
         }));
     }
@@ -748,9 +860,19 @@ impl Queue {
     /// delivered once expired, because delivery checks the head first.
     fn reap_expired(&self, state: &mut State, now: Instant, effects: &mut Effects) {
         while state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now)) {
-            let head = state.ready.pop_front().expect("checked non-empty");
-            self.taken(head.message.body_bytes());
-            effects.dead.push((head.message, DeathReason::Expired));
+            self.drop_head(state, DeathReason::Expired, effects);
+        }
+    }
+
+    /// Removes the head for good: dead-lettered if the queue has a dead-letter exchange (read
+    /// back first if paged), otherwise just forgotten.
+    fn drop_head(&self, state: &mut State, reason: DeathReason, effects: &mut Effects) {
+        if state.arguments.dead_letter_exchange.is_some() {
+            if let Some((_, message)) = self.pop_head(state) {
+                effects.dead.push((message, reason));
+            }
+        } else if let Some(ready) = self.pop_head_raw(state) {
+            self.forget_reference(ready.slot.journal());
         }
     }
 
@@ -911,6 +1033,10 @@ impl Queue {
 /// The most dead-letter republishes one operation may cause, across chained queues: far above
 /// any sane topology, low enough that a hostile one cannot stall a worker thread.
 const DEAD_LETTER_HOPS_MAX: usize = 10_000;
+
+/// How many paged messages at the head are read back at once: consecutive records, so the
+/// journal reads them in a few large reads instead of one each.
+const PAGE_IN_RUN: usize = 256;
 
 /// Dead letters queued by nested `publish_dead` calls for the outermost one on this thread.
 type DeadLetterWork = VecDeque<(Arc<Queue>, Vec<(Arc<Message>, DeathReason)>)>;

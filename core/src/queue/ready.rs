@@ -1,20 +1,57 @@
 //! The ready list: messages waiting for a consumer, in delivery order. A plain queue has one
 //! FIFO; a priority queue (`x-max-priority`) has one per level and delivers from the highest
 //! non-empty level first, FIFO within a level.
+//!
+//! An entry holds its message in memory, or only a reference to its publish record in the
+//! journal (a paged entry), for queues whose backlog is larger than their memory share.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::journal::JournalRef;
 use crate::message::Message;
+
+/// Where a ready message's content is.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Memory(Arc<Message>),
+    /// On disk only; read back before delivery.
+    Paged {
+        reference: JournalRef,
+        body_bytes: u32,
+    },
+}
+
+impl Slot {
+    pub fn body_bytes(&self) -> usize {
+        match self {
+            Slot::Memory(message) => message.body_bytes(),
+            Slot::Paged { body_bytes, .. } => *body_bytes as usize,
+        }
+    }
+
+    pub fn journal(&self) -> Option<JournalRef> {
+        match self {
+            Slot::Memory(message) => message.journal,
+            Slot::Paged { reference, .. } => Some(*reference),
+        }
+    }
+
+    pub fn is_paged(&self) -> bool {
+        matches!(self, Slot::Paged { .. })
+    }
+}
 
 /// A message waiting in a queue.
 #[derive(Debug)]
 pub(super) struct Ready {
     /// Its position in the queue, kept so a requeue puts it back in place.
     pub sequence: u64,
-    pub message: Arc<Message>,
+    pub slot: Slot,
+    /// Its priority level in the list (0 in a plain queue).
+    pub level: u8,
     pub redelivered: bool,
     /// When it dies of old age, if it has a TTL.
     pub expires_at: Option<Instant>,
@@ -41,14 +78,14 @@ impl ReadyList {
         self.len == 0
     }
 
-    /// The level a message belongs to: its `priority` property, capped at the queue's maximum.
-    fn level_of(&self, message: &Message) -> usize {
-        let top = self.levels.len() - 1;
-        usize::from(message.properties.priority.unwrap_or(0)).min(top)
+    /// The level a message of `priority` belongs to, capped at the queue's maximum.
+    pub fn level_of(&self, priority: Option<u8>) -> u8 {
+        let top = (self.levels.len() - 1) as u8;
+        priority.unwrap_or(0).min(top)
     }
 
     pub fn push_back(&mut self, ready: Ready) {
-        let level = self.level_of(&ready.message);
+        let level = usize::from(ready.level).min(self.levels.len() - 1);
         self.levels[level].push_back(ready);
         self.len += 1;
     }
@@ -64,14 +101,38 @@ impl ReadyList {
         Some(ready)
     }
 
+    /// The next entries to deliver, at most `count`, in the level the head is in: for reading
+    /// paged ones back in one go.
+    pub fn head_run_mut(&mut self, count: usize) -> impl Iterator<Item = &mut Ready> {
+        let level = self.levels.iter_mut().rev().find(|level| !level.is_empty());
+        level.into_iter().flat_map(move |level| level.iter_mut().take(count))
+    }
+
+    /// Offers entries to `page` from the newest backwards, level by level (lowest priority
+    /// first, as it is delivered last). A level stops at its first paged entry, as everything
+    /// older is paged already, but for a head read back for delivery; `page` returns false to
+    /// stop altogether.
+    pub fn page_out(&mut self, mut page: impl FnMut(&mut Ready) -> bool) {
+        for level in &mut self.levels {
+            for ready in level.iter_mut().rev() {
+                if ready.slot.is_paged() {
+                    break;
+                }
+                if !page(ready) {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Puts messages back in their original places within their levels, in one merge pass per
     /// level, so a large requeue costs O(ready + requeued).
     pub fn requeue(&mut self, mut returning: Vec<Ready>) {
         returning.sort_unstable_by_key(|ready| ready.sequence);
         let mut per_level: Vec<Vec<Ready>> = self.levels.iter().map(|_| Vec::new()).collect();
+        let top = self.levels.len() - 1;
         for ready in returning {
-            let level = self.level_of(&ready.message);
-            per_level[level].push(ready);
+            per_level[usize::from(ready.level).min(top)].push(ready);
         }
         for (level, returning) in per_level.into_iter().enumerate() {
             if returning.is_empty() {
@@ -108,22 +169,24 @@ mod tests {
     use crate::properties::Properties;
     use crate::topic::RoutingKey;
 
-    fn ready(sequence: u64, priority: Option<u8>) -> Ready {
+    fn ready(list: &ReadyList, sequence: u64, priority: Option<u8>) -> Ready {
         let message = Message {
             exchange: ExchangeName::new(""),
             routing_key: RoutingKey::new("q"),
             properties: Properties { priority, ..Default::default() },
             body: bytes::Bytes::new(),
-            journal_id: None,
+            journal: None,
         };
-        Ready { sequence, message: Arc::new(message), redelivered: false, expires_at: None }
+        let level = list.level_of(priority);
+        Ready { sequence, slot: Slot::Memory(Arc::new(message)), level, redelivered: false, expires_at: None }
     }
 
     #[test]
     fn higher_priorities_first_fifo_within_a_level() {
         let mut list = ReadyList::new(5);
         for (sequence, priority) in [(0, None), (1, Some(5)), (2, Some(1)), (3, Some(9)), (4, Some(1))] {
-            list.push_back(ready(sequence, priority));
+            let entry = ready(&list, sequence, priority);
+            list.push_back(entry);
         }
         let order: Vec<u64> = std::iter::from_fn(|| list.pop_front().map(|ready| ready.sequence)).collect();
         // Priority 9 is capped at 5, so it follows 1 (also 5) in arrival order.
@@ -134,9 +197,11 @@ mod tests {
     fn requeue_restores_original_positions() {
         let mut list = ReadyList::new(0);
         for sequence in [1, 3, 5] {
-            list.push_back(ready(sequence, None));
+            let entry = ready(&list, sequence, None);
+            list.push_back(entry);
         }
-        list.requeue(vec![ready(4, None), ready(0, None), ready(2, None)]);
+        let returning = vec![ready(&list, 4, None), ready(&list, 0, None), ready(&list, 2, None)];
+        list.requeue(returning);
         let order: Vec<u64> = std::iter::from_fn(|| list.pop_front().map(|ready| ready.sequence)).collect();
         assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
         assert!(list.is_empty());

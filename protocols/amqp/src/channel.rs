@@ -231,7 +231,7 @@ impl Channel {
             routing_key: publish.routing_key,
             properties: *properties,
             body: body.into_bytes(),
-            journal_id: None,
+            journal: None,
         })
     }
 

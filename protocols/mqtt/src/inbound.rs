@@ -79,7 +79,7 @@ impl Session {
             routing_key: translate::routing_key(topic),
             properties,
             body: payload,
-            journal_id: None,
+            journal: None,
         };
         let mut queues = Vec::new();
         if self.vhost.route(&exchange, &message, &mut queues).is_err() {

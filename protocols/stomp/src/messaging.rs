@@ -83,7 +83,7 @@ impl Session {
             routing_key: key,
             properties,
             body: frame.body.clone(),
-            journal_id: None,
+            journal: None,
         };
         message.check_expiration().map_err(|error| failure("invalid expiration", error))?;
         let exchange = self.vhost.exchange(&exchange).map_err(|error| failure("not_found", error))?;
