@@ -52,18 +52,18 @@ impl Client {
         Ok(client)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.socket.write_all(bytes).map_err(|error| format!("write: {error}"))
     }
 
-    fn send(&mut self, channel: u16, method: Method) -> Result<()> {
+    pub(crate) fn send(&mut self, channel: u16, method: Method) -> Result<()> {
         let mut out = BytesMut::new();
         codec::encode_method(&mut out, channel, &method);
         self.write(&out)
     }
 
     /// Reads until a whole frame is buffered.
-    fn next_frame(&mut self) -> Result<Frame> {
+    pub(crate) fn next_frame(&mut self) -> Result<Frame> {
         loop {
             if let Some(frame) = codec::decode(&mut self.buffer, FRAME_MAX).map_err(|error| error.to_string())? {
                 return Ok(frame);
@@ -82,7 +82,7 @@ impl Client {
         Ok(read)
     }
 
-    fn expect(&mut self, wanted: impl Fn(&Method) -> bool) -> Result<Method> {
+    pub(crate) fn expect(&mut self, wanted: impl Fn(&Method) -> bool) -> Result<Method> {
         loop {
             match self.next_frame()? {
                 Frame::Method { method, .. } if wanted(&method) => return Ok(method),
@@ -155,19 +155,26 @@ impl Client {
         let started = Instant::now();
         let mut sent: u64 = 0;
         while !shared.stop_publishing.load(Ordering::Acquire) {
-            let allowed = crate::allowance(options, shared, sent, started, PUBLISH_BATCH);
+            let mut allowed = crate::allowance(options, shared, sent, started, PUBLISH_BATCH);
+            if options.count > 0 {
+                allowed = allowed.min(options.count - sent);
+            }
             if allowed == 0 {
                 continue;
             }
             out.clear();
-            for _ in 0..allowed {
-                let now = shared.epoch.elapsed().as_nanos() as u64;
-                body[..8].copy_from_slice(&now.to_le_bytes());
+            for index in sent..sent + allowed {
+                // Backlog mode numbers its messages; otherwise a body carries its send time.
+                let stamp = if options.count > 0 { index } else { shared.epoch.elapsed().as_nanos() as u64 };
+                body[..8].copy_from_slice(&stamp.to_le_bytes());
                 codec::encode_content(&mut out, 1, &method, &properties, &body, FRAME_MAX);
             }
             self.write(&out)?;
             sent += allowed;
             shared.sent.store(sent, Ordering::Release);
+            if options.count > 0 && sent >= options.count {
+                shared.stop_publishing.store(true, Ordering::Release);
+            }
         }
         if let Some(confirms) = confirms {
             let _ = confirms.join();

@@ -7,6 +7,7 @@
 //! the queue stays short and the figure measures steady-state flow, not queue growth. Latency
 //! runs publish at a fixed `--rate` and report p50/p99 of publish-to-consume time.
 
+mod backlog;
 mod client;
 mod mqtt;
 mod stomp;
@@ -56,6 +57,17 @@ pub struct Options {
     /// Consumer connections, each receiving every message (MQTT fan-out); 1 elsewhere.
     #[arg(long, default_value_t = 1)]
     pub subscribers: u64,
+    /// Backlog mode (AMQP): publish exactly this many persistent messages to `--queue` with
+    /// confirms and no consumer, each body carrying its index; then exit.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Backlog mode (AMQP): consume this many messages from `--queue`, checking that indexes
+    /// arrive in order; then exit.
+    #[arg(long, default_value_t = 0)]
+    pub consume_count: u64,
+    /// The durable queue of backlog mode.
+    #[arg(long, default_value = "warren-backlog")]
+    pub queue: String,
 }
 
 /// What the threads share.
@@ -90,6 +102,9 @@ pub struct Running {
 fn main() {
     let options = Options::parse();
     assert!(options.size >= 8, "--size must be at least 8");
+    if options.count > 0 || options.consume_count > 0 {
+        return backlog::run(&options);
+    }
     let subscribers = if options.protocol == "mqtt" { options.subscribers.max(1) } else { 1 };
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -178,7 +193,7 @@ fn start_amqp(options: &Options, shared: &Arc<Shared>) -> Running {
 /// rate. Returns how many it may send now, at most `batch`.
 pub fn allowance(options: &Options, shared: &Shared, sent: u64, started: Instant, batch: u64) -> u64 {
     let allowed = if options.rate == 0 {
-        let mut in_flight = shared.in_flight(sent);
+        let mut in_flight = if options.count > 0 { 0 } else { shared.in_flight(sent) };
         if options.confirm {
             in_flight = in_flight.max(sent.saturating_sub(shared.confirmed.load(Ordering::Acquire)));
         }

@@ -207,6 +207,7 @@ impl Store {
 
     /// Appends `encode`'s record, wakes the writer if it sleeps, and returns the position after it.
     fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
+        self.roll_if_full(state);
         let segment = state.current;
         let chunk = match state.chunks.last_mut() {
             Some(chunk) if chunk.segment == segment => chunk,
@@ -228,8 +229,10 @@ impl Store {
         state.appended
     }
 
-    /// Starts a new segment when the current one is full. Called before a publish, so a
-    /// segment's ids start at its `first_id`.
+    /// Starts a new segment when the current one is full. Called before every record (removals
+    /// alone must roll too, or a drain without publishes would grow one segment without end);
+    /// a new segment's `first_id` is the next id to be assigned, so every id in it is at least
+    /// that.
     fn roll_if_full(&self, state: &mut State) {
         if state.current_bytes >= self.shared.config.segment_bytes {
             Self::roll(state);
@@ -279,6 +282,7 @@ impl Journal for Store {
         if state.failed || state.stopping {
             return Err(JournalUnavailable);
         }
+        // Roll first, so the record's place below is where `append` puts it.
         self.roll_if_full(&mut state);
         let id = state.next_id;
         state.next_id += 1;

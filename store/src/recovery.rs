@@ -10,7 +10,7 @@
 //! ends it there. What is still live is handed to the caller per queue, in publish (id) order,
 //! as references: bodies stay on disk, so a backlog larger than memory can be recovered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -54,7 +54,12 @@ pub(crate) struct Scanned {
     pub recovery: Recovery,
 }
 
-/// A message found in the log, with its state in each queue.
+/// A message's state in one queue: (interned queue, delivered, live).
+type QueueState = (u32, bool, bool);
+
+/// A message found in the log, with its state in each queue. Entries sit in one `Vec` in id
+/// order (ids grow along the log), found by binary search: one large allocation, which goes
+/// back to the system when recovery ends, rather than millions of small ones.
 struct Entry {
     /// Index of its segment in the scan.
     segment: usize,
@@ -63,8 +68,19 @@ struct Entry {
     priority: Option<u8>,
     ttl_ms: Option<u64>,
     body_bytes: u32,
-    /// Per queue: (interned queue, delivered, live).
-    queues: Vec<(u32, bool, bool)>,
+    /// Its first queue inline (most messages have one), the others beside.
+    first: QueueState,
+    others: Vec<QueueState>,
+}
+
+impl Entry {
+    fn queues(&self) -> impl Iterator<Item = &QueueState> {
+        std::iter::once(&self.first).chain(self.others.iter())
+    }
+
+    fn queues_mut(&mut self) -> impl Iterator<Item = &mut QueueState> {
+        std::iter::once(&mut self.first).chain(self.others.iter_mut())
+    }
 }
 
 /// (vhost, queue) names, each stored once however many messages name it.
@@ -106,7 +122,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
     numbered.sort();
 
     let mut report = RecoveryReport::default();
-    let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+    let mut entries: Vec<Entry> = Vec::new();
     let mut queue_names = Queues::default();
     let mut segments = Vec::new();
     let mut next_id = 1;
@@ -151,9 +167,9 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
 
     let now = now_ms();
     let mut queues: HashMap<(VhostName, QueueName), Vec<Recovered>> = HashMap::new();
-    for entry in entries.into_values() {
+    for entry in &entries {
         let age = Duration::from_millis(now.saturating_sub(entry.published_ms));
-        for (queue, delivered, live) in entry.queues {
+        for &(queue, delivered, live) in entry.queues() {
             if !live {
                 continue;
             }
@@ -200,16 +216,23 @@ struct Place {
     length: u32,
 }
 
-fn apply(entries: &mut BTreeMap<u64, Entry>, names: &mut Queues, record: Summary, place: Place, next_id: &mut u64) {
+fn apply(entries: &mut Vec<Entry>, names: &mut Queues, record: Summary, place: Place, next_id: &mut u64) {
     match record {
         Summary::Publish { id, published_ms, vhost, queues, priority, ttl_ms, body_bytes } => {
             *next_id = (*next_id).max(id + 1);
-            let queues = queues.into_iter().map(|queue| (names.intern(&vhost, queue), false, true)).collect();
+            let mut states = queues.into_iter().map(|queue| (names.intern(&vhost, queue), false, true));
+            let Some(first) = states.next() else { return };
+            let others = states.collect();
             // The position to wait for is long past: everything read back is on disk.
             let reference =
                 JournalRef { id, lsn: 0, segment: place.segment, offset: place.offset, length: place.length };
-            let entry = Entry { segment: place.index, reference, published_ms, priority, ttl_ms, body_bytes, queues };
-            entries.insert(id, entry);
+            let entry =
+                Entry { segment: place.index, reference, published_ms, priority, ttl_ms, body_bytes, first, others };
+            match entries.binary_search_by_key(&id, |entry| entry.reference.id) {
+                // Ids grow along the log, so this is a push; a repeated id replaces the first.
+                Err(at) => entries.insert(at, entry),
+                Ok(at) => entries[at] = entry,
+            }
         }
         Summary::Delivered { id, vhost, queue } => {
             if let Some(state) = queue_state(entries, names, id, &vhost, &queue) {
@@ -217,25 +240,23 @@ fn apply(entries: &mut BTreeMap<u64, Entry>, names: &mut Queues, record: Summary
             }
         }
         Summary::Removed { id, vhost, queue } => {
-            let Some(state) = queue_state(entries, names, id, &vhost, &queue) else { return };
-            state.2 = false;
-            if entries.get(&id).is_some_and(|entry| entry.queues.iter().all(|(_, _, live)| !live)) {
-                entries.remove(&id);
+            if let Some(state) = queue_state(entries, names, id, &vhost, &queue) {
+                state.2 = false;
             }
         }
     }
 }
 
 fn queue_state<'a>(
-    entries: &'a mut BTreeMap<u64, Entry>,
+    entries: &'a mut [Entry],
     names: &Queues,
     id: u64,
     vhost: &VhostName,
     queue: &QueueName,
-) -> Option<&'a mut (u32, bool, bool)> {
+) -> Option<&'a mut QueueState> {
     let wanted = names.find(vhost, queue)?;
-    let entry = entries.get_mut(&id)?;
-    entry.queues.iter_mut().find(|(interned, _, live)| *interned == wanted && *live)
+    let at = entries.binary_search_by_key(&id, |entry| entry.reference.id).ok()?;
+    entries[at].queues_mut().find(|(interned, _, live)| *interned == wanted && *live)
 }
 
 /// Ends a segment's scan at a torn or corrupt record. The last segment is cut there.
