@@ -82,7 +82,7 @@ fn consume(options: &Options) -> Result<(), String> {
                     return Err(format!("message {index} arrived where {expected} was due"));
                 }
                 expected += 1;
-                if expected % ACK_EVERY == 0 || expected == options.consume_count {
+                if expected.is_multiple_of(ACK_EVERY) || expected == options.consume_count {
                     acks.clear();
                     let ack = Method::BasicAck(basic::Ack { delivery_tag: last_tag, multiple: true });
                     codec::encode_method(&mut acks, 1, &ack);
