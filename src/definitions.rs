@@ -1,5 +1,6 @@
-//! The durable definitions file, `<data_dir>/definitions.json`: the core's snapshot of durable
-//! exchanges, queues and bindings, rewritten after every change and restored at start.
+//! The durable definitions file, `<data_dir>/definitions.json`: vhosts, users with their
+//! permissions (passwords as RabbitMQ's salted SHA-256 hashes), runtime policies, and the
+//! durable exchanges, queues and bindings, rewritten after every change and restored at start.
 //!
 //! Each write goes to a temporary file that is fsync'd, renamed over the old one, and followed by
 //! an fsync of the directory, so a crash leaves either the old file or the new one, never a torn
@@ -12,13 +13,17 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value as Json};
-use warren_core::definitions::{BindingDefinition, Definitions, DestinationKind, ExchangeDefinition, QueueDefinition};
+use warren_core::auth::{Permissions, User, PASSWORD_HASHING};
+use warren_core::definitions::{
+    BindingDefinition, Definitions, DestinationKind, ExchangeDefinition, PolicyDefinition, QueueDefinition,
+};
 use warren_core::exchange::ExchangeKind;
-use warren_core::name::VhostName;
+use warren_core::name::{UserName, VhostName};
 use warren_core::value::{Table, Value};
 
-/// The format's version, checked on load.
-const FORMAT_VERSION: u64 = 1;
+/// The format's version, checked on load. Version 1 files (before users, permissions and
+/// policies were stored) still load.
+const FORMAT_VERSION: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionsError {
@@ -59,7 +64,7 @@ pub fn save(path: &Path, definitions: &Definitions) -> Result<(), DefinitionsErr
     Ok(())
 }
 
-fn to_json(definitions: &Definitions) -> Json {
+pub fn to_json(definitions: &Definitions) -> Json {
     json!({
         "version": FORMAT_VERSION,
         "vhosts": definitions.vhosts.iter().map(|vhost| vhost.as_str()).collect::<Vec<_>>(),
@@ -88,11 +93,37 @@ fn to_json(definitions: &Definitions) -> Json {
             "key": binding.key,
             "arguments": table_to_json(&binding.arguments),
         })).collect::<Vec<_>>(),
+        "users": definitions.users.iter().flatten().map(|user| json!({
+            "name": user.name.as_str(),
+            "password_hash": user.password_hash,
+            "hashing_algorithm": PASSWORD_HASHING,
+            "tags": user.tags,
+        })).collect::<Vec<_>>(),
+        "permissions": definitions.users.iter().flatten().flat_map(|user| {
+            let mut permissions: Vec<_> = user.permissions.iter().collect();
+            permissions.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            permissions.into_iter().map(|(vhost, permissions)| json!({
+                "user": user.name.as_str(),
+                "vhost": vhost.as_str(),
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
+            })).collect::<Vec<_>>()
+        }).collect::<Vec<_>>(),
+        "policies": definitions.policies.iter().map(|policy| json!({
+            "vhost": policy.vhost.as_str(),
+            "name": policy.name,
+            "pattern": policy.pattern,
+            "apply-to": policy.apply_to,
+            "priority": policy.priority,
+            "definition": table_to_json(&policy.definition),
+        })).collect::<Vec<_>>(),
     })
 }
 
 fn from_json(json: &Json) -> Result<Definitions, String> {
-    if json["version"].as_u64() != Some(FORMAT_VERSION) {
+    let version = json["version"].as_u64();
+    if version != Some(FORMAT_VERSION) && version != Some(1) {
         return Err(format!("unsupported version {}", json["version"]));
     }
     let text = |value: &Json, field: &str| value[field].as_str().map(str::to_owned).ok_or(format!("missing {field}"));
@@ -134,6 +165,43 @@ fn from_json(json: &Json) -> Result<Definitions, String> {
             destination_kind,
             key: text(&binding, "key")?,
             arguments: table_from_json(&binding["arguments"])?,
+        });
+    }
+    if version == Some(1) {
+        return Ok(definitions);
+    }
+    let mut users = Vec::new();
+    for user in list("users")? {
+        if text(&user, "hashing_algorithm")? != PASSWORD_HASHING {
+            return Err(format!("unsupported hashing algorithm {}", user["hashing_algorithm"]));
+        }
+        let tags = user["tags"].as_array().ok_or("missing tags")?;
+        users.push(User {
+            name: UserName::new(&text(&user, "name")?),
+            password_hash: text(&user, "password_hash")?,
+            tags: tags.iter().filter_map(|tag| tag.as_str().map(str::to_owned)).collect(),
+            permissions: Default::default(),
+        });
+    }
+    for permission in list("permissions")? {
+        let name = text(&permission, "user")?;
+        let user = users.iter_mut().find(|user| user.name.as_str() == name).ok_or("permission of an unknown user")?;
+        let permissions = Permissions {
+            configure: text(&permission, "configure")?,
+            write: text(&permission, "write")?,
+            read: text(&permission, "read")?,
+        };
+        user.permissions.insert(VhostName::new(&text(&permission, "vhost")?), permissions);
+    }
+    definitions.users = Some(users);
+    for policy in list("policies")? {
+        definitions.policies.push(PolicyDefinition {
+            vhost: VhostName::new(&text(&policy, "vhost")?),
+            name: text(&policy, "name")?,
+            pattern: text(&policy, "pattern")?,
+            apply_to: text(&policy, "apply-to")?,
+            priority: policy["priority"].as_i64().and_then(|p| i32::try_from(p).ok()).ok_or("missing priority")?,
+            definition: table_from_json(&policy["definition"])?,
         });
     }
     Ok(definitions)
@@ -263,6 +331,25 @@ mod tests {
                 destination_kind: DestinationKind::Queue,
                 key: "a.*.#".into(),
                 arguments: Table::new(),
+            }],
+            users: Some(vec![User {
+                name: UserName::new("alice"),
+                password_hash: warren_core::auth::hash_password("secret"),
+                tags: vec!["monitoring".into()],
+                permissions: [(
+                    VhostName::new("/"),
+                    Permissions { configure: "^a".into(), write: ".*".into(), read: "".into() },
+                )]
+                .into_iter()
+                .collect(),
+            }]),
+            policies: vec![PolicyDefinition {
+                vhost: VhostName::new("/"),
+                name: "ttl".into(),
+                pattern: "^tmp\\.".into(),
+                apply_to: "queues".into(),
+                priority: 3,
+                definition: Table(vec![("message-ttl".to_owned(), Value::I64(60_000))]),
             }],
         };
         let dir = std::env::temp_dir().join(format!("warren-definitions-{}", std::process::id()));

@@ -61,6 +61,7 @@ pub async fn serve(
     stomp: Arc<warren_stomp::StompState>,
     mqtt: Arc<warren_mqtt::MqttState>,
     store: Arc<warren_store::Store>,
+    management: Arc<crate::management::Management>,
 ) {
     let shutdown = broker.shutdown().clone();
     let state = HttpState { broker, connections, stomp, mqtt, store };
@@ -68,7 +69,8 @@ pub async fn serve(
         .route("/ws", get(stomp_websocket))
         .route("/mqtt", get(mqtt_websocket))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(crate::management::routes(management));
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(error) = served.await {

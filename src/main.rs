@@ -5,6 +5,7 @@ mod config;
 mod definitions;
 mod http;
 mod listener;
+mod management;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -73,10 +74,10 @@ async fn run(config: Config) -> std::io::Result<()> {
         queue_memory_bytes_max: config.storage.queue_memory_bytes,
         ..BrokerConfig::default()
     };
-    let broker = Broker::new(broker_config, users, shutdown.clone());
-    apply_policies(&config, &broker)?;
+    let broker = Broker::new(broker_config, users.clone(), shutdown.clone());
+    let management = management::Management::new(broker.clone(), users);
     let (store, store_recovery) = open_store(&config, &broker)?;
-    let definitions_complete = restore_definitions(&config, &broker)?;
+    let definitions_complete = restore_definitions(&config, &broker, &management)?;
     recover_messages(&broker, &store, store_recovery, definitions_complete).await;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
@@ -110,6 +111,7 @@ async fn run(config: Config) -> std::io::Result<()> {
         websocket_stomp,
         websocket_mqtt,
         store.clone(),
+        management.clone(),
     ));
 
     wait_for_signal().await?;
@@ -176,31 +178,47 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, re
     );
 }
 
-/// Recreates the stored durable definitions, then stores them again after every change.
-/// Returns whether every stored definition was recreated.
-fn restore_definitions(config: &Config, broker: &Arc<Broker>) -> std::io::Result<bool> {
+/// Recreates the stored definitions (vhosts, exchanges, queues, bindings, then the config
+/// file's policies, then users and runtime policies, which override a config policy of the
+/// same name), then stores them again after every change. Returns whether every stored
+/// exchange, queue and binding was recreated.
+fn restore_definitions(
+    config: &Config,
+    broker: &Arc<Broker>,
+    management: &Arc<management::Management>,
+) -> std::io::Result<bool> {
     let file = definitions::path(&config.data_dir);
     let invalid = |error: definitions::DefinitionsError| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
     let mut complete = true;
-    if let Some(stored) = definitions::load(&file).map_err(invalid)? {
-        for failure in broker.restore(&stored) {
+    let stored = definitions::load(&file).map_err(invalid)?;
+    if let Some(stored) = &stored {
+        for failure in broker.restore(stored) {
             error!(%failure, "a stored definition could not be restored");
             complete = false;
         }
+    }
+    apply_policies(config, broker)?;
+    if let Some(stored) = &stored {
+        for failure in management.restore(stored) {
+            error!(%failure, "a stored policy could not be restored");
+        }
         info!(
+            vhosts = stored.vhosts.len(),
+            users = stored.users.as_ref().map_or(0, Vec::len),
+            policies = stored.policies.len(),
             exchanges = stored.exchanges.len(),
             queues = stored.queues.len(),
             bindings = stored.bindings.len(),
             "definitions restored"
         );
     }
-    let weak = Arc::downgrade(broker);
+    let weak = Arc::downgrade(management);
     // One writer at a time: each takes its snapshot under the lock, so the last write wins.
     let writing = std::sync::Mutex::new(());
     broker.on_definitions_changed(move || {
-        let Some(broker) = weak.upgrade() else { return };
+        let Some(management) = weak.upgrade() else { return };
         let _guard = writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(error) = definitions::save(&file, &broker.durable_definitions()) {
+        if let Err(error) = definitions::save(&file, &management.snapshot()) {
             error!(%error, "cannot store definitions");
         }
     });

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::RwLock;
 
 use async_trait::async_trait;
 
@@ -35,40 +36,158 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()>;
 }
 
-/// A user of the internal database.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: UserName,
-    pub password: String,
-    pub tags: Vec<String>,
-    /// The vhosts the user may open.
-    pub vhosts: Vec<VhostName>,
-    /// Whether the user may log in only from a loopback address, as RabbitMQ's `guest` does.
-    pub loopback_only: bool,
+/// What a user may do in one vhost, as RabbitMQ's `set_permissions`: regular expressions over
+/// resource names. Opening the vhost needs an entry; the patterns are stored and reported, and
+/// checked per resource once resource-level authorisation exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
-/// The broker's own user database.
+impl Permissions {
+    /// Everything: `.*` for all three.
+    pub fn all() -> Permissions {
+        Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() }
+    }
+}
+
+/// A user of the internal database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: UserName,
+    /// RabbitMQ's `rabbit_password_hashing_sha256` form: base64 of a 4-byte salt followed by
+    /// SHA-256(salt ‖ password). Empty: no password login.
+    pub password_hash: String,
+    pub tags: Vec<String>,
+    pub permissions: HashMap<VhostName, Permissions>,
+}
+
+impl User {
+    /// As RabbitMQ's default `loopback_users`: `guest` may log in only from loopback.
+    fn loopback_only(&self) -> bool {
+        self.name.as_str() == "guest"
+    }
+}
+
+/// The hashing algorithm name RabbitMQ uses for `password_hash` values of this form.
+pub const PASSWORD_HASHING: &str = "rabbit_password_hashing_sha256";
+
+/// Hashes a password with a fresh random salt, as RabbitMQ does.
+pub fn hash_password(password: &str) -> String {
+    use base64::Engine;
+    let mut salt = [0u8; 4];
+    if getrandom::getrandom(&mut salt).is_err() {
+        // No system randomness: a time-derived salt still varies per call.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        salt = nanos.to_le_bytes();
+    }
+    let mut stored = salt.to_vec();
+    stored.extend_from_slice(&salted_digest(&salt, password));
+    base64::engine::general_purpose::STANDARD.encode(stored)
+}
+
+fn salted_digest(salt: &[u8], password: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(salt);
+    hasher.update(password.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Whether `password` matches a stored hash.
+fn verify_password(hash: &str, password: &str) -> bool {
+    use base64::Engine;
+    let Ok(stored) = base64::engine::general_purpose::STANDARD.decode(hash) else { return false };
+    if stored.len() != 4 + 32 {
+        return false;
+    }
+    let (salt, digest) = stored.split_at(4);
+    constant_time_eq(digest, &salted_digest(salt, password))
+}
+
+/// The broker's own user database. It changes at run time (the management API), so it sits
+/// behind a lock; logins take the read side.
 #[derive(Debug, Default)]
 pub struct InternalUsers {
-    users: HashMap<UserName, User>,
+    users: RwLock<HashMap<UserName, User>>,
 }
 
 impl InternalUsers {
-    /// The database RabbitMQ starts with: `guest`/`guest`, administrator of `/`, loopback only.
+    /// The database RabbitMQ starts with: `guest`/`guest`, administrator with every permission
+    /// on `/`, loopback only.
     pub fn with_default_guest() -> InternalUsers {
-        let mut users = InternalUsers::default();
-        users.add(User {
+        let users = InternalUsers::default();
+        let permissions = HashMap::from([(VhostName::new("/"), Permissions::all())]);
+        users.put(User {
             name: UserName::new("guest"),
-            password: "guest".into(),
+            password_hash: hash_password("guest"),
             tags: vec!["administrator".into()],
-            vhosts: vec![VhostName::new("/")],
-            loopback_only: true,
+            permissions,
         });
         users
     }
 
-    pub fn add(&mut self, user: User) {
-        self.users.insert(user.name.clone(), user);
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<UserName, User>> {
+        self.users.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<UserName, User>> {
+        self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds or replaces a user (its permissions are kept when it is replaced).
+    pub fn put(&self, mut user: User) {
+        let mut users = self.write();
+        if let Some(existing) = users.get(&user.name) {
+            if user.permissions.is_empty() {
+                user.permissions = existing.permissions.clone();
+            }
+        }
+        users.insert(user.name.clone(), user);
+    }
+
+    pub fn delete(&self, name: &UserName) -> bool {
+        self.write().remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &UserName) -> Option<User> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every user, sorted by name.
+    pub fn list(&self) -> Vec<User> {
+        let mut users: Vec<User> = self.read().values().cloned().collect();
+        users.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        users
+    }
+
+    /// Sets a user's permissions in a vhost; false if there is no such user.
+    pub fn set_permissions(&self, user: &UserName, vhost: &VhostName, permissions: Permissions) -> bool {
+        match self.write().get_mut(user) {
+            Some(user) => {
+                user.permissions.insert(vhost.clone(), permissions);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn clear_permissions(&self, user: &UserName, vhost: &VhostName) -> bool {
+        self.write().get_mut(user).is_some_and(|user| user.permissions.remove(vhost).is_some())
+    }
+
+    /// Forgets every permission in a deleted vhost.
+    pub fn remove_vhost(&self, vhost: &VhostName) {
+        for user in self.write().values_mut() {
+            user.permissions.remove(vhost);
+        }
+    }
+
+    /// Replaces the whole database (restoring stored definitions).
+    pub fn replace_all(&self, users: Vec<User>) {
+        *self.write() = users.into_iter().map(|user| (user.name.clone(), user)).collect();
     }
 }
 
@@ -82,18 +201,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Authenticator for InternalUsers {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Principal> {
         let refused = || Error::LoginRefused { user: credentials.username.clone() };
-        let user = self.users.get(&credentials.username).ok_or_else(refused)?;
-        if !constant_time_eq(user.password.as_bytes(), credentials.password.as_bytes()) {
+        let users = self.read();
+        let user = users.get(&credentials.username).ok_or_else(refused)?;
+        if !verify_password(&user.password_hash, &credentials.password) {
             return Err(refused());
         }
-        if user.loopback_only && !credentials.peer.ip().is_loopback() {
+        if user.loopback_only() && !credentials.peer.ip().is_loopback() {
             return Err(Error::LoopbackOnly { user: user.name.clone() });
         }
         Ok(Principal { user: user.name.clone(), tags: user.tags.clone() })
     }
 
     async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()> {
-        let allowed = self.users.get(&principal.user).is_some_and(|user| user.vhosts.contains(vhost));
+        let allowed = self.read().get(&principal.user).is_some_and(|user| user.permissions.contains_key(vhost));
         if allowed {
             Ok(())
         } else {
@@ -137,10 +257,25 @@ mod tests {
     }
 
     #[test]
+    fn password_hashes_are_rabbitmqs() {
+        // The example in RabbitMQ's documentation on password hashing: "test12".
+        assert!(verify_password("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR", "test12"));
+        assert!(!verify_password("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR", "test13"));
+        let (first, second) = (hash_password("secret"), hash_password("secret"));
+        assert_ne!(first, second, "a fresh salt each time");
+        assert!(verify_password(&first, "secret") && verify_password(&second, "secret"));
+        assert!(!verify_password("not base64!", "secret"));
+    }
+
+    #[test]
     fn vhost_access_follows_the_user_list() {
         let users = InternalUsers::with_default_guest();
         let guest = Principal { user: UserName::new("guest"), tags: vec![] };
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("/"))).is_ok());
+        assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_err());
+        assert!(users.set_permissions(&UserName::new("guest"), &VhostName::new("other"), Permissions::all()));
+        assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_ok());
+        users.remove_vhost(&VhostName::new("other"));
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_err());
     }
 }

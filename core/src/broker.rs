@@ -180,6 +180,39 @@ impl Broker {
         failures
     }
 
+    /// Creates a vhost at run time; false if it exists. Stored with the definitions.
+    pub fn create_vhost(&self, name: VhostName) -> bool {
+        if self.vhost(&name).is_some() {
+            return false;
+        }
+        self.add_vhost(name);
+        self.on_change.call();
+        true
+    }
+
+    /// Deletes a vhost with everything in it (its queues' messages included); false if there
+    /// was none. Connections already open on it keep their handle until they close.
+    pub fn delete_vhost(&self, name: &VhostName) -> bool {
+        let removed = self.vhosts.write().expect("vhosts lock poisoned").remove(name);
+        let Some(vhost) = removed else { return false };
+        vhost.remove_all_queues();
+        self.on_change.call();
+        true
+    }
+
+    /// Every vhost's name, sorted.
+    pub fn vhost_names(&self) -> Vec<VhostName> {
+        let mut names: Vec<VhostName> = self.vhosts.read().expect("vhosts lock poisoned").keys().cloned().collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names
+    }
+
+    /// Tells the server that something it stores beside the broker's definitions (users,
+    /// permissions, runtime policies) changed.
+    pub fn definitions_changed(&self) {
+        self.on_change.call();
+    }
+
     pub fn vhost(&self, name: &VhostName) -> Option<Arc<Vhost>> {
         self.vhosts.read().expect("vhosts lock poisoned").get(name).cloned()
     }

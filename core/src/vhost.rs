@@ -94,7 +94,7 @@ impl ChangeHook {
         let _ = self.0.set(hook);
     }
 
-    fn call(&self) {
+    pub(crate) fn call(&self) {
         if let Some(hook) = self.0.get() {
             hook();
         }
@@ -533,6 +533,15 @@ impl Vhost {
         }
         self.remove_queue(&queue);
         Ok(message_count)
+    }
+
+    /// Removes every queue (the vhost is being deleted): their messages are dropped and their
+    /// consumers cancelled.
+    pub(crate) fn remove_all_queues(&self) {
+        let queues: Vec<Arc<Queue>> = self.queues.read().expect("queues lock poisoned").values().cloned().collect();
+        for queue in queues {
+            self.remove_queue(&queue);
+        }
     }
 
     /// Removes a queue and its bindings, cancelling its consumers.

@@ -50,6 +50,8 @@ const AMQP_LISTENING_MARKER: &str = "listening protocol=amqp addr=";
 const MQTT_LISTENING_MARKER: &str = "listening protocol=mqtt addr=";
 /// The line the broker prints once its STOMP listener is bound.
 const STOMP_LISTENING_MARKER: &str = "listening protocol=stomp addr=";
+/// The line the broker prints once its HTTP listener is bound.
+const HTTP_LISTENING_MARKER: &str = "listening protocol=http addr=";
 
 /// A `warren` process owned by one test.
 pub struct Broker {
@@ -57,6 +59,7 @@ pub struct Broker {
     pub amqp_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub stomp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     /// The last `LOG_TAIL_LINES` lines of the broker's stderr, shared with the reader thread.
     log_tail: Arc<Mutex<VecDeque<String>>>,
@@ -118,8 +121,8 @@ impl Broker {
         let thread_tail = Arc::clone(&log_tail);
         std::thread::spawn(move || read_log(stderr, thread_tail, addr_sender));
         match addr_receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(ListeningAddrs { amqp: amqp_addr, mqtt: mqtt_addr, stomp: stomp_addr }) => {
-                Broker { child, amqp_addr, mqtt_addr, stomp_addr, data_dir, log_tail }
+            Ok(ListeningAddrs { amqp: amqp_addr, mqtt: mqtt_addr, stomp: stomp_addr, http: http_addr }) => {
+                Broker { child, amqp_addr, mqtt_addr, stomp_addr, http_addr, data_dir, log_tail }
             }
             Err(_) => {
                 let _ = child.kill();
@@ -230,10 +233,11 @@ struct ListeningAddrs {
     amqp: SocketAddr,
     mqtt: SocketAddr,
     stomp: SocketAddr,
+    http: SocketAddr,
 }
 
 /// Drains the broker's stderr until EOF so the pipe never fills and blocks the broker. Sends
-/// the listening addresses once all three have been logged.
+/// the listening addresses once all four have been logged.
 fn read_log(
     stderr: std::process::ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -243,6 +247,7 @@ fn read_log(
     let mut amqp = None;
     let mut mqtt = None;
     let mut stomp = None;
+    let mut http = None;
     let mut found = false;
     let mut raw_line = Vec::new();
     loop {
@@ -257,9 +262,10 @@ fn read_log(
             amqp = amqp.or_else(|| parse_listening_addr(&line, AMQP_LISTENING_MARKER));
             mqtt = mqtt.or_else(|| parse_listening_addr(&line, MQTT_LISTENING_MARKER));
             stomp = stomp.or_else(|| parse_listening_addr(&line, STOMP_LISTENING_MARKER));
-            if let (Some(amqp), Some(mqtt), Some(stomp)) = (amqp, mqtt, stomp) {
+            http = http.or_else(|| parse_listening_addr(&line, HTTP_LISTENING_MARKER));
+            if let (Some(amqp), Some(mqtt), Some(stomp), Some(http)) = (amqp, mqtt, stomp, http) {
                 found = true;
-                let _ = addr_sender.try_send(ListeningAddrs { amqp, mqtt, stomp });
+                let _ = addr_sender.try_send(ListeningAddrs { amqp, mqtt, stomp, http });
             }
         }
         let mut lines = tail.lock().expect("log tail lock");

@@ -1,0 +1,130 @@
+//! The management HTTP API against a real broker: vhosts, users, permissions and policies
+//! created at run time are used by clients at once and survive a restart; deletions too.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+
+use common::Broker;
+
+/// One HTTP/1.1 request; returns the status and the body parsed as JSON (Null when empty).
+fn http(addr: SocketAddr, method: &str, path: &str, auth: (&str, &str), body: Option<Value>) -> (u16, Value) {
+    use base64::Engine;
+    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP port");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.0, auth.1));
+    let body = body.map(|body| body.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let (_, content) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, serde_json::from_str(content).unwrap_or(Value::Null))
+}
+
+const GUEST: (&str, &str) = ("guest", "guest");
+
+async fn connect_as(broker: &Broker, user: &str, password: &str, vhost: &str) -> lapin::Result<Connection> {
+    let vhost = vhost.replace('/', "%2f");
+    let uri = format!("amqp://{user}:{password}@{}/{vhost}", broker.amqp_addr);
+    Connection::connect(&uri, ConnectionProperties::default()).await
+}
+
+#[tokio::test]
+async fn vhosts_users_permissions_and_policies_survive_a_restart() {
+    let broker = Broker::start();
+    let api = broker.http_addr;
+    assert_eq!(http(api, "PUT", "/api/vhosts/inventory", GUEST, None).0, 201);
+    assert_eq!(http(api, "PUT", "/api/vhosts/inventory", GUEST, None).0, 204, "already there");
+    let alice = json!({"password": "s3cret", "tags": ""});
+    assert_eq!(http(api, "PUT", "/api/users/alice", GUEST, Some(alice)).0, 201);
+    let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    assert_eq!(http(api, "PUT", "/api/permissions/inventory/alice", GUEST, Some(all)).0, 201);
+    let policy = json!({"pattern": "^tmp\\.", "definition": {"message-ttl": 100}, "apply-to": "queues"});
+    assert_eq!(http(api, "PUT", "/api/policies/inventory/short", GUEST, Some(policy)).0, 201);
+
+    // alice has no administrator tag: the API refuses her; a wrong password is refused too.
+    assert_eq!(http(api, "GET", "/api/users", ("alice", "s3cret"), None).0, 401);
+    assert_eq!(http(api, "GET", "/api/users", ("guest", "nope"), None).0, 401);
+    // She can use her vhost over AMQP at once, but not `/`.
+    connect_as(&broker, "alice", "s3cret", "inventory").await.expect("alice opens inventory");
+    assert!(connect_as(&broker, "alice", "s3cret", "/").await.is_err());
+
+    let broker = broker.restart();
+    let api = broker.http_addr;
+    let (status, vhosts) = http(api, "GET", "/api/vhosts", GUEST, None);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = vhosts.as_array().expect("a list").iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, vec!["/", "inventory"]);
+    let (_, user) = http(api, "GET", "/api/users/alice", GUEST, None);
+    assert_eq!(user["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert!(user.get("password").is_none(), "no clear-text password is kept: {user}");
+    let (status, permissions) = http(api, "GET", "/api/permissions/inventory/alice", GUEST, None);
+    assert_eq!((status, permissions["write"].as_str()), (200, Some(".*")));
+    let (_, policies) = http(api, "GET", "/api/policies/inventory", GUEST, None);
+    assert_eq!(policies[0]["name"], "short");
+    assert_eq!(policies[0]["definition"]["message-ttl"], 100);
+
+    // The restored policy applies: a tmp. queue's messages expire after 100 ms.
+    let connection = connect_as(&broker, "alice", "s3cret", "inventory").await.expect("alice again");
+    let channel = connection.create_channel().await.expect("channel");
+    channel.queue_declare("tmp.q", QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
+    channel
+        .basic_publish("", "tmp.q", BasicPublishOptions::default(), b"short-lived", BasicProperties::default())
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let queue = channel.queue_declare("tmp.q", passive, FieldTable::default()).await.expect("passive");
+    assert_eq!(queue.message_count(), 0, "the policy's TTL applied after the restart");
+    connection.close(200, "bye").await.expect("close");
+
+    // Deletions are stored too.
+    assert_eq!(http(api, "DELETE", "/api/users/alice", GUEST, None).0, 204);
+    assert_eq!(http(api, "DELETE", "/api/policies/inventory/short", GUEST, None).0, 204);
+    assert_eq!(http(api, "DELETE", "/api/users/alice", GUEST, None).0, 404);
+    let broker = broker.restart();
+    let api = broker.http_addr;
+    assert_eq!(http(api, "GET", "/api/users/alice", GUEST, None).0, 404);
+    assert!(connect_as(&broker, "alice", "s3cret", "inventory").await.is_err());
+    let (_, policies) = http(api, "GET", "/api/policies", GUEST, None);
+    assert_eq!(policies, json!([]));
+    assert_eq!(http(api, "DELETE", "/api/vhosts/inventory", GUEST, None).0, 204);
+    let broker = broker.restart();
+    let (_, vhosts) = http(broker.http_addr, "GET", "/api/vhosts", GUEST, None);
+    assert_eq!(vhosts, json!([{"name": "/"}]));
+}
+
+#[tokio::test]
+async fn bad_requests_get_rabbitmqs_errors() {
+    let broker = Broker::start();
+    let api = broker.http_addr;
+    let (status, body) = http(api, "GET", "/api/vhosts", ("nobody", "x"), None);
+    assert_eq!((status, body["error"].as_str()), (401, Some("not_authorised")));
+    // Permissions need an existing vhost and user, and valid patterns.
+    let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    assert_eq!(http(api, "PUT", "/api/permissions/missing/guest", GUEST, Some(all.clone())).0, 400);
+    assert_eq!(http(api, "PUT", "/api/permissions/%2F/nobody", GUEST, Some(all)).0, 400);
+    let bad = json!({"configure": "(", "write": ".*", "read": ".*"});
+    assert_eq!(http(api, "PUT", "/api/permissions/%2F/guest", GUEST, Some(bad)).0, 400);
+    // A policy with an unknown key, or no pattern, is refused; so is a user without a password.
+    let unknown = json!({"pattern": ".*", "definition": {"no-such-key": 1}});
+    assert_eq!(http(api, "PUT", "/api/policies/%2F/p", GUEST, Some(unknown)).0, 400);
+    assert_eq!(http(api, "PUT", "/api/policies/%2F/p", GUEST, Some(json!({"definition": {}}))).0, 400);
+    assert_eq!(http(api, "PUT", "/api/users/bob", GUEST, Some(json!({"tags": ""}))).0, 400);
+    assert_eq!(http(api, "GET", "/api/vhosts/missing", GUEST, None).0, 404);
+    // The default vhost is named `/`, written %2F.
+    assert_eq!(http(api, "GET", "/api/vhosts/%2F", GUEST, None).0, 200);
+}
