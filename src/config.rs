@@ -228,6 +228,8 @@ pub enum ConfigError {
     Policy { name: String, reason: String },
     #[error("amqp.frame_max must be at least 4096, got {frame_max}")]
     FrameMaxTooSmall { frame_max: u32 },
+    #[error("storage.segment_bytes must be at least 4096, got {segment_bytes}")]
+    SegmentTooSmall { segment_bytes: u64 },
 }
 
 impl Config {
@@ -260,6 +262,9 @@ impl Config {
         }
         if config.amqp.frame_max < 4096 {
             return Err(ConfigError::FrameMaxTooSmall { frame_max: config.amqp.frame_max });
+        }
+        if config.storage.segment_bytes < 4096 {
+            return Err(ConfigError::SegmentTooSmall { segment_bytes: config.storage.segment_bytes });
         }
         Ok(config)
     }

@@ -70,9 +70,10 @@ pub trait Journal: Send + Sync + fmt::Debug {
     ) -> Result<JournalRef, JournalUnavailable>;
 
     /// Reads messages back (for queues that keep only references to long backlogs), in the
-    /// order asked; `None` for one that cannot be read (logged by the journal). Only records
-    /// already synced may be read.
-    fn read(&self, references: &[JournalRef]) -> Vec<Option<Message>>;
+    /// order asked; `None` for one whose record is damaged or gone (logged by the journal).
+    /// `Err` when the journal cannot read now (an I/O error): nothing is lost, try later. Only
+    /// records already synced may be read.
+    fn read(&self, references: &[JournalRef]) -> Result<Vec<Option<Message>>, JournalUnavailable>;
 
     /// Everything below this position is synced (and so can be read back).
     fn synced(&self) -> Lsn;

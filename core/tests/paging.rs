@@ -27,6 +27,10 @@ struct MemoryJournal {
     reads: AtomicU64,
     removed: AtomicU64,
     sync: watch::Sender<SyncState>,
+    /// While set, every read fails as an I/O error would.
+    failing: std::sync::atomic::AtomicBool,
+    /// Ids whose records read back as damaged.
+    damaged: Mutex<Vec<u64>>,
 }
 
 impl MemoryJournal {
@@ -37,6 +41,8 @@ impl MemoryJournal {
             reads: AtomicU64::new(0),
             removed: AtomicU64::new(0),
             sync: watch::channel(SyncState { synced: Lsn::MAX, failed: false }).0,
+            failing: std::sync::atomic::AtomicBool::new(false),
+            damaged: Mutex::new(Vec::new()),
         })
     }
 }
@@ -75,12 +81,19 @@ impl Journal for MemoryJournal {
         self.next.load(Ordering::Relaxed)
     }
 
-    fn read(&self, references: &[JournalRef]) -> Vec<Option<Message>> {
+    fn read(&self, references: &[JournalRef]) -> Result<Vec<Option<Message>>, JournalUnavailable> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(JournalUnavailable);
+        }
         self.reads.fetch_add(references.len() as u64, Ordering::Relaxed);
+        let damaged = self.damaged.lock().expect("lock").clone();
         let messages = self.messages.lock().expect("lock");
-        references
+        Ok(references
             .iter()
             .map(|reference| {
+                if damaged.contains(&reference.id) {
+                    return None;
+                }
                 messages.get(&reference.id).map(|message| Message {
                     exchange: message.exchange.clone(),
                     routing_key: message.routing_key.clone(),
@@ -89,7 +102,7 @@ impl Journal for MemoryJournal {
                     journal: Some(*reference),
                 })
             })
-            .collect()
+            .collect())
     }
 
     fn synced(&self) -> Lsn {
@@ -190,4 +203,36 @@ async fn purging_a_paged_queue_removes_every_message_from_the_journal() {
     assert_eq!(journal.removed.load(Ordering::Relaxed), 300);
     assert!(journal.messages.lock().expect("lock").is_empty());
     assert!(queue.get().is_none());
+}
+
+#[tokio::test]
+async fn a_read_error_loses_nothing_and_a_damaged_record_loses_only_itself() {
+    let (journal, vhost, queue) = setup(None);
+    for index in 0..300 {
+        publish(&vhost, &queue, index, None);
+    }
+    // The first messages stayed resident; take them, so the head is paged.
+    let mut order = Vec::new();
+    while let Some(got) = queue.get() {
+        order.push(index_of(&got.message));
+        queue.acked([&got.message]);
+        if got.remaining > 0 && order.len() == 20 {
+            break;
+        }
+    }
+    journal.failing.store(true, Ordering::Relaxed);
+    let resident_run = std::iter::from_fn(|| queue.get()).count();
+    assert!(queue.message_count() > 200, "an I/O error drops nothing ({} left)", queue.message_count());
+    journal.failing.store(false, Ordering::Relaxed);
+    assert_eq!(resident_run, 0, "the head was paged: nothing to take while reads fail");
+    // One damaged record: only that message is lost.
+    let next_id = 1 + 20;
+    journal.damaged.lock().expect("lock").push(next_id as u64 + 5);
+    while let Some(got) = queue.get() {
+        order.push(index_of(&got.message));
+        queue.acked([&got.message]);
+    }
+    let expected: Vec<usize> = (0..300).filter(|index| *index != 25).collect();
+    assert_eq!(order, expected);
+    assert_eq!(journal.removed.load(Ordering::Relaxed), 300, "the damaged one is forgotten too");
 }

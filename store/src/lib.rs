@@ -133,6 +133,8 @@ struct Shared {
     work: Condvar,
     sync_state: watch::Sender<SyncState>,
     stats: StoreStats,
+    /// Reads records back for paged queues; told when a segment is deleted.
+    reader: reader::Reader,
 }
 
 impl Shared {
@@ -146,7 +148,6 @@ impl Shared {
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,
-    reader: reader::Reader,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -179,6 +180,7 @@ impl Store {
             work: Condvar::new(),
             sync_state: watch::channel(SyncState::default()).0,
             stats: StoreStats::default(),
+            reader: reader::Reader::default(),
         });
         {
             let mut state = shared.lock();
@@ -189,7 +191,7 @@ impl Store {
             .name("warren-store".into())
             .spawn(move || writer::run(thread_shared))
             .map_err(StoreError::io(&shared.config.dir))?;
-        let store = Arc::new(Store { shared, reader: reader::Reader::default(), writer: Mutex::new(Some(writer)) });
+        let store = Arc::new(Store { shared, writer: Mutex::new(Some(writer)) });
         Ok((store, scanned.recovery))
     }
 
@@ -205,8 +207,9 @@ impl Store {
         state.unwrap_or(SyncState { synced: 0, failed: true })
     }
 
-    /// Appends `encode`'s record, wakes the writer if it sleeps, and returns the position after it.
-    fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
+    /// Appends `encode`'s record, wakes the writer if it sleeps, and returns where the record
+    /// went (segment, offset) and the log position after it.
+    fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> (u64, u64, Lsn) {
         self.roll_if_full(state);
         let segment = state.current;
         let chunk = match state.chunks.last_mut() {
@@ -226,7 +229,7 @@ impl Store {
             state.writer_idle = false;
             self.shared.work.notify_one();
         }
-        state.appended
+        (segment, state.current_bytes - written, state.appended)
     }
 
     /// Starts a new segment when the current one is full. Called before every record (removals
@@ -282,12 +285,12 @@ impl Journal for Store {
         if state.failed || state.stopping {
             return Err(JournalUnavailable);
         }
-        // Roll first, so the record's place below is where `append` puts it.
+        // Roll first, so a new segment's first id is this one.
         self.roll_if_full(&mut state);
         let id = state.next_id;
         state.next_id += 1;
-        let (segment, offset) = (state.current, state.current_bytes);
-        let lsn = self.append(&mut state, |out| record::encode_publish(out, id, published_ms, vhost, queues, message));
+        let (segment, offset, lsn) =
+            self.append(&mut state, |out| record::encode_publish(out, id, published_ms, vhost, queues, message));
         let length = (state.current_bytes - offset) as u32;
         state.pending_publishes += 1;
         if let Some(segment) = state.segments.back_mut() {
@@ -300,8 +303,8 @@ impl Journal for Store {
         !self.shared.config.confirm_before_sync
     }
 
-    fn read(&self, references: &[JournalRef]) -> Vec<Option<Message>> {
-        self.reader.read(&self.shared.config.dir, references)
+    fn read(&self, references: &[JournalRef]) -> Result<Vec<Option<Message>>, JournalUnavailable> {
+        self.shared.reader.read(&self.shared.config.dir, references)
     }
 
     fn synced(&self) -> Lsn {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tracing::warn;
-use warren_core::journal::JournalRef;
+use warren_core::journal::{JournalRef, JournalUnavailable};
 use warren_core::Message;
 
 use crate::record::{self, Record, RECORD_HEADER_BYTES};
@@ -31,7 +31,7 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub fn read(&self, dir: &Path, references: &[JournalRef]) -> Vec<Option<Message>> {
+    pub fn read(&self, dir: &Path, references: &[JournalRef]) -> Result<Vec<Option<Message>>, JournalUnavailable> {
         let mut messages = Vec::with_capacity(references.len());
         let mut start = 0;
         while start < references.len() {
@@ -60,12 +60,24 @@ impl Reader {
                 Err(error) => {
                     let file = segment_path(dir, first.segment);
                     warn!(file = %file.display(), offset = first.offset, %error, "cannot read stored messages back");
+                    // A segment that is gone (or shorter than its records) is damage: those
+                    // messages are lost. Any other error may pass: nothing is given up.
+                    let damage =
+                        matches!(error.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof);
+                    if !damage {
+                        return Err(JournalUnavailable);
+                    }
                     messages.extend(run.iter().map(|_| None));
                 }
             }
             start = end;
         }
-        messages
+        Ok(messages)
+    }
+
+    /// Closes a deleted segment's file, so its space is freed.
+    pub fn forget(&self, segment: u64) {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&segment);
     }
 
     fn read_span(&self, dir: &Path, segment: u64, from: u64, to: u64) -> std::io::Result<Vec<u8>> {

@@ -148,6 +148,7 @@ fn open_segment(dir: &Path, number: u64) -> std::io::Result<(File, bool)> {
 fn delete_segments(dir: &Path, numbers: &mut Vec<u64>, files: &mut Files, shared: &Shared) {
     for number in numbers.drain(..) {
         files.remove(&number);
+        shared.reader.forget(number);
         let path = segment_path(dir, number);
         match std::fs::remove_file(&path) {
             Ok(()) => {

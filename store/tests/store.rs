@@ -42,7 +42,7 @@ fn bodies(store: &Store, recovery: &Recovery, queue: &str) -> Vec<(String, bool)
     let key = (VhostName::new("/"), QueueName::new(queue));
     let Some(recovered) = recovery.queues.get(&key) else { return Vec::new() };
     let references: Vec<_> = recovered.iter().map(|recovered| recovered.reference).collect();
-    let messages = store.read(&references);
+    let messages = store.read(&references).expect("the store reads");
     recovered
         .iter()
         .zip(messages)

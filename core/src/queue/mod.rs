@@ -479,6 +479,9 @@ impl Queue {
     /// paged already (but for a head just read back).
     fn page_out_if_needed(&self, state: &mut State) {
         let resident = self.ready_bytes.load(Ordering::Acquire);
+        if resident <= self.memory_bytes_max {
+            state.page_again_at = 0;
+        }
         if self.memory_bytes_max == 0 || resident <= self.memory_bytes_max.max(state.page_again_at) {
             return;
         }
@@ -499,30 +502,40 @@ impl Queue {
             }
             true
         });
-        self.ready_bytes.fetch_sub(paged, Ordering::AcqRel);
+        self.taken(paged);
         let resident = resident - paged;
         // Could not reach the target (too much not yet synced): try again after some growth,
         // not on every publish.
         state.page_again_at = if resident > target { resident + self.memory_bytes_max / 8 } else { 0 };
     }
 
-    /// Reads the head's run of paged messages back from the journal, so the head is in memory;
-    /// a message that cannot be read is dropped (and forgotten). Returns false when the list is
-    /// empty.
-    fn page_in_head(&self, state: &mut State) -> bool {
+    /// Reads the head's run of paged messages back from the journal (at most `PAGE_IN_RUN`
+    /// messages and a quarter of the memory share), so the head is in memory. A message whose
+    /// record is damaged is dropped (and forgotten); when the journal cannot read at all (an I/O
+    /// error), nothing is dropped and a retry is scheduled.
+    fn page_in_head(&self, state: &mut State) -> Head {
         loop {
-            let Some(head) = state.ready.front() else { return false };
+            let Some(head) = state.ready.front() else { return Head::Empty };
             if !head.slot.is_paged() {
-                return true;
+                return Head::InMemory;
             }
+            let mut budget = (self.memory_bytes_max / 4).max(PAGE_IN_BYTES_MIN);
             let references: Vec<JournalRef> = state
                 .ready
                 .head_run_mut(PAGE_IN_RUN)
-                .take_while(|ready| ready.slot.is_paged())
+                .take_while(|ready| {
+                    let fits = ready.slot.is_paged() && budget > 0;
+                    budget = budget.saturating_sub(ready.slot.body_bytes());
+                    fits
+                })
                 .filter_map(|ready| ready.slot.journal())
                 .collect();
-            let Some(journal) = self.journal.get() else { return true };
-            let messages = journal.read(&references);
+            let Some(journal) = self.journal.get() else { return Head::Unavailable };
+            let Ok(messages) = journal.read(&references) else {
+                warn!(queue = %self.name, "cannot read stored messages back; retrying in a second");
+                self.retry_dispatch_later();
+                return Head::Unavailable;
+            };
             let mut resident = 0;
             for (ready, message) in state.ready.head_run_mut(references.len()).zip(messages) {
                 if let Some(message) = message {
@@ -542,9 +555,19 @@ impl Queue {
         }
     }
 
+    /// Dispatches again after `PAGE_IN_RETRY`, for a queue whose head could not be read.
+    fn retry_dispatch_later(&self) {
+        if let (Ok(runtime), Some(queue)) = (tokio::runtime::Handle::try_current(), self.this.upgrade()) {
+            runtime.spawn(async move {
+                tokio::time::sleep(PAGE_IN_RETRY).await;
+                queue.dispatch();
+            });
+        }
+    }
+
     /// Takes the head, in memory: for delivery, a get, or a dead letter.
     fn pop_head(&self, state: &mut State) -> Option<(Ready, Arc<Message>)> {
-        if !self.page_in_head(state) {
+        if self.page_in_head(state) != Head::InMemory {
             return None;
         }
         let ready = state.ready.pop_front()?;
@@ -567,13 +590,12 @@ impl Queue {
 
     /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
     fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
-        let over = |state: &State| {
-            state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
-                || state.arguments.max_length_bytes.is_some_and(|max| state.bytes as u64 > max)
+        let over = |_: &Queue, state: &State| {
+            !state.ready.is_empty()
+                && (state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
+                    || state.arguments.max_length_bytes.is_some_and(|max| state.bytes as u64 > max))
         };
-        while over(state) && !state.ready.is_empty() {
-            self.drop_head(state, DeathReason::MaxLength, effects);
-        }
+        while self.drop_head_while(state, DeathReason::MaxLength, effects, over) {}
     }
 
     /// Puts messages back in their original places: unacknowledged ones (marked redelivered) or
@@ -615,6 +637,7 @@ impl Queue {
                 .collect();
             state.ready.requeue(returning);
             self.dispatch_locked(&mut state, &mut effects);
+            self.page_out_if_needed(&mut state);
         }
         self.timer_wakeup.notify_one();
         self.finish(effects);
@@ -771,8 +794,13 @@ impl Queue {
                     return;
                 }
             }
-            if !self.page_in_head(state) {
+            if self.page_in_head(state) != Head::InMemory {
                 return;
+            }
+            // Reading back may have dropped damaged records: the new head may have expired.
+            let expired = |head: &Ready| head.expires_at.zip(now).is_some_and(|(at, now)| at < now);
+            if state.ready.front().is_some_and(expired) {
+                continue;
             }
             match self.next_consumer(state, &mut effects.to_wake) {
                 Some(consumer) => self.deliver_head(state, &consumer),
@@ -859,20 +887,46 @@ impl Queue {
     /// head is examined: a message behind a longer-lived one waits for it, but is never
     /// delivered once expired, because delivery checks the head first.
     fn reap_expired(&self, state: &mut State, now: Instant, effects: &mut Effects) {
-        while state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now)) {
-            self.drop_head(state, DeathReason::Expired, effects);
-        }
+        let expired = |_: &Queue, state: &State| {
+            state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now))
+        };
+        while self.drop_head_while(state, DeathReason::Expired, effects, expired) {}
     }
 
-    /// Removes the head for good: dead-lettered if the queue has a dead-letter exchange (read
-    /// back first if paged), otherwise just forgotten.
-    fn drop_head(&self, state: &mut State, reason: DeathReason, effects: &mut Effects) {
-        if state.arguments.dead_letter_exchange.is_some() {
-            if let Some((_, message)) = self.pop_head(state) {
-                effects.dead.push((message, reason));
+    /// Removes the head for good while `condition` holds: dead-lettered if the queue has a
+    /// dead-letter exchange (read back first if paged), otherwise just forgotten. Reading back
+    /// can drop damaged records and so change the head, which is why the condition is checked
+    /// again after it. Returns false when nothing more can be done now (the condition does not
+    /// hold, or the head cannot be read yet).
+    fn drop_head_while(
+        &self,
+        state: &mut State,
+        reason: DeathReason,
+        effects: &mut Effects,
+        condition: impl Fn(&Queue, &State) -> bool,
+    ) -> bool {
+        if !condition(self, state) {
+            return false;
+        }
+        if state.arguments.dead_letter_exchange.is_none() {
+            if let Some(ready) = self.pop_head_raw(state) {
+                self.forget_reference(ready.slot.journal());
+                return true;
             }
-        } else if let Some(ready) = self.pop_head_raw(state) {
-            self.forget_reference(ready.slot.journal());
+            return false;
+        }
+        if self.page_in_head(state) != Head::InMemory {
+            return false;
+        }
+        if !condition(self, state) {
+            return true;
+        }
+        match self.pop_head(state) {
+            Some((_, message)) => {
+                effects.dead.push((message, reason));
+                true
+            }
+            None => false,
         }
     }
 
@@ -1037,6 +1091,21 @@ const DEAD_LETTER_HOPS_MAX: usize = 10_000;
 /// How many paged messages at the head are read back at once: consecutive records, so the
 /// journal reads them in a few large reads instead of one each.
 const PAGE_IN_RUN: usize = 256;
+
+/// The byte budget of one read-back is a quarter of the memory share, but at least this.
+const PAGE_IN_BYTES_MIN: usize = 1 << 20;
+
+/// How long a queue whose head cannot be read waits before trying again.
+const PAGE_IN_RETRY: Duration = Duration::from_secs(1);
+
+/// Where the head of the ready list stands, for taking it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    InMemory,
+    Empty,
+    /// Paged, and the journal cannot read it now.
+    Unavailable,
+}
 
 /// Dead letters queued by nested `publish_dead` calls for the outermost one on this thread.
 type DeadLetterWork = VecDeque<(Arc<Queue>, Vec<(Arc<Message>, DeathReason)>)>;

@@ -108,16 +108,28 @@ impl ReadyList {
         level.into_iter().flat_map(move |level| level.iter_mut().take(count))
     }
 
-    /// Offers entries to `page` from the newest backwards, level by level (lowest priority
-    /// first, as it is delivered last). A level stops at its first paged entry, as everything
-    /// older is paged already, but for a head read back for delivery; `page` returns false to
-    /// stop altogether.
+    /// Offers entries to `page`, newest first, level by level (lowest priority first, as it is
+    /// delivered last); `page` returns false to stop altogether. A level is a resident tail,
+    /// a paged middle and a resident head (read back for delivery, or requeued): the tail is
+    /// offered from its newest end, then the head from its newest end, and the paged middle is
+    /// never walked, so a pass costs the resident entries only.
     pub fn page_out(&mut self, mut page: impl FnMut(&mut Ready) -> bool) {
         for level in &mut self.levels {
+            let mut tail = 0;
             for ready in level.iter_mut().rev() {
                 if ready.slot.is_paged() {
                     break;
                 }
+                tail += 1;
+                if !page(ready) {
+                    return;
+                }
+            }
+            if tail == level.len() {
+                continue;
+            }
+            let head = level.iter().take_while(|ready| !ready.slot.is_paged()).count();
+            for ready in level.iter_mut().take(head).rev() {
                 if !page(ready) {
                     return;
                 }
