@@ -1070,3 +1070,27 @@ mod wire {
         }
     }
 }
+
+/// PUBACK (QoS 1) and PUBCOMP (QoS 2) for a message routed to a durable queue mean it is on
+/// disk: it survives `kill -9` straight after the acknowledgement.
+#[tokio::test]
+async fn puback_and_pubcomp_mean_the_message_survives_kill_9() {
+    let broker = Broker::start();
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare("sensor-log", durable, lapin::types::FieldTable::default()).await.expect("declare");
+    common::bind(&channel, "sensor-log", TOPIC_EXCHANGE, "sensors.#").await;
+    let mut publisher = connect_mqtt(mqtt_options(&broker, "durable-publisher")).await;
+    for index in 0..20 {
+        let qos = if index % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+        publisher.publish("sensors/kitchen/temp", qos, false, format!("reading-{index:02}").as_bytes()).await;
+    }
+    // No pause: the last PUBCOMP has just arrived.
+    let broker = broker.crash_and_restart();
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    let bodies = common::drain_bodies(&channel, "sensor-log").await;
+    let expected: Vec<String> = (0..20).map(|index| format!("reading-{index:02}")).collect();
+    assert_eq!(bodies, expected);
+}

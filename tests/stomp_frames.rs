@@ -1113,3 +1113,22 @@ async fn exchange_destination_routes_through_amq_direct() {
     publisher.disconnect().await;
     subscriber.disconnect().await;
 }
+
+/// A receipt for a persistent SEND to a durable queue means the message is on disk: it
+/// survives `kill -9` straight after the receipt.
+#[tokio::test]
+async fn a_persistent_send_receipt_means_the_message_survives_kill_9() {
+    let broker = Broker::start();
+    let mut client = stomp12(&broker, "durable-sender").await;
+    for index in 0..50 {
+        let body = format!("stored-{index:02}");
+        client.send_confirmed("/queue/receipts", &[("persistent", "true")], body.as_bytes()).await;
+    }
+    // No pause: the last receipt has just arrived.
+    let broker = broker.crash_and_restart();
+    let connection = connect(&broker).await;
+    let channel = open_channel(&connection).await;
+    let bodies = common::drain_bodies(&channel, "receipts").await;
+    let expected: Vec<String> = (0..50).map(|index| format!("stored-{index:02}")).collect();
+    assert_eq!(bodies, expected);
+}
