@@ -22,7 +22,7 @@ mod record;
 mod recovery;
 mod writer;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -96,11 +96,35 @@ struct Chunk {
 #[derive(Debug)]
 struct Segment {
     number: u64,
-    /// The first message id that can be in it: ids are assigned in log order, so a message's
-    /// segment is the last one whose `first_id` is not above its id.
+    /// The ids that can be in it, `first_id..end_id`: ids are assigned in log order, so each
+    /// segment holds a range (`end_id` is `u64::MAX` while it is the current one).
     first_id: u64,
+    end_id: u64,
     /// (message, queue) pairs published in it and not yet removed.
     live: u64,
+    /// Its removal records of messages in older segments, by the older segment's number.
+    /// While such a segment is on disk, these records must survive somewhere: deleting this
+    /// segment with them would bring those messages back at the next recovery. So an emptied
+    /// segment with such records is either kept, or has them copied forward first.
+    removals: BTreeMap<u64, Vec<Removal>>,
+}
+
+/// A removal record, as kept to be copied forward.
+#[derive(Clone, Debug)]
+struct Removal {
+    id: u64,
+    vhost: VhostName,
+    queue: QueueName,
+}
+
+impl Segment {
+    fn new(number: u64, first_id: u64) -> Segment {
+        Segment { number, first_id, end_id: u64::MAX, live: 0, removals: BTreeMap::new() }
+    }
+
+    fn remember(&mut self, older: u64, removal: Removal) {
+        self.removals.entry(older).or_default().push(removal);
+    }
 }
 
 #[derive(Debug)]
@@ -160,7 +184,10 @@ impl Store {
         let scanned = recovery::scan(&config.dir)?;
         let current = scanned.next_segment;
         let mut segments: VecDeque<Segment> = scanned.segments.into();
-        segments.push_back(Segment { number: current, first_id: scanned.next_id, live: 0 });
+        if let Some(last) = segments.back_mut() {
+            last.end_id = scanned.next_id;
+        }
+        segments.push_back(Segment::new(current, scanned.next_id));
         let state = State {
             chunks: Vec::new(),
             pending_publishes: 0,
@@ -184,7 +211,7 @@ impl Store {
         });
         {
             let mut state = shared.lock();
-            collect_dead_segments(&mut state);
+            Self::collect_dead_segments(&shared.config, &mut state);
         }
         let thread_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -211,6 +238,16 @@ impl Store {
     /// went (segment, offset) and the log position after it.
     fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> (u64, u64, Lsn) {
         self.roll_if_full(state);
+        let place = Self::append_unrolled(state, encode);
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.shared.work.notify_one();
+        }
+        place
+    }
+
+    /// Appends a record to the current segment as it is (no roll, no wake-up).
+    fn append_unrolled(state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> (u64, u64, Lsn) {
         let segment = state.current;
         let chunk = match state.chunks.last_mut() {
             Some(chunk) if chunk.segment == segment => chunk,
@@ -225,10 +262,6 @@ impl Store {
         let written = (chunk.bytes.len() - before) as u64;
         state.current_bytes += written;
         state.appended += written;
-        if state.writer_idle {
-            state.writer_idle = false;
-            self.shared.work.notify_one();
-        }
         (segment, state.current_bytes - written, state.appended)
     }
 
@@ -238,35 +271,66 @@ impl Store {
     /// that.
     fn roll_if_full(&self, state: &mut State) {
         if state.current_bytes >= self.shared.config.segment_bytes {
-            Self::roll(state);
+            self.roll(state);
         }
     }
 
     /// Closes the current segment and starts the next.
-    fn roll(state: &mut State) {
+    fn roll(&self, state: &mut State) {
         state.current += 1;
         state.current_bytes = SEGMENT_MAGIC.len() as u64;
-        state.segments.push_back(Segment { number: state.current, first_id: state.next_id, live: 0 });
-        collect_dead_segments(state);
+        if let Some(last) = state.segments.back_mut() {
+            last.end_id = state.next_id;
+        }
+        state.segments.push_back(Segment::new(state.current, state.next_id));
+        Self::collect_dead_segments(&self.shared.config, state);
+    }
+
+    /// Moves segments that hold nothing live (and are not the current one) to the delete list,
+    /// oldest first. One whose removal records refer to older segments still on disk has those
+    /// records copied into the current segment first, if they are few (at most a quarter of a
+    /// segment, which bounds the rewriting a long-lived message can cause); otherwise it waits
+    /// for those segments to go. So a long-lived message pins its own segment, not the log
+    /// after it.
+    fn collect_dead_segments(config: &StoreConfig, state: &mut State) {
+        let current = state.current;
+        let mut index = 0;
+        while index < state.segments.len() {
+            let segment = &state.segments[index];
+            if segment.number == current || segment.live != 0 {
+                index += 1;
+                continue;
+            }
+            let present = |number: &u64| state.segments.binary_search_by_key(number, |s| s.number).is_ok();
+            let pinned: Vec<u64> = segment.removals.keys().copied().filter(present).collect();
+            let carried: usize = pinned.iter().map(|older| segment.removals[older].len()).sum();
+            if carried as u64 * REMOVAL_RECORD_BYTES > config.segment_bytes / 4 {
+                index += 1;
+                continue;
+            }
+            let mut segment = state.segments.remove(index).expect("index is in range");
+            state.to_delete.push(segment.number);
+            for older in pinned {
+                for removal in segment.removals.remove(&older).unwrap_or_default() {
+                    Self::append_unrolled(state, |out| {
+                        record::encode_removed(out, removal.id, &removal.vhost, &removal.queue)
+                    });
+                    if let Some(current) = state.segments.back_mut() {
+                        current.remember(older, removal);
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Moves the oldest segments that hold nothing live (and are not the current one) to the
-/// delete list.
-fn collect_dead_segments(state: &mut State) {
-    while state.segments.len() > 1 && state.segments.front().is_some_and(|segment| segment.live == 0) {
-        let segment = state.segments.pop_front().expect("checked non-empty");
-        state.to_delete.push(segment.number);
-    }
-}
+/// About how many bytes a removal record takes, for bounding what is copied forward.
+const REMOVAL_RECORD_BYTES: u64 = 48;
 
-/// The segment holding message `id`, if it is still on disk.
-fn segment_of(segments: &mut VecDeque<Segment>, id: u64) -> Option<&mut Segment> {
-    let index = segments.partition_point(|segment| segment.first_id <= id);
-    if index == 0 {
-        return None;
-    }
-    segments.get_mut(index - 1)
+/// The index of the segment holding message `id`, if it is still on disk.
+fn segment_of(segments: &VecDeque<Segment>, id: u64) -> Option<usize> {
+    let index = segments.partition_point(|segment| segment.first_id <= id).checked_sub(1)?;
+    (id < segments[index].end_id).then_some(index)
 }
 
 fn now_ms() -> u64 {
@@ -319,8 +383,16 @@ impl Journal for Store {
     fn removed(&self, vhost: &VhostName, queue: &QueueName, id: u64) {
         let mut state = self.shared.lock();
         self.append(&mut state, |out| record::encode_removed(out, id, vhost, queue));
-        let emptied = match segment_of(&mut state.segments, id) {
-            Some(segment) => {
+        let emptied = match segment_of(&state.segments, id) {
+            Some(index) => {
+                let holder = state.segments[index].number;
+                if holder != state.current {
+                    let removal = Removal { id, vhost: vhost.clone(), queue: queue.clone() };
+                    if let Some(current) = state.segments.back_mut() {
+                        current.remember(holder, removal);
+                    }
+                }
+                let segment = &mut state.segments[index];
                 segment.live = segment.live.saturating_sub(1);
                 (segment.live == 0).then_some(segment.number)
             }
@@ -329,10 +401,10 @@ impl Journal for Store {
         if emptied == Some(state.current) && state.failed {
             // On a full disk only deletions make room, and the current segment is never
             // deleted: move on, so a drained one can go.
-            Self::roll(&mut state);
+            self.roll(&mut state);
         }
         if emptied.is_some() {
-            collect_dead_segments(&mut state);
+            Self::collect_dead_segments(&self.shared.config, &mut state);
         }
     }
 

@@ -22,7 +22,7 @@ use warren_core::name::{QueueName, VhostName};
 use warren_core::queue::Recovered;
 
 use crate::record::{self, Summary, RECORD_BODY_MAX, RECORD_HEADER_BYTES};
-use crate::{now_ms, Segment, StoreError, SEGMENT_EXTENSION, SEGMENT_MAGIC};
+use crate::{now_ms, Removal, Segment, StoreError, SEGMENT_EXTENSION, SEGMENT_MAGIC};
 
 /// What a start found in the store.
 #[derive(Debug, Default)]
@@ -124,7 +124,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
     let mut report = RecoveryReport::default();
     let mut entries: Vec<Entry> = Vec::new();
     let mut queue_names = Queues::default();
-    let mut segments = Vec::new();
+    let mut segments: Vec<Segment> = Vec::new();
     let mut next_id = 1;
     let mut next_segment = 1;
     let last = numbered.last().map(|(number, _)| *number);
@@ -146,7 +146,10 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
             continue;
         }
         let index = segments.len();
-        segments.push(Segment { number: *number, first_id: next_id, live: 0 });
+        if let Some(previous) = segments.last_mut() {
+            previous.end_id = next_id;
+        }
+        segments.push(Segment::new(*number, next_id));
         report.segments += 1;
         let mut offset = SEGMENT_MAGIC.len() as u64;
         let mut body = Vec::new();
@@ -161,7 +164,12 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StoreError> {
             let place = Place { index, segment: *number, offset, length };
             offset += u64::from(length);
             report.records += 1;
-            apply(&mut entries, &mut queue_names, record, place, &mut next_id);
+            if let Some((holder, removal)) = apply(&mut entries, &mut queue_names, record, place, &mut next_id) {
+                if holder != index {
+                    let older = segments[holder].number;
+                    segments[index].remember(older, removal);
+                }
+            }
         }
     }
 
@@ -216,12 +224,20 @@ struct Place {
     length: u32,
 }
 
-fn apply(entries: &mut Vec<Entry>, names: &mut Queues, record: Summary, place: Place, next_id: &mut u64) {
+/// Applies one record; for a removal of a message still known, returns the scan index of the
+/// segment holding the message, and the removal.
+fn apply(
+    entries: &mut Vec<Entry>,
+    names: &mut Queues,
+    record: Summary,
+    place: Place,
+    next_id: &mut u64,
+) -> Option<(usize, Removal)> {
     match record {
         Summary::Publish { id, published_ms, vhost, queues, priority, ttl_ms, body_bytes } => {
             *next_id = (*next_id).max(id + 1);
             let mut states = queues.into_iter().map(|queue| (names.intern(&vhost, queue), false, true));
-            let Some(first) = states.next() else { return };
+            let first = states.next()?;
             let others = states.collect();
             // The position to wait for is long past: everything read back is on disk.
             let reference =
@@ -233,16 +249,21 @@ fn apply(entries: &mut Vec<Entry>, names: &mut Queues, record: Summary, place: P
                 Err(at) => entries.insert(at, entry),
                 Ok(at) => entries[at] = entry,
             }
+            None
         }
         Summary::Delivered { id, vhost, queue } => {
             if let Some(state) = queue_state(entries, names, id, &vhost, &queue) {
                 state.1 = true;
             }
+            None
         }
         Summary::Removed { id, vhost, queue } => {
+            let holder =
+                entries.binary_search_by_key(&id, |entry| entry.reference.id).ok().map(|at| entries[at].segment);
             if let Some(state) = queue_state(entries, names, id, &vhost, &queue) {
                 state.2 = false;
             }
+            holder.map(|holder| (holder, Removal { id, vhost, queue }))
         }
     }
 }

@@ -301,3 +301,41 @@ async fn removals_alone_roll_segments_so_a_drain_frees_the_disk() {
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_long_lived_message_pins_only_its_own_segment() {
+    let dir = temp_dir("straggler");
+    let vhost = VhostName::new("/");
+    let (slow, fast) = (QueueName::new("slow"), QueueName::new("fast"));
+    {
+        let (store, _) = open(&dir, 4096);
+        store.publish(&vhost, &[&slow], &message("straggler", None)).expect("publish");
+        // A consumer one message behind: many removals land in the segment after their message's.
+        let mut previous = None;
+        for _ in 0..200 {
+            let id = store.publish(&vhost, &[&fast], &message(&"f".repeat(1000), None)).expect("publish").id;
+            if let Some(previous) = previous.replace(id) {
+                store.removed(&vhost, &fast, previous);
+            }
+        }
+        store.removed(&vhost, &fast, previous.expect("published"));
+        store.publish(&vhost, &[&fast], &message("tail", None)).expect("publish");
+        store.sync().await;
+        let mut left = segments(&dir).len();
+        for _ in 0..200 {
+            if left <= 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            left = segments(&dir).len();
+        }
+        assert!(left <= 4, "200 KB published, all but two messages consumed: {left} segments left");
+        store.close();
+    }
+    // Nothing consumed comes back: the removals that still matter were copied forward.
+    let (store, recovery) = open(&dir, 4096);
+    assert_eq!(bodies(&store, &recovery, "slow"), vec![("straggler".to_owned(), false)]);
+    assert_eq!(bodies(&store, &recovery, "fast"), vec![("tail".to_owned(), false)]);
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
