@@ -109,6 +109,15 @@ struct Segment {
     removals: BTreeMap<u64, Vec<Removal>>,
 }
 
+/// A segment to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Deletion {
+    segment: u64,
+    /// Records were copied forward from it: delete it only after a successful sync, never on
+    /// the failure path (where emptied segments otherwise go at once to free a full disk).
+    after_sync: bool,
+}
+
 /// A removal record, as kept to be copied forward.
 #[derive(Clone, Debug)]
 struct Removal {
@@ -142,7 +151,7 @@ struct State {
     /// Segments on disk or about to be, oldest first; the last is the current one.
     segments: VecDeque<Segment>,
     /// Segments to delete once the pending chunks are written.
-    to_delete: Vec<u64>,
+    to_delete: Vec<Deletion>,
     /// The writer waits for work.
     writer_idle: bool,
     /// Writing failed; appends of new messages are refused until a retry succeeds.
@@ -294,6 +303,8 @@ impl Store {
     /// after it.
     fn collect_dead_segments(config: &StoreConfig, state: &mut State) {
         let current = state.current;
+        // What one pass may copy, all deletions together.
+        let mut budget = config.segment_bytes / 4;
         let mut index = 0;
         while index < state.segments.len() {
             let segment = &state.segments[index];
@@ -303,13 +314,22 @@ impl Store {
             }
             let present = |number: &u64| state.segments.binary_search_by_key(number, |s| s.number).is_ok();
             let pinned: Vec<u64> = segment.removals.keys().copied().filter(present).collect();
-            let carried: usize = pinned.iter().map(|older| segment.removals[older].len()).sum();
-            if carried as u64 * REMOVAL_RECORD_BYTES > config.segment_bytes / 4 {
+            let carried: u64 = pinned
+                .iter()
+                .flat_map(|older| &segment.removals[older])
+                .map(|removal| record::removed_bytes(&removal.vhost, &removal.queue))
+                .sum();
+            if carried > budget {
                 index += 1;
                 continue;
             }
+            budget -= carried;
             let mut segment = state.segments.remove(index).expect("index is in range");
-            state.to_delete.push(segment.number);
+            // Its copies must be on disk before its file goes.
+            state.to_delete.push(Deletion { segment: segment.number, after_sync: carried > 0 });
+            for other in &mut state.segments {
+                other.removals.remove(&segment.number);
+            }
             for older in pinned {
                 for removal in segment.removals.remove(&older).unwrap_or_default() {
                     Self::append_unrolled(state, |out| {
@@ -323,9 +343,6 @@ impl Store {
         }
     }
 }
-
-/// About how many bytes a removal record takes, for bounding what is copied forward.
-const REMOVAL_RECORD_BYTES: u64 = 48;
 
 /// The index of the segment holding message `id`, if it is still on disk.
 fn segment_of(segments: &VecDeque<Segment>, id: u64) -> Option<usize> {
@@ -353,8 +370,15 @@ impl Journal for Store {
         self.roll_if_full(&mut state);
         let id = state.next_id;
         state.next_id += 1;
-        let (segment, offset, lsn) =
-            self.append(&mut state, |out| record::encode_publish(out, id, published_ms, vhost, queues, message));
+        // No second roll: the id belongs to the segment it was assigned in, even if copies made
+        // in the roll above filled that segment already.
+        let (segment, offset, lsn) = Self::append_unrolled(&mut state, |out| {
+            record::encode_publish(out, id, published_ms, vhost, queues, message)
+        });
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.shared.work.notify_one();
+        }
         let length = (state.current_bytes - offset) as u32;
         state.pending_publishes += 1;
         if let Some(segment) = state.segments.back_mut() {

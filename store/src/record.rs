@@ -80,6 +80,11 @@ pub fn encode_delivered(out: &mut Vec<u8>, id: u64, vhost: &VhostName, queue: &Q
     encode_queue_event(out, KIND_DELIVERED, id, vhost, queue);
 }
 
+/// The size of a removal record, header included.
+pub fn removed_bytes(vhost: &VhostName, queue: &QueueName) -> u64 {
+    (RECORD_HEADER_BYTES + 1 + 8 + 2 + vhost.as_str().len() + 2 + queue.as_str().len()) as u64
+}
+
 pub fn encode_removed(out: &mut Vec<u8>, id: u64, vhost: &VhostName, queue: &QueueName) {
     encode_queue_event(out, KIND_REMOVED, id, vhost, queue);
 }

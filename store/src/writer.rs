@@ -20,7 +20,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 use warren_core::journal::SyncState;
 
-use crate::{segment_path, Chunk, Shared, SEGMENT_MAGIC};
+use crate::{segment_path, Chunk, Deletion, Shared, SEGMENT_MAGIC};
 
 /// How long the writer waits before retrying after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -37,7 +37,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
     // A segment was created since the last successful sync of the directory.
     let mut directory_dirty = false;
     let mut unsynced_publishes = 0u64;
-    let mut deletable: Vec<u64> = Vec::new();
+    let mut deletable: Vec<Deletion> = Vec::new();
     let mut synced = 0;
     loop {
         let (target, stopping) = {
@@ -84,9 +84,16 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 shared.sync_state.send_replace(SyncState { synced, failed: true });
                 // Emptied segments go even now: that is how a full disk gets room again as
                 // consumers drain the backlog. Deleting one before the removals that emptied it
-                // are on disk is safe: a crash then loses only messages that were settled.
-                pending.retain(|chunk| !deletable.contains(&chunk.segment));
-                delete_segments(&dir, &mut deletable, &mut files, &shared);
+                // are on disk is safe: a crash then loses only messages that were settled. Not
+                // so for one whose removals of older segments' messages were copied forward:
+                // the copies must be on disk first, so those wait for a successful round.
+                let (now, later): (Vec<Deletion>, Vec<Deletion>) =
+                    deletable.drain(..).partition(|deletion| !deletion.after_sync);
+                deletable = later;
+                let mut now = now;
+                pending.retain(|chunk| !now.iter().any(|deletion| deletion.segment == chunk.segment));
+                delete_segments(&dir, &mut now, &mut files, &shared);
+                deletable.append(&mut now);
                 // A failed fsync may have dropped the dirty pages: reopen and rewrite.
                 files.clear();
                 if stopping {
@@ -145,8 +152,10 @@ fn open_segment(dir: &Path, number: u64) -> std::io::Result<(File, bool)> {
 }
 
 /// Deletes segments that hold nothing live, after the records that emptied them are synced.
-fn delete_segments(dir: &Path, numbers: &mut Vec<u64>, files: &mut Files, shared: &Shared) {
-    for number in numbers.drain(..) {
+fn delete_segments(dir: &Path, deletions: &mut Vec<Deletion>, files: &mut Files, shared: &Shared) {
+    let mut failed = Vec::new();
+    for deletion in deletions.drain(..) {
+        let number = deletion.segment;
         files.remove(&number);
         shared.reader.forget(number);
         let path = segment_path(dir, number);
@@ -155,7 +164,12 @@ fn delete_segments(dir: &Path, numbers: &mut Vec<u64>, files: &mut Files, shared
                 shared.stats.segments_deleted.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => warn!(file = %path.display(), %error, "cannot delete an emptied segment"),
+            Err(error) => {
+                // Tried again after the next round: the store has already let it go.
+                warn!(file = %path.display(), %error, "cannot delete an emptied segment; will retry");
+                failed.push(deletion);
+            }
         }
     }
+    *deletions = failed;
 }
