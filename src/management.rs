@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -126,7 +127,6 @@ pub fn routes(management: Arc<Management>) -> Router {
 }
 
 type Shared = State<Arc<Management>>;
-type Peer = ConnectInfo<SocketAddr>;
 
 /// An API error: its status and RabbitMQ's `{"error", "reason"}` body.
 struct ApiError(StatusCode, &'static str, String);
@@ -153,6 +153,22 @@ fn bad_request(reason: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "bad_request", reason.into())
 }
 
+/// A request made by an administrator: HTTP basic auth as an internal user tagged
+/// `administrator`. Every handler takes one, so none can forget the check.
+struct Admin;
+
+impl FromRequestParts<Arc<Management>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, management: &Arc<Management>) -> Result<Admin, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        let peer =
+            peer.ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address".into()))?;
+        authorize(management, &parts.headers, peer).await?;
+        Ok(Admin)
+    }
+}
+
 /// Checks basic auth: an internal user tagged `administrator`.
 async fn authorize(management: &Management, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
     let unauthorized = |reason: &str| ApiError(StatusCode::UNAUTHORIZED, "not_authorised", reason.to_owned());
@@ -174,8 +190,7 @@ fn created(new: bool) -> Response {
     if new { StatusCode::CREATED } else { StatusCode::NO_CONTENT }.into_response()
 }
 
-async fn overview(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn overview(_: Admin, State(management): Shared) -> ApiResult {
     Ok(Json(json!({
         "product_name": management.broker.config().product,
         "product_version": management.broker.config().version,
@@ -183,44 +198,25 @@ async fn overview(State(management): Shared, ConnectInfo(peer): Peer, headers: H
     .into_response())
 }
 
-async fn list_vhosts(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn list_vhosts(_: Admin, State(management): Shared) -> ApiResult {
     let vhosts: Vec<JsonValue> =
         management.broker.vhost_names().iter().map(|name| json!({"name": name.as_str()})).collect();
     Ok(Json(vhosts).into_response())
 }
 
-async fn get_vhost(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn get_vhost(_: Admin, State(management): Shared, Path(vhost): Path<String>) -> ApiResult {
     management.broker.vhost(&VhostName::new(&vhost)).ok_or_else(|| not_found("vhost"))?;
     Ok(Json(json!({"name": vhost})).into_response())
 }
 
-async fn put_vhost(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn put_vhost(_: Admin, State(management): Shared, Path(vhost): Path<String>) -> ApiResult {
     if vhost.is_empty() || vhost.len() > 255 {
         return Err(bad_request("vhost names are 1 to 255 bytes"));
     }
     Ok(created(management.broker.create_vhost(VhostName::new(&vhost))))
 }
 
-async fn delete_vhost(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn delete_vhost(_: Admin, State(management): Shared, Path(vhost): Path<String>) -> ApiResult {
     let name = VhostName::new(&vhost);
     management.users.remove_vhost(&name);
     management.runtime_policies().retain(|(policy_vhost, _)| *policy_vhost != name);
@@ -239,18 +235,11 @@ fn user_json(user: &User) -> JsonValue {
     })
 }
 
-async fn list_users(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn list_users(_: Admin, State(management): Shared) -> ApiResult {
     Ok(Json(management.users.list().iter().map(user_json).collect::<Vec<_>>()).into_response())
 }
 
-async fn get_user(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn get_user(_: Admin, State(management): Shared, Path(user): Path<String>) -> ApiResult {
     let user = management.users.get(&UserName::new(&user)).ok_or_else(|| not_found("user"))?;
     Ok(Json(user_json(&user)).into_response())
 }
@@ -267,13 +256,11 @@ fn tags_of(body: &JsonValue) -> Vec<String> {
 }
 
 async fn put_user(
+    _: Admin,
     State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path(user): Path<String>,
     Json(body): Json<JsonValue>,
 ) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
     if user.is_empty() || user.len() > 255 {
         return Err(bad_request("user names are 1 to 255 bytes"));
     }
@@ -299,13 +286,7 @@ async fn put_user(
     Ok(created(existing.is_none()))
 }
 
-async fn delete_user(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(user): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn delete_user(_: Admin, State(management): Shared, Path(user): Path<String>) -> ApiResult {
     if !management.users.delete(&UserName::new(&user)) {
         return Err(not_found("user"));
     }
@@ -323,8 +304,7 @@ fn permissions_json(user: &UserName, vhost: &VhostName, permissions: &Permission
     })
 }
 
-async fn list_permissions(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn list_permissions(_: Admin, State(management): Shared) -> ApiResult {
     let mut list = Vec::new();
     for user in management.users.list() {
         let mut permissions: Vec<_> = user.permissions.iter().collect();
@@ -337,12 +317,10 @@ async fn list_permissions(State(management): Shared, ConnectInfo(peer): Peer, he
 }
 
 async fn get_permissions(
+    _: Admin,
     State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
     let (vhost, user) = (VhostName::new(&vhost), UserName::new(&user));
     let found = management.users.get(&user).and_then(|found| found.permissions.get(&vhost).cloned());
     let permissions = found.ok_or_else(|| not_found("permissions"))?;
@@ -350,13 +328,11 @@ async fn get_permissions(
 }
 
 async fn put_permissions(
+    _: Admin,
     State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path((vhost, user)): Path<(String, String)>,
     Json(body): Json<JsonValue>,
 ) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
     let (vhost, user) = (VhostName::new(&vhost), UserName::new(&user));
     if management.broker.vhost(&vhost).is_none() {
         return Err(bad_request("vhost_not_found"));
@@ -382,12 +358,10 @@ fn regex_check(pattern: &str) -> Result<(), String> {
 }
 
 async fn delete_permissions(
+    _: Admin,
     State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
     if !management.users.clear_permissions(&UserName::new(&user), &VhostName::new(&vhost)) {
         return Err(not_found("permissions"));
     }
@@ -435,30 +409,17 @@ fn policies_of(management: &Management, only: Option<&VhostName>) -> Vec<JsonVal
     list
 }
 
-async fn list_policies(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn list_policies(_: Admin, State(management): Shared) -> ApiResult {
     Ok(Json(policies_of(&management, None)).into_response())
 }
 
-async fn list_vhost_policies(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn list_vhost_policies(_: Admin, State(management): Shared, Path(vhost): Path<String>) -> ApiResult {
     let vhost = VhostName::new(&vhost);
     management.broker.vhost(&vhost).ok_or_else(|| not_found("vhost"))?;
     Ok(Json(policies_of(&management, Some(&vhost))).into_response())
 }
 
-async fn get_policy(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn get_policy(_: Admin, State(management): Shared, Path((vhost, name)): Path<(String, String)>) -> ApiResult {
     let vhost = VhostName::new(&vhost);
     let handle = management.broker.vhost(&vhost).ok_or_else(|| not_found("vhost"))?;
     let policies = handle.policies();
@@ -467,13 +428,11 @@ async fn get_policy(
 }
 
 async fn put_policy(
+    _: Admin,
     State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
     Json(body): Json<JsonValue>,
 ) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
     let vhost = VhostName::new(&vhost);
     let handle = management.broker.vhost(&vhost).ok_or_else(|| not_found("vhost"))?;
     let existed = handle.policies().iter().any(|policy| policy.name == name);
@@ -504,13 +463,7 @@ async fn put_policy(
     Ok(created(!existed))
 }
 
-async fn delete_policy(
-    State(management): Shared,
-    ConnectInfo(peer): Peer,
-    headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
-) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn delete_policy(_: Admin, State(management): Shared, Path((vhost, name)): Path<(String, String)>) -> ApiResult {
     let vhost = VhostName::new(&vhost);
     let handle = management.broker.vhost(&vhost).ok_or_else(|| not_found("vhost"))?;
     if !handle.clear_policy(&name) {
@@ -521,7 +474,6 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn export_definitions(State(management): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> ApiResult {
-    authorize(&management, &headers, peer).await?;
+async fn export_definitions(_: Admin, State(management): Shared) -> ApiResult {
     Ok(Json(crate::definitions::to_json(&management.snapshot())).into_response())
 }
