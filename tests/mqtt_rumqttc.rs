@@ -1094,3 +1094,34 @@ async fn puback_and_pubcomp_mean_the_message_survives_kill_9() {
     let expected: Vec<String> = (0..20).map(|index| format!("reading-{index:02}")).collect();
     assert_eq!(bodies, expected);
 }
+
+/// A persistent session (clean_session = false) survives a broker crash: its queue and
+/// subscriptions are durable, messages queued while it was away come back, and its
+/// subscriptions keep routing new messages.
+#[tokio::test]
+async fn a_persistent_session_survives_a_broker_crash() {
+    let broker = Broker::start();
+    let mut device = connect_mqtt(persistent_mqtt_options(&broker, "durable-device")).await;
+    device.subscribe("fleet/+/alerts", QoS::AtLeastOnce).await;
+    device.disconnect().await;
+    let mut publisher = connect_mqtt(mqtt_options(&broker, "fleet-publisher")).await;
+    for index in 0..5 {
+        publisher.publish(&format!("fleet/truck{index}/alerts"), QoS::AtLeastOnce, false, b"while away").await;
+    }
+    let broker = broker.crash_and_restart();
+    let mut device = connect_mqtt(persistent_mqtt_options(&broker, "durable-device")).await;
+    assert!(device.connack.session_present, "the session outlived the broker");
+    let mut topics = Vec::new();
+    for _ in 0..5 {
+        let received = device.next_publish().await;
+        assert_eq!(received.payload, &b"while away"[..]);
+        topics.push(received.topic);
+    }
+    topics.sort();
+    assert_eq!(topics, (0..5).map(|index| format!("fleet/truck{index}/alerts")).collect::<Vec<_>>());
+    // The subscription routes again after the restart.
+    let mut publisher = connect_mqtt(mqtt_options(&broker, "fleet-publisher")).await;
+    publisher.publish("fleet/truck9/alerts", QoS::AtLeastOnce, false, b"after").await;
+    let received = device.next_publish().await;
+    assert_eq!((received.topic.as_str(), &received.payload[..]), ("fleet/truck9/alerts", &b"after"[..]));
+}

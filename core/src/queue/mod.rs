@@ -737,6 +737,11 @@ impl Queue {
         self.options.auto_delete && state.had_consumer && state.consumers.is_empty()
     }
 
+    /// The bindings that lead to this queue.
+    pub fn bindings(&self) -> Vec<BindingRecord> {
+        self.lock().bindings.clone()
+    }
+
     pub(crate) fn add_binding(&self, record: BindingRecord) {
         self.lock().bindings.push(record);
     }

@@ -146,16 +146,11 @@ impl Session {
                     let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);
                     arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
                 }
-                // Transient for now, persistent sessions included: their subscriptions live in
-                // memory, so a session queue restored after a restart would be consumed by a
-                // session that does not know its filters. (Persisting sessions is the durability
-                // work's.)
-                let options = QueueOptions {
-                    durability: Durability::Transient,
-                    exclusive_owner: None,
-                    auto_delete: false,
-                    arguments,
-                };
+                // A persistent session's queue is durable, as in RabbitMQ: with its bindings it
+                // survives a restart, and its QoS 1 messages (persistent) are journaled. The
+                // subscriptions are read back from the bindings (`Session::resume`).
+                let durability = if self.clean_session { Durability::Transient } else { Durability::Durable };
+                let options = QueueOptions { durability, exclusive_owner: None, auto_delete: false, arguments };
                 let declared = self.vhost.declare_queue(
                     &self.queue_name(),
                     options,

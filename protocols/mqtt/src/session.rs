@@ -26,6 +26,7 @@ use warren_core::{Queue, Vhost};
 use crate::codec::{self, Level};
 use crate::outbound::Inflight;
 use crate::state::{MqttState, SessionEntry, SessionKey};
+use crate::translate;
 
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
@@ -263,7 +264,10 @@ async fn authenticate(
 
 impl Session {
     /// Picks up a persistent session's queue and subscriptions, or clears an old one for a clean
-    /// session. Returns whether a session was present.
+    /// session. Returns whether a session was present. After a broker restart the registry is
+    /// empty, but a persistent session's queue is durable and so are its bindings: the
+    /// subscriptions are read back from them, each at QoS 1, the highest granted (the QoS a
+    /// subscription was granted is not stored; a QoS 0 subscription then gets QoS 1 deliveries).
     fn resume(&mut self, previous_subscriptions: Option<Vec<(String, QoS)>>) -> bool {
         let existing = self.vhost.queue(&self.queue_name(), ConnectionId(self.connection)).ok();
         if self.clean_session {
@@ -273,7 +277,14 @@ impl Session {
             return false;
         }
         let Some(queue) = existing else { return false };
-        self.subscriptions = previous_subscriptions.unwrap_or_default();
+        self.subscriptions = previous_subscriptions.unwrap_or_else(|| {
+            queue
+                .bindings()
+                .iter()
+                .filter(|binding| binding.exchange.as_str() == crate::inbound::TOPIC_EXCHANGE)
+                .map(|binding| (translate::filter(&binding.key), QoS::AtLeastOnce))
+                .collect()
+        });
         self.attach(queue);
         true
     }

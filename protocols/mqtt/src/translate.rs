@@ -41,6 +41,20 @@ pub fn binding_key(filter: &str) -> BindingKey {
     BindingKey::from_segments(segments)
 }
 
+/// The topic filter a binding key was made from (the reverse of `binding_key`).
+pub fn filter(key: &BindingKey) -> String {
+    let levels: Vec<String> = key
+        .segments()
+        .iter()
+        .map(|segment| match segment {
+            Segment::Star => "+".to_owned(),
+            Segment::Hash => "#".to_owned(),
+            Segment::Literal(word) => word.replace('/', "."),
+        })
+        .collect();
+    levels.join("/")
+}
+
 /// Whether `topic` matches `filter` (MQTT 3.1.1 section 4.7): `+` takes one level, a final `#`
 /// the rest, the parent included (`a/#` matches `a`), and topics starting with `$` are not
 /// matched by filters starting with a wildcard. Ours rather than mqttbytes': its `matches`
