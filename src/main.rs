@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, info};
 use warren_core::auth::InternalUsers;
 use warren_core::journal::Journal;
+use warren_core::name::{QueueName, VhostName};
 use warren_core::shutdown::Shutdown;
 use warren_core::{Broker, BrokerConfig};
 use warren_store::{Recovery, Store, StoreConfig};
@@ -78,7 +79,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     let management = management::Management::new(broker.clone(), users);
     let (store, store_recovery) = open_store(&config, &broker)?;
     let definitions_complete = restore_definitions(&config, &broker, &management)?;
-    recover_messages(&broker, &store, store_recovery, definitions_complete).await;
+    let retained = recover_messages(&broker, &store, store_recovery, definitions_complete).await;
     let connections = Arc::new(Semaphore::new(config.connections_max));
 
     let amqp_config = Arc::new(config.amqp());
@@ -89,6 +90,9 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let mqtt_state = warren_mqtt::MqttState::new(broker.clone(), config.mqtt());
+    for ((vhost, pseudo_queue), found) in retained {
+        mqtt_state.restore_retained(&vhost, &pseudo_queue, found);
+    }
     let websocket_mqtt = mqtt_state.clone();
     let mqtt = listener::bind("mqtt", SocketAddr::new(config.bind, config.mqtt.port)).await?;
     let mqtt_connections = connections.clone();
@@ -139,14 +143,23 @@ fn open_store(config: &Config, broker: &Broker) -> std::io::Result<(Arc<Store>, 
     Ok((store, recovery))
 }
 
-/// Puts the messages read back from the store into their queues. Messages of queues that no
-/// longer exist are removed from the store, so a queue declared later under the same name
+/// What recovery found for MQTT's retained messages, by (vhost, pseudo-queue).
+type RetainedFound = Vec<((VhostName, QueueName), Vec<warren_core::queue::Recovered>)>;
+
+/// Puts the messages read back from the store into their queues, and returns the retained
+/// MQTT messages (journaled under pseudo-queues) for the MQTT adapter. Messages of queues that
+/// no longer exist are removed from the store, so a queue declared later under the same name
 /// does not inherit them (unless some definition failed to restore: then the queue may exist
 /// after all, and its messages are kept on disk). Returns once those removals are synced.
-async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, remove_orphans: bool) {
+async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, remove_orphans: bool) -> RetainedFound {
     let report = recovery.report;
     let mut orphans = 0usize;
+    let mut retained = Vec::new();
     for ((vhost_name, queue_name), messages) in recovery.queues {
+        if queue_name.as_str().starts_with(warren_mqtt::state::RETAINED_PREFIX) {
+            retained.push(((vhost_name, queue_name), messages));
+            continue;
+        }
         let queue = broker
             .vhost(&vhost_name)
             .and_then(|vhost| vhost.queue(&queue_name, warren_core::name::ConnectionId(0)).ok())
@@ -174,8 +187,10 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, re
         records = report.records,
         messages = report.live,
         cut = report.cut.len(),
+        retained = retained.len(),
         "messages recovered"
     );
+    retained
 }
 
 /// Recreates the stored definitions (vhosts, exchanges, queues, bindings, then the config

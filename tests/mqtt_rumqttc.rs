@@ -1125,3 +1125,37 @@ async fn a_persistent_session_survives_a_broker_crash() {
     let received = device.next_publish().await;
     assert_eq!((received.topic.as_str(), &received.payload[..]), ("fleet/truck9/alerts", &b"after"[..]));
 }
+
+/// Retained messages are stored: after a crash a new subscriber gets the last retained message
+/// of each topic (replaced ones and cleared ones do not come back).
+#[tokio::test]
+async fn retained_messages_survive_a_broker_crash() {
+    let broker = Broker::start();
+    let mut publisher = connect_mqtt(mqtt_options(&broker, "status-publisher")).await;
+    publisher.publish("status/door", QoS::AtLeastOnce, true, b"open").await;
+    publisher.publish("status/door", QoS::AtLeastOnce, true, b"closed").await;
+    publisher.publish("status/window", QoS::AtLeastOnce, true, b"open").await;
+    publisher.publish("status/window", QoS::AtLeastOnce, true, b"").await;
+    publisher.publish("status/light", QoS::AtMostOnce, true, b"on").await;
+    // QoS 0 has no acknowledgement: a QoS 1 publish after it shows it was handled.
+    publisher.publish("status/marker", QoS::AtLeastOnce, true, b"m").await;
+    let broker = broker.crash_and_restart();
+    let mut subscriber = connect_mqtt(mqtt_options(&broker, "status-reader")).await;
+    subscriber.subscribe("status/#", QoS::AtLeastOnce).await;
+    let mut retained = Vec::new();
+    for _ in 0..3 {
+        let received = subscriber.next_publish().await;
+        assert!(received.retain, "{received:?}");
+        retained.push((received.topic.clone(), received.payload.to_vec(), received.qos));
+    }
+    retained.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        retained,
+        vec![
+            ("status/door".to_owned(), b"closed".to_vec(), QoS::AtLeastOnce),
+            ("status/light".to_owned(), b"on".to_vec(), QoS::AtMostOnce),
+            ("status/marker".to_owned(), b"m".to_vec(), QoS::AtLeastOnce),
+        ]
+    );
+    subscriber.assert_no_publish(QUIET_PERIOD).await;
+}

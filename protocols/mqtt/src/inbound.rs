@@ -36,11 +36,14 @@ impl Session {
             // first acknowledgement, if that still waits for the store).
             return self.send_after_sync(None, Packet::PubRec(PubRec::new(publish.pkid)));
         }
+        let mut retained_lsn = None;
         if publish.retain {
-            let retained = Retained { payload: publish.payload.clone(), qos: publish.qos };
-            self.state.retain(self.vhost.name(), &publish.topic, retained);
+            let retained = Retained { payload: publish.payload.clone(), qos: publish.qos, journal_id: None };
+            retained_lsn = self.state.retain(self.vhost.name(), &publish.topic, retained);
         }
-        let published = self.route(&publish.topic, publish.payload, publish.qos);
+        let mut published = self.route(&publish.topic, publish.payload, publish.qos);
+        // A retained message is stored before its publish is acknowledged, like a queued one.
+        published.lsn = published.lsn.max(retained_lsn);
         if published.unstored && publish.qos != QoS::AtMostOnce {
             warn!(client_id = %self.client_id, "message store failure; disconnecting");
             return Some(End::Abnormal("message store failure"));
@@ -97,7 +100,7 @@ impl Session {
 
     pub(crate) fn publish_will(&mut self, will: LastWill) {
         if will.retain {
-            let retained = Retained { payload: will.message.clone(), qos: will.qos };
+            let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
             self.state.retain(self.vhost.name(), &will.topic, retained);
         }
         self.route(&will.topic, will.message, will.qos);

@@ -137,7 +137,7 @@ impl Session {
 
 /// The QoS a message was published with: MQTT's own header, else QoS 1 for persistent
 /// messages from other protocols and QoS 0 for the rest.
-fn message_qos(message: &Message) -> QoS {
+pub(crate) fn message_qos(message: &Message) -> QoS {
     let header =
         message.properties.headers.as_ref().and_then(|headers| headers.get(QOS_HEADER)).and_then(Value::as_i64);
     match header {

@@ -8,8 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use mqttbytes::QoS;
 use tokio::sync::Notify;
-use warren_core::name::VhostName;
-use warren_core::Broker;
+use warren_core::journal::{JournalRef, Lsn};
+use warren_core::name::{ExchangeName, QueueName, VhostName};
+use warren_core::properties::Properties;
+use warren_core::queue::Recovered;
+use warren_core::value::{Table, Value};
+use warren_core::{Broker, Message};
 
 /// Limits and policies of the MQTT listener.
 #[derive(Clone, Debug)]
@@ -70,7 +74,18 @@ pub(crate) struct SessionEntry {
 pub(crate) struct Retained {
     pub payload: Bytes,
     pub qos: QoS,
+    /// Its record in the journal, when the broker has one.
+    pub journal_id: Option<u64>,
 }
+
+/// Retained messages are journaled as messages of a pseudo-queue per topic, named with this
+/// prefix, which no client can declare (`amq.` names are reserved). At start the server hands
+/// these back to [`MqttState::restore_retained`] instead of to a queue.
+pub const RETAINED_PREFIX: &str = "amq.mqtt-retained/";
+
+/// The longest topic whose retained message is stored: the pseudo-queue's name must fit the
+/// journal's 16-bit name length with the prefix.
+const RETAINED_TOPIC_BYTES_MAX: usize = 60_000;
 
 #[derive(Debug)]
 pub struct MqttState {
@@ -90,17 +105,74 @@ impl MqttState {
         })
     }
 
-    /// Stores (or, for an empty payload, clears) a topic's retained message.
-    pub(crate) fn retain(&self, vhost: &VhostName, topic: &str, retained: Retained) {
+    /// Stores (or, for an empty payload, clears) a topic's retained message, journaling the
+    /// change when the broker has a journal. Returns the journal position to wait for before
+    /// acknowledging the publish that set it (`None`: nothing to wait for). A journal that
+    /// cannot write leaves the retained message in memory only, with a warning.
+    pub(crate) fn retain(&self, vhost: &VhostName, topic: &str, mut retained: Retained) -> Option<Lsn> {
         let mut all = self.retained.lock().expect("retained lock poisoned");
         let topics = all.entry(vhost.clone()).or_default();
-        if retained.payload.is_empty() {
-            topics.remove(topic);
-        } else if topics.len() < self.config.retained_max || topics.contains_key(topic) {
-            topics.insert(topic.to_owned(), retained);
-        } else {
-            tracing::warn!(%vhost, topic, limit = self.config.retained_max, "retained message limit reached; not stored");
+        let journal = self.broker.journal().filter(|_| topic.len() <= RETAINED_TOPIC_BYTES_MAX);
+        let pseudo_queue = QueueName::from(format!("{RETAINED_PREFIX}{topic}"));
+        let mut lsn = None;
+        if !retained.payload.is_empty() {
+            if topics.len() >= self.config.retained_max && !topics.contains_key(topic) {
+                tracing::warn!(%vhost, topic, limit = self.config.retained_max, "retained message limit reached; not stored");
+                return None;
+            }
+            if let Some(journal) = journal {
+                let message = retained_message(topic, &retained);
+                match journal.publish(vhost, &[&pseudo_queue], &message) {
+                    Ok(reference) => {
+                        retained.journal_id = Some(reference.id);
+                        lsn = journal.confirms_wait().then_some(reference.lsn);
+                    }
+                    Err(_) => {
+                        tracing::warn!(%vhost, topic, "message store cannot write; retained message kept in memory only")
+                    }
+                }
+            }
         }
+        let previous =
+            if retained.payload.is_empty() { topics.remove(topic) } else { topics.insert(topic.to_owned(), retained) };
+        // The new record first, then the old one's removal: a crash between leaves both, and
+        // the newer wins at restore.
+        if let (Some(journal), Some(id)) = (journal, previous.and_then(|previous| previous.journal_id)) {
+            journal.removed(vhost, &pseudo_queue, id);
+            lsn = lsn.or_else(|| journal.confirms_wait().then(|| journal.appended()));
+        }
+        lsn
+    }
+
+    /// Puts back the retained messages found in the journal at start: per topic, the newest
+    /// record wins and older ones (left by a crash) are removed.
+    pub fn restore_retained(&self, vhost: &VhostName, pseudo_queue: &QueueName, found: Vec<Recovered>) {
+        let (Some(journal), Some(topic)) = (self.broker.journal(), pseudo_queue.as_str().strip_prefix(RETAINED_PREFIX))
+        else {
+            return;
+        };
+        let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
+        let messages = journal.read(&references).unwrap_or_else(|_| references.iter().map(|_| None).collect());
+        let mut newest = None;
+        for (reference, message) in references.iter().zip(messages) {
+            if let Some((stale, _)) = newest.replace((reference.id, message)) {
+                journal.removed(vhost, pseudo_queue, stale);
+            }
+        }
+        let Some((id, Some(message))) = newest else {
+            if let Some((id, None)) = newest {
+                journal.removed(vhost, pseudo_queue, id);
+            }
+            return;
+        };
+        let qos = crate::outbound::message_qos(&message);
+        let retained = Retained { payload: message.body, qos, journal_id: Some(id) };
+        self.retained
+            .lock()
+            .expect("retained lock poisoned")
+            .entry(vhost.clone())
+            .or_default()
+            .insert(topic.to_owned(), retained);
     }
 
     /// The retained messages whose topic matches `filter`.
@@ -112,5 +184,19 @@ impl MqttState {
             .filter(|(topic, _)| crate::translate::topic_matches(topic, filter))
             .map(|(topic, retained)| (topic.clone(), retained.clone()))
             .collect()
+    }
+}
+
+/// A retained message as journaled: the payload, persistent, with its QoS in the header MQTT
+/// deliveries carry it in.
+fn retained_message(topic: &str, retained: &Retained) -> Message {
+    let mut headers = Table::new();
+    headers.insert(crate::inbound::QOS_HEADER, Value::U8(retained.qos as u8));
+    Message {
+        exchange: ExchangeName::new(crate::inbound::TOPIC_EXCHANGE),
+        routing_key: crate::translate::routing_key(topic),
+        properties: Properties { delivery_mode: Some(2), headers: Some(headers), ..Properties::default() },
+        body: retained.payload.clone(),
+        journal: None,
     }
 }
