@@ -39,7 +39,14 @@ impl Session {
         let mut retained_lsn = None;
         if publish.retain {
             let retained = Retained { payload: publish.payload.clone(), qos: publish.qos, journal_id: None };
-            retained_lsn = self.state.retain(self.vhost.name(), &publish.topic, retained);
+            match self.state.retain(self.vhost.name(), &publish.topic, retained) {
+                Ok(lsn) => retained_lsn = lsn,
+                Err(_) if publish.qos != QoS::AtMostOnce => {
+                    warn!(client_id = %self.client_id, "message store failure; disconnecting");
+                    return Some(End::Abnormal("message store failure"));
+                }
+                Err(_) => {}
+            }
         }
         let mut published = self.route(&publish.topic, publish.payload, publish.qos);
         // A retained message is stored before its publish is acknowledged, like a queued one.
@@ -101,7 +108,8 @@ impl Session {
     pub(crate) fn publish_will(&mut self, will: LastWill) {
         if will.retain {
             let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
-            self.state.retain(self.vhost.name(), &will.topic, retained);
+            // Nobody waits for a will's acknowledgement; a store failure is logged by `retain`.
+            let _ = self.state.retain(self.vhost.name(), &will.topic, retained);
         }
         self.route(&will.topic, will.message, will.qos);
     }
@@ -112,6 +120,13 @@ impl Session {
         for filter in subscribe.filters {
             if !mqttbytes::valid_filter(&filter.path) {
                 warn!(client_id = %self.client_id, filter = %filter.path, "invalid topic filter");
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            // A level that is literally `*` has no form in a stored AMQP binding key (it would
+            // come back as a wildcard after a restart), so a persistent session cannot use it.
+            if !self.clean_session && filter.path.split('/').any(|level| level == "*") {
+                warn!(client_id = %self.client_id, filter = %filter.path, "a `*` level cannot be stored; refused");
                 codes.push(SubscribeReasonCode::Failure);
                 continue;
             }

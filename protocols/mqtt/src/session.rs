@@ -277,12 +277,14 @@ impl Session {
             return false;
         }
         let Some(queue) = existing else { return false };
-        self.subscriptions = previous_subscriptions.unwrap_or_else(|| {
+        // An empty list may be a connection racing this one right after a restart: the bindings
+        // are the truth then too.
+        self.subscriptions = previous_subscriptions.filter(|previous| !previous.is_empty()).unwrap_or_else(|| {
             queue
                 .bindings()
                 .iter()
                 .filter(|binding| binding.exchange.as_str() == crate::inbound::TOPIC_EXCHANGE)
-                .map(|binding| (translate::filter(&binding.key), QoS::AtLeastOnce))
+                .map(|binding| (translate::filter_of(&binding.key), QoS::AtLeastOnce))
                 .collect()
         });
         self.attach(queue);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mqttbytes::QoS;
 use tokio::sync::Notify;
-use warren_core::journal::{JournalRef, Lsn};
+use warren_core::journal::{JournalRef, JournalUnavailable, Lsn};
 use warren_core::name::{ExchangeName, QueueName, VhostName};
 use warren_core::properties::Properties;
 use warren_core::queue::Recovered;
@@ -108,8 +108,13 @@ impl MqttState {
     /// Stores (or, for an empty payload, clears) a topic's retained message, journaling the
     /// change when the broker has a journal. Returns the journal position to wait for before
     /// acknowledging the publish that set it (`None`: nothing to wait for). A journal that
-    /// cannot write leaves the retained message in memory only, with a warning.
-    pub(crate) fn retain(&self, vhost: &VhostName, topic: &str, mut retained: Retained) -> Option<Lsn> {
+    /// cannot write refuses the change (the previous retained message stays).
+    pub(crate) fn retain(
+        &self,
+        vhost: &VhostName,
+        topic: &str,
+        mut retained: Retained,
+    ) -> Result<Option<Lsn>, JournalUnavailable> {
         let mut all = self.retained.lock().expect("retained lock poisoned");
         let topics = all.entry(vhost.clone()).or_default();
         let journal = self.broker.journal().filter(|_| topic.len() <= RETAINED_TOPIC_BYTES_MAX);
@@ -118,7 +123,7 @@ impl MqttState {
         if !retained.payload.is_empty() {
             if topics.len() >= self.config.retained_max && !topics.contains_key(topic) {
                 tracing::warn!(%vhost, topic, limit = self.config.retained_max, "retained message limit reached; not stored");
-                return None;
+                return Ok(None);
             }
             if let Some(journal) = journal {
                 let message = retained_message(topic, &retained);
@@ -127,8 +132,9 @@ impl MqttState {
                         retained.journal_id = Some(reference.id);
                         lsn = journal.confirms_wait().then_some(reference.lsn);
                     }
-                    Err(_) => {
-                        tracing::warn!(%vhost, topic, "message store cannot write; retained message kept in memory only")
+                    Err(unavailable) => {
+                        tracing::warn!(%vhost, topic, "message store cannot write; retained message not stored");
+                        return Err(unavailable);
                     }
                 }
             }
@@ -141,7 +147,7 @@ impl MqttState {
             journal.removed(vhost, &pseudo_queue, id);
             lsn = lsn.or_else(|| journal.confirms_wait().then(|| journal.appended()));
         }
-        lsn
+        Ok(lsn)
     }
 
     /// Puts back the retained messages found in the journal at start: per topic, the newest
@@ -152,19 +158,22 @@ impl MqttState {
             return;
         };
         let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
-        let messages = journal.read(&references).unwrap_or_else(|_| references.iter().map(|_| None).collect());
-        let mut newest = None;
-        for (reference, message) in references.iter().zip(messages) {
-            if let Some((stale, _)) = newest.replace((reference.id, message)) {
-                journal.removed(vhost, pseudo_queue, stale);
-            }
-        }
-        let Some((id, Some(message))) = newest else {
-            if let Some((id, None)) = newest {
-                journal.removed(vhost, pseudo_queue, id);
-            }
+        let Ok(messages) = journal.read(&references) else {
+            // Nothing is lost: the records stay, and the next start tries again.
+            tracing::warn!(%vhost, topic, "cannot read a stored retained message back; not restored");
             return;
         };
+        // The newest record that reads back wins; the others (older, or damaged) are removed.
+        let keep = messages.iter().rposition(Option::is_some);
+        let mut kept = None;
+        for (index, (reference, message)) in references.iter().zip(messages).enumerate() {
+            if Some(index) == keep {
+                kept = message.map(|message| (reference.id, message));
+            } else {
+                journal.removed(vhost, pseudo_queue, reference.id);
+            }
+        }
+        let Some((id, message)) = kept else { return };
         let qos = crate::outbound::message_qos(&message);
         let retained = Retained { payload: message.body, qos, journal_id: Some(id) };
         self.retained

@@ -42,7 +42,7 @@ pub fn binding_key(filter: &str) -> BindingKey {
 }
 
 /// The topic filter a binding key was made from (the reverse of `binding_key`).
-pub fn filter(key: &BindingKey) -> String {
+pub fn filter_of(key: &BindingKey) -> String {
     let levels: Vec<String> = key
         .segments()
         .iter()
@@ -103,6 +103,16 @@ mod tests {
             ("b", "a/#", false),
         ] {
             assert_eq!(topic_matches(topic, filter), expected, "{topic} against {filter}");
+        }
+    }
+
+    #[test]
+    fn filters_come_back_from_stored_binding_keys() {
+        // As a persistent session's subscriptions are read back after a restart: the binding
+        // key's stored text is parsed again, then turned back into a filter.
+        for filter in ["a/b", "a/+/c", "a/#", "#", "+", "v1.2/x", "a//b", "/a", "a/"] {
+            let stored = BindingKey::parse(binding_key(filter).as_str());
+            assert_eq!(filter_of(&stored), filter, "{filter}");
         }
     }
 
