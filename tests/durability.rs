@@ -19,6 +19,16 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+/// Publishes a persistent message through the default exchange and waits for its confirm.
+async fn publish_persistent(channel: &lapin::Channel, queue: &str, body: &[u8]) {
+    channel
+        .basic_publish("", queue, BasicPublishOptions::default(), body, persistent())
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
 }
@@ -145,12 +155,7 @@ async fn delivered_unacked_messages_come_back_redelivered_and_acked_ones_do_not(
     let channel = confirm_channel(&connection).await;
     for index in 0..10 {
         let body = format!("m{index}");
-        channel
-            .basic_publish("", "work", BasicPublishOptions::default(), body.as_bytes(), persistent())
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish_persistent(&channel, "work", body.as_bytes()).await;
     }
     // A transient message on the durable queue does not survive.
     channel
@@ -177,12 +182,7 @@ async fn delivered_unacked_messages_come_back_redelivered_and_acked_ones_do_not(
     // The acks and deliveries are recorded by the next sync, which follows at once; a confirmed
     // publish on another queue proves a sync has happened after them.
     declare_durable(&broker, "marker", FieldTable::default()).await;
-    channel
-        .basic_publish("", "marker", BasicPublishOptions::default(), b"x", persistent())
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_persistent(&channel, "marker", b"x").await;
     let broker = broker.crash_and_restart();
     let received = consume_all(&broker, "work", 8).await;
     let expected: Vec<(String, bool)> = (2..10).map(|index| (format!("m{index}"), index < 5)).collect();
@@ -254,12 +254,7 @@ async fn a_flipped_byte_in_the_last_record_is_cut_with_a_warning() {
     let connection = connect(&broker).await;
     let channel = confirm_channel(&connection).await;
     for body in ["one", "two", "three"] {
-        channel
-            .basic_publish("", "damaged", BasicPublishOptions::default(), body.as_bytes(), persistent())
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish_persistent(&channel, "damaged", body.as_bytes()).await;
     }
     let data_dir = broker.crash();
     let messages = data_dir.join("messages");
@@ -294,12 +289,7 @@ async fn ttl_and_dead_lettering_apply_after_recovery() {
     arguments.insert(ShortString::from("x-dead-letter-routing-key"), AMQPValue::LongString("expired".into()));
     channel.queue_declare("short-lived", durable(), arguments).await.expect("declare");
     channel.queue_declare("expired", durable(), FieldTable::default()).await.expect("declare");
-    channel
-        .basic_publish("", "short-lived", BasicPublishOptions::default(), b"old", persistent())
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_persistent(&channel, "short-lived", b"old").await;
     let data_dir = broker.crash();
     // Down for longer than the TTL: the message expires as soon as it is recovered.
     std::thread::sleep(Duration::from_millis(1600));
