@@ -45,8 +45,10 @@ pub struct Config {
     pub log_level: String,
     /// The most client connections at once, across protocols.
     pub connections_max: usize,
-    /// The HTTP port: WebSocket transports (and, later, the management API).
+    /// The HTTP port: WebSocket transports, the management API and metrics.
     pub http_port: u16,
+    /// A connection whose client takes no bytes for this long (it stopped reading) is closed.
+    pub write_timeout_ms: u64,
     /// Ready message bytes a queue holds before its publishers are paused (and told with
     /// connection.blocked).
     pub queue_ready_bytes_max: usize,
@@ -195,6 +197,7 @@ impl Default for Config {
             log_level: "info".into(),
             connections_max: 65_536,
             http_port: 15672,
+            write_timeout_ms: warren_net::WRITE_TIMEOUT_DEFAULT.as_millis() as u64,
             queue_ready_bytes_max: warren_core::limits::QUEUE_READY_BYTES_MAX,
             amqp: AmqpSection::default(),
             mqtt: MqttSection::default(),
@@ -279,6 +282,7 @@ impl Config {
         warren_stomp::StompConfig {
             allow_anonymous: self.stomp.allow_anonymous,
             heartbeat_ms: self.stomp.heartbeat_ms,
+            write_timeout: self.write_timeout(),
             ..Default::default()
         }
     }
@@ -290,6 +294,7 @@ impl Config {
             prefetch: self.mqtt.prefetch.max(1),
             // x-expires accepts at most 2^32-1 ms (about 49 days).
             session_expiry: std::time::Duration::from_secs(self.mqtt.session_expiry_seconds.clamp(1, 4_294_967)),
+            write_timeout: self.write_timeout(),
             ..Default::default()
         }
     }
@@ -301,8 +306,13 @@ impl Config {
             heartbeat_seconds: self.amqp.heartbeat_seconds,
             consumer_timeout: (self.amqp.consumer_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(self.amqp.consumer_timeout_ms)),
+            write_timeout: self.write_timeout(),
             ..Default::default()
         }
+    }
+
+    fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.write_timeout_ms.max(1))
     }
 }
 

@@ -42,6 +42,9 @@ pub struct AmqpConfig {
     /// How long a delivery may stay unacknowledged before its channel is closed (406), as
     /// RabbitMQ's `consumer_timeout`: 30 minutes by default; `None` disables it.
     pub consumer_timeout: Option<Duration>,
+    /// How long a write may stall (a client that stopped reading) before the connection is
+    /// closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for AmqpConfig {
@@ -52,6 +55,7 @@ impl Default for AmqpConfig {
             heartbeat_seconds: 60,
             handshake_timeout: Duration::from_secs(10),
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            write_timeout: warren_net::WRITE_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -128,7 +132,7 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     let (chunks, chunk_receiver) = mpsc::channel(WRITE_QUEUE_CHUNKS);
     let heartbeat_seconds = Arc::new(AtomicU16::new(0));
-    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat_seconds.clone()));
+    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat_seconds.clone(), config.write_timeout));
     let mut connection = Connection::new(peer, broker, config, heartbeat_seconds);
     let reason = connection.run(&mut reader, &chunks).await;
     connection.release();
@@ -816,7 +820,12 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
 /// negotiated interval.
 ///
 /// Returns the writer once the reader side is done with it, or `None` after a write error.
-async fn write_loop<W>(mut writer: W, mut chunks: mpsc::Receiver<Bytes>, heartbeat_seconds: Arc<AtomicU16>) -> Option<W>
+async fn write_loop<W>(
+    mut writer: W,
+    mut chunks: mpsc::Receiver<Bytes>,
+    heartbeat_seconds: Arc<AtomicU16>,
+    write_timeout: Duration,
+) -> Option<W>
 where
     W: AsyncWrite + Unpin,
 {
@@ -831,7 +840,7 @@ where
             match tokio::time::timeout(idle, chunks.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    writer.write_all(&heartbeat).await.ok()?;
+                    written(warren_net::write_all_bounded(&mut writer, &heartbeat, write_timeout).await)?;
                     continue;
                 }
             }
@@ -839,7 +848,19 @@ where
         let Some(chunk) = next else {
             return Some(writer);
         };
-        writer.write_all(&chunk).await.ok()?;
+        written(warren_net::write_all_bounded(&mut writer, &chunk, write_timeout).await)?;
+    }
+}
+
+/// A write's outcome, logging a client that stopped reading.
+fn written(result: std::io::Result<()>) -> Option<()> {
+    match result {
+        Ok(()) => Some(()),
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            warn!("client stopped reading; closing the connection");
+            None
+        }
+        Err(_) => None,
     }
 }
 

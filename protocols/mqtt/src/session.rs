@@ -79,7 +79,7 @@ where
 {
     let (mut reader, writer) = tokio::io::split(stream);
     let (chunks, chunk_receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
-    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver));
+    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, state.config.write_timeout));
     let mut buffer = warren_net::ReadSizer::buffer();
     let connection = state.broker.next_connection_id().0;
     let Some(mut session) = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection).await else {
@@ -582,9 +582,12 @@ async fn wait_for_room(queue: Option<&Queue>) {
 }
 
 /// Writes chunks to the socket until the reader side is done.
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut chunks: mpsc::Receiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut chunks: mpsc::Receiver<Bytes>, write_timeout: Duration) {
     while let Some(chunk) = chunks.recv().await {
-        if writer.write_all(&chunk).await.is_err() {
+        if let Err(error) = warren_net::write_all_bounded(&mut writer, &chunk, write_timeout).await {
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                warn!("client stopped reading; closing the connection");
+            }
             return;
         }
     }

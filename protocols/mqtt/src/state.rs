@@ -34,6 +34,9 @@ pub struct MqttConfig {
     /// RabbitMQ's default maximum session expiry. (`x-expires` on the session queue; the
     /// longest `x-expires` accepts is about 49 days.)
     pub session_expiry: Duration,
+    /// How long a write may stall (a client that stopped reading) before the connection is
+    /// closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for MqttConfig {
@@ -45,6 +48,7 @@ impl Default for MqttConfig {
             allow_anonymous: false,
             retained_max: 100_000,
             session_expiry: Duration::from_secs(24 * 60 * 60),
+            write_timeout: warren_net::WRITE_TIMEOUT_DEFAULT,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct StompConfig {
     pub allow_anonymous: bool,
     /// Frames one transaction may hold before COMMIT.
     pub transaction_frames_max: usize,
+    /// How long a write may stall (a client that stopped reading) before the connection is
+    /// closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for StompConfig {
@@ -45,6 +48,7 @@ impl Default for StompConfig {
             heartbeat_ms: 100,
             allow_anonymous: false,
             transaction_frames_max: 10_000,
+            write_timeout: warren_net::WRITE_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -142,7 +146,7 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     let (chunks, chunk_receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
     let heartbeat = Arc::new(AtomicU64::new(0));
-    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat.clone()));
+    let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, heartbeat.clone(), state.config.write_timeout));
     let mut buffer = warren_net::ReadSizer::buffer();
     let connection = state.broker.next_connection_id().0;
     let accepted = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection, &heartbeat).await;
@@ -543,6 +547,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut chunks: mpsc::Receiver<Bytes>,
     heartbeat_ms: Arc<AtomicU64>,
+    write_timeout: Duration,
 ) {
     loop {
         let interval = heartbeat_ms.load(Ordering::Relaxed);
@@ -552,16 +557,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             match tokio::time::timeout(Duration::from_millis(interval), chunks.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    if writer.write_all(b"\n").await.is_err() {
-                        return;
+                    if let Err(error) = warren_net::write_all_bounded(&mut writer, b"\n", write_timeout).await {
+                        return stalled(error);
                     }
                     continue;
                 }
             }
         };
         let Some(chunk) = next else { break };
-        if writer.write_all(&chunk).await.is_err() {
-            return;
+        if let Err(error) = warren_net::write_all_bounded(&mut writer, &chunk, write_timeout).await {
+            return stalled(error);
         }
     }
     let _ = writer.shutdown().await;
@@ -586,5 +591,13 @@ mod tests {
         assert_eq!(heartbeats(Some("0,0"), Version::V12, 100), (0, 0, "0,0".into()));
         assert_eq!(heartbeats(Some("10,10"), Version::V12, 100), (200, 100, "100,100".into()));
         assert_eq!(heartbeats(Some("1000,1000"), Version::V10, 100), (0, 0, "0,0".into()));
+    }
+}
+
+/// Logs a client that stopped reading (the write gave up); other write errors are the peer
+/// going away.
+fn stalled(error: std::io::Error) {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        warn!("client stopped reading; closing the connection");
     }
 }
