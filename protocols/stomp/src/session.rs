@@ -572,6 +572,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = writer.shutdown().await;
 }
 
+/// Logs a client that stopped reading (the write gave up); other write errors are the peer
+/// going away.
+fn stalled(error: std::io::Error) {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        warn!("client stopped reading; closing the connection");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,13 +599,5 @@ mod tests {
         assert_eq!(heartbeats(Some("0,0"), Version::V12, 100), (0, 0, "0,0".into()));
         assert_eq!(heartbeats(Some("10,10"), Version::V12, 100), (200, 100, "100,100".into()));
         assert_eq!(heartbeats(Some("1000,1000"), Version::V10, 100), (0, 0, "0,0".into()));
-    }
-}
-
-/// Logs a client that stopped reading (the write gave up); other write errors are the peer
-/// going away.
-fn stalled(error: std::io::Error) {
-    if error.kind() == std::io::ErrorKind::TimedOut {
-        warn!("client stopped reading; closing the connection");
     }
 }
