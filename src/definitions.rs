@@ -33,6 +33,53 @@ pub enum DefinitionsError {
     Invalid { path: PathBuf, reason: String },
 }
 
+/// Group commit for the definitions file: a change returns once a write that began after it
+/// has finished. Changes made while a write runs share the next one, so a burst of declares
+/// (a fleet of persistent MQTT sessions reconnecting) costs a few writes, not one each.
+#[derive(Debug, Default)]
+pub struct GroupWriter {
+    state: std::sync::Mutex<WriterState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// Changes announced so far.
+    requested: u64,
+    /// Changes covered by a finished write.
+    written: u64,
+    writing: bool,
+}
+
+impl GroupWriter {
+    /// Records a change and returns once it is written: by this caller, which then writes
+    /// (with `write`, taking a fresh snapshot) as long as changes keep coming, or by the writer
+    /// already at work.
+    pub fn changed(&self, write: impl Fn()) {
+        let lock = || self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = lock();
+        state.requested += 1;
+        let mine = state.requested;
+        loop {
+            if state.written >= mine {
+                return;
+            }
+            if !state.writing {
+                state.writing = true;
+                let covers = state.requested;
+                drop(state);
+                write();
+                state = lock();
+                state.writing = false;
+                state.written = state.written.max(covers);
+                self.done.notify_all();
+                continue;
+            }
+            state = self.done.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+}
+
 pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("definitions.json")
 }
@@ -298,6 +345,40 @@ fn value_from_json(json: &Json) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_changes_share_writes_and_none_returns_before_its_write() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let writer = Arc::new(GroupWriter::default());
+        let writes = Arc::new(AtomicU64::new(0));
+        // Each change bumps `changes`; a write copies it to `stored`, as a snapshot would.
+        let changes = Arc::new(AtomicU64::new(0));
+        let stored = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (writer, writes, changes, stored) =
+                    (writer.clone(), writes.clone(), changes.clone(), stored.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let mine = changes.fetch_add(1, Ordering::SeqCst) + 1;
+                        writer.changed(|| {
+                            writes.fetch_add(1, Ordering::SeqCst);
+                            let snapshot = changes.load(Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            stored.fetch_max(snapshot, Ordering::SeqCst);
+                        });
+                        assert!(stored.load(Ordering::SeqCst) >= mine, "returned before its change was written");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert_eq!(stored.load(Ordering::SeqCst), 400);
+        assert!(writes.load(Ordering::SeqCst) < 400, "{} writes for 400 changes", writes.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn definitions_round_trip_through_the_file() {

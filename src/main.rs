@@ -228,13 +228,21 @@ fn restore_definitions(
         );
     }
     let weak = Arc::downgrade(management);
-    // One writer at a time: each takes its snapshot under the lock, so the last write wins.
-    let writing = std::sync::Mutex::new(());
+    let writer = definitions::GroupWriter::default();
     broker.on_definitions_changed(move || {
         let Some(management) = weak.upgrade() else { return };
-        let _guard = writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(error) = definitions::save(&file, &management.snapshot()) {
-            error!(%error, "cannot store definitions");
+        let save = || {
+            writer.changed(|| {
+                if let Err(error) = definitions::save(&file, &management.snapshot()) {
+                    error!(%error, "cannot store definitions");
+                }
+            })
+        };
+        // The change returns once it is on disk; on a runtime worker, other tasks move to
+        // other threads meanwhile.
+        match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(save),
+            _ => save(),
         }
     });
     Ok(complete)
