@@ -51,6 +51,23 @@ struct WriterState {
     writing: bool,
 }
 
+/// Ends a write: clears `writing`, records what it covered (if it finished), wakes waiters.
+struct WritingGuard<'a> {
+    writer: &'a GroupWriter,
+    covers: Option<u64>,
+}
+
+impl Drop for WritingGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.writer.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.writing = false;
+        if let Some(covers) = self.covers {
+            state.written = state.written.max(covers);
+        }
+        self.writer.done.notify_all();
+    }
+}
+
 impl GroupWriter {
     /// Records a change and returns once it is written: by this caller, which then writes
     /// (with `write`, taking a fresh snapshot) as long as changes keep coming, or by the writer
@@ -68,11 +85,13 @@ impl GroupWriter {
                 state.writing = true;
                 let covers = state.requested;
                 drop(state);
+                // Even if `write` panics, the next caller must be able to write: a guard
+                // clears the flag (without counting the write as done) and wakes the waiters.
+                let mut guard = WritingGuard { writer: self, covers: None };
                 write();
+                guard.covers = Some(covers);
+                drop(guard);
                 state = lock();
-                state.writing = false;
-                state.written = state.written.max(covers);
-                self.done.notify_all();
                 continue;
             }
             state = self.done.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -378,6 +397,18 @@ mod tests {
         }
         assert_eq!(stored.load(Ordering::SeqCst), 400);
         assert!(writes.load(Ordering::SeqCst) < 400, "{} writes for 400 changes", writes.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_write_that_panics_does_not_block_the_next() {
+        let writer = GroupWriter::default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer.changed(|| panic!("a snapshot failed"));
+        }));
+        assert!(panicked.is_err());
+        let written = std::cell::Cell::new(false);
+        writer.changed(|| written.set(true));
+        assert!(written.get(), "the next change is written");
     }
 
     #[test]

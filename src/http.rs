@@ -32,14 +32,17 @@ const BRIDGE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// The STOMP subprotocols Web-STOMP clients offer, preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
+/// What the HTTP port serves.
 #[derive(Clone)]
-struct HttpState {
-    broker: Arc<Broker>,
+pub struct HttpState {
+    pub broker: Arc<Broker>,
     /// The broker-wide connection limit, shared with the TCP listeners.
-    connections: Arc<tokio::sync::Semaphore>,
-    stomp: Arc<warren_stomp::StompState>,
-    mqtt: Arc<warren_mqtt::MqttState>,
-    store: Arc<warren_store::Store>,
+    pub connections: Arc<tokio::sync::Semaphore>,
+    pub stomp: Arc<warren_stomp::StompState>,
+    pub mqtt: Arc<warren_mqtt::MqttState>,
+    pub store: Arc<warren_store::Store>,
+    /// How long a WebSocket send may stall before the bridge gives up on the browser.
+    pub write_timeout: std::time::Duration,
 }
 
 /// How the broker's output is framed into WebSocket messages.
@@ -54,17 +57,8 @@ enum Framing {
 }
 
 /// Serves the HTTP port until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    connections: Arc<tokio::sync::Semaphore>,
-    stomp: Arc<warren_stomp::StompState>,
-    mqtt: Arc<warren_mqtt::MqttState>,
-    store: Arc<warren_store::Store>,
-    management: Arc<crate::management::Management>,
-) {
-    let shutdown = broker.shutdown().clone();
-    let state = HttpState { broker, connections, stomp, mqtt, store };
+pub async fn serve(listener: TcpListener, state: HttpState, management: Arc<crate::management::Management>) {
+    let shutdown = state.broker.shutdown().clone();
     let app = Router::new()
         .route("/ws", get(stomp_websocket))
         .route("/mqtt", get(mqtt_websocket))
@@ -140,7 +134,7 @@ where
     };
     let (ours, theirs) = tokio::io::duplex(BRIDGE_BYTES);
     let shutdown = state.broker.shutdown();
-    shutdown.spawn(pump(socket, theirs, framing));
+    shutdown.spawn(pump(socket, theirs, framing, state.write_timeout));
     let session = serve(ours);
     shutdown.spawn(async move {
         session.await;
@@ -149,8 +143,10 @@ where
 }
 
 /// Moves bytes between a WebSocket and the adapter's end of the pipe until either side ends.
-async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
+async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing, write_timeout: std::time::Duration) {
     let (mut sender, mut receiver) = socket.split();
+    // A browser that stops reading: the send gives up after `write_timeout`, like a TCP write.
+    let stalled = || axum::Error::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "the browser stopped reading"));
     let (mut from_broker, mut to_broker) = tokio::io::split(pipe);
     let inbound = async {
         while let Some(Ok(message)) = receiver.next().await {
@@ -175,12 +171,17 @@ async fn pump(socket: WebSocket, pipe: DuplexStream, framing: Framing) {
                 Ok(read) => read,
             };
             let sent = match framing {
-                Framing::Binary => sender.send(Message::Binary(Bytes::copy_from_slice(&buffer[..read]))).await,
+                Framing::Binary => {
+                    let message = Message::Binary(Bytes::copy_from_slice(&buffer[..read]));
+                    tokio::time::timeout(write_timeout, sender.send(message)).await.unwrap_or_else(|_| Err(stalled()))
+                }
                 Framing::StompFrames => {
                     pending.extend_from_slice(&buffer[..read]);
                     let mut sent = Ok(());
                     while let Some(message) = next_stomp_message(&mut pending) {
-                        sent = sender.send(message).await;
+                        sent = tokio::time::timeout(write_timeout, sender.send(message))
+                            .await
+                            .unwrap_or_else(|_| Err(stalled()));
                         if sent.is_err() {
                             break;
                         }

@@ -108,15 +108,15 @@ async fn run(config: Config) -> std::io::Result<()> {
     }));
 
     let http = listener::bind("http", SocketAddr::new(config.bind, config.http_port)).await?;
-    tokio::spawn(http::serve(
-        http,
-        broker.clone(),
-        connections.clone(),
-        websocket_stomp,
-        websocket_mqtt,
-        store.clone(),
-        management.clone(),
-    ));
+    let http_state = http::HttpState {
+        broker: broker.clone(),
+        connections: connections.clone(),
+        stomp: websocket_stomp,
+        mqtt: websocket_mqtt,
+        store: store.clone(),
+        write_timeout: Duration::from_millis(config.write_timeout_ms.max(1)),
+    };
+    tokio::spawn(http::serve(http, http_state, management.clone()));
 
     wait_for_signal().await?;
     info!("shutting down");

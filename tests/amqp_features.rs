@@ -838,46 +838,56 @@ async fn durable_definitions_survive_a_restart() {
 
 /// A consumer whose client stops reading is closed once a write has stalled for
 /// `write_timeout_ms`, as RabbitMQ's listeners close on a send timeout; the broker serves
-/// everyone else meanwhile.
+/// everyone else meanwhile. Both with no-ack (deliveries keep coming) and with a prefetch limit
+/// (once the writer gives up, the connection has nothing more to send, and must still end).
 #[tokio::test]
 async fn a_consumer_that_stops_reading_is_closed_after_the_write_timeout() {
-    let broker = Broker::start_with_config("write_timeout_ms = 1000\n");
-    let connection = connect(&broker).await;
-    let channel = confirm_channel(&connection).await;
-    declare_queue(&channel, "stalled").await;
-    // A raw consumer (no-ack) that never reads its socket.
-    let mut stream = raw::open_connection(broker.amqp_addr, 0);
-    raw::open_channel(&mut stream, 1);
-    let mut consume = Vec::new();
-    consume.extend_from_slice(&0u16.to_be_bytes());
-    raw::short_string(&mut consume, "stalled");
-    raw::short_string(&mut consume, "");
-    consume.push(0b0000_0010); // no-ack
-    consume.extend_from_slice(&0u32.to_be_bytes());
-    raw::write_method(&mut stream, 1, raw::BASIC_CLASS, 20, &consume).expect("basic.consume");
-    let body = vec![b'x'; 1 << 20];
-    for _ in 0..64 {
-        publish_confirmed(&channel, "", "stalled", &body, BasicProperties::default()).await;
-    }
-    // Well past the timeout, the broker has given up on the stalled consumer: reading now
-    // drains what was buffered and then finds the connection closed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let closed = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            match stream.read(&mut buffer) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
+    for prefetch in [None, Some(24u16)] {
+        let broker = Broker::start_with_config("write_timeout_ms = 1000\n");
+        let connection = connect(&broker).await;
+        let channel = confirm_channel(&connection).await;
+        declare_queue(&channel, "stalled").await;
+        // A raw consumer that never reads its socket.
+        let mut stream = raw::open_connection(broker.amqp_addr, 0);
+        raw::open_channel(&mut stream, 1);
+        if let Some(prefetch) = prefetch {
+            let mut qos = Vec::new();
+            qos.extend_from_slice(&0u32.to_be_bytes());
+            qos.extend_from_slice(&prefetch.to_be_bytes());
+            qos.push(0);
+            raw::write_method(&mut stream, 1, raw::BASIC_CLASS, 10, &qos).expect("basic.qos");
         }
-    })
-    .await
-    .expect("reader");
-    assert!(closed, "the stalled consumer's connection is still open");
-    // The publisher was never affected.
-    publish_confirmed(&channel, "", "stalled", b"still serving", BasicProperties::default()).await;
+        let mut consume = Vec::new();
+        consume.extend_from_slice(&0u16.to_be_bytes());
+        raw::short_string(&mut consume, "stalled");
+        raw::short_string(&mut consume, "");
+        consume.push(if prefetch.is_some() { 0 } else { 0b0000_0010 }); // no-ack without a prefetch
+        consume.extend_from_slice(&0u32.to_be_bytes());
+        raw::write_method(&mut stream, 1, raw::BASIC_CLASS, 20, &consume).expect("basic.consume");
+        let body = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            publish_confirmed(&channel, "", "stalled", &body, BasicProperties::default()).await;
+        }
+        // Well past the timeout, the broker has given up on the stalled consumer: reading now
+        // drains what was buffered and then finds the connection closed.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let closed = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let mut buffer = vec![0u8; 1 << 20];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => return true,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .expect("reader");
+        assert!(closed, "the stalled consumer's connection is still open (prefetch {prefetch:?})");
+        // The publisher was never affected.
+        publish_confirmed(&channel, "", "stalled", b"still serving", BasicProperties::default()).await;
+    }
 }

@@ -217,6 +217,8 @@ impl Connection {
             }
             tokio::select! {
                 biased;
+                // The writer gave up (the client stopped reading): end, even with nothing to send.
+                _ = chunks.closed() => return "writer closed",
                 _ = shutdown.cancelled(), if self.phase == Phase::Open => {
                     self.begin_close(Close::connection(
                         code::CONNECTION_FORCED,

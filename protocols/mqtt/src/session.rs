@@ -347,6 +347,8 @@ impl Session {
             sizer.prepare(buffer);
             let paused = self.paused_on.clone();
             tokio::select! {
+                // The writer gave up (the client stopped reading): end, even with nothing to send.
+                _ = chunks.closed() => return End::Abnormal("writer closed"),
                 _ = shutdown.cancelled() => return End::Abnormal("broker shutting down"),
                 _ = kick.notified() => return End::Abnormal("taken over by a new connection"),
                 _ = wait_for_room(paused.as_deref()), if paused.is_some() => {

@@ -320,6 +320,8 @@ impl Session {
             sizer.prepare(buffer);
             let paused = self.paused_on.clone();
             tokio::select! {
+                // The writer gave up (the client stopped reading): end, even with nothing to send.
+                _ = chunks.closed() => return End::Close("writer closed"),
                 _ = shutdown.cancelled() => {
                     self.error("broker shutting down", "the broker is shutting down");
                     return End::Close("broker shutting down");
