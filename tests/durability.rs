@@ -29,6 +29,15 @@ async fn publish_persistent(channel: &lapin::Channel, queue: &str, body: &[u8]) 
         .expect("confirm");
 }
 
+/// How many messages a durable queue holds (a passive declare, which also shows it exists).
+async fn stored_count(broker: &Broker, queue: &str) -> u32 {
+    let connection = connect(broker).await;
+    let channel = open_channel(&connection).await;
+    let passive = QueueDeclareOptions { passive: true, ..durable() };
+    let declared = channel.queue_declare(queue, passive, FieldTable::default()).await.expect("the queue is there");
+    declared.message_count()
+}
+
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
 }
@@ -228,23 +237,10 @@ async fn a_crash_during_recovery_then_a_second_restart_loses_nothing() {
         child.wait().expect("reap");
     }
     let broker = Broker::start_in(data_dir);
-    let connection = connect(&broker).await;
-    let channel = open_channel(&connection).await;
-    let declared = channel
-        .queue_declare("big", QueueDeclareOptions { passive: true, ..durable() }, FieldTable::default())
-        .await
-        .expect("the queue is back");
-    assert_eq!(declared.message_count(), total);
-    drop(connection);
+    assert_eq!(stored_count(&broker, "big").await, total);
     // And once more, after a clean recovery.
     let broker = broker.crash_and_restart();
-    let connection = connect(&broker).await;
-    let channel = open_channel(&connection).await;
-    let declared = channel
-        .queue_declare("big", QueueDeclareOptions { passive: true, ..durable() }, FieldTable::default())
-        .await
-        .expect("the queue is back");
-    assert_eq!(declared.message_count(), total);
+    assert_eq!(stored_count(&broker, "big").await, total);
 }
 
 #[tokio::test]
@@ -296,13 +292,7 @@ async fn ttl_and_dead_lettering_apply_after_recovery() {
     let broker = Broker::start_in(data_dir);
     let received = consume_all(&broker, "expired", 1).await;
     assert_eq!(received, vec![("old".to_owned(), false)]);
-    let connection = connect(&broker).await;
-    let channel = open_channel(&connection).await;
-    let declared = channel
-        .queue_declare("short-lived", QueueDeclareOptions { passive: true, ..durable() }, FieldTable::default())
-        .await
-        .expect("declared");
-    assert_eq!(declared.message_count(), 0);
+    assert_eq!(stored_count(&broker, "short-lived").await, 0);
 }
 
 /// Mounts a small tmpfs for a broker's data directory, so the disk really fills up. Needs

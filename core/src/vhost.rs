@@ -680,7 +680,6 @@ impl Vhost {
     /// record of its delivery or removal.
     pub fn enqueue(&self, mut message: Message, queues: &[Arc<Queue>]) -> Published {
         let mut published = Published::default();
-
         if let Some(journal) = self.journal.get() {
             if message.properties.delivery_mode() == DeliveryMode::Persistent {
                 let durable: Vec<&QueueName> =

@@ -248,11 +248,16 @@ impl Store {
     fn append(&self, state: &mut State, encode: impl FnOnce(&mut Vec<u8>)) -> (u64, u64, Lsn) {
         self.roll_if_full(state);
         let place = Self::append_unrolled(state, encode);
+        self.wake_writer(state);
+        place
+    }
+
+    /// Wakes the writer if it sleeps (only then: a busy store costs no wake-up syscalls).
+    fn wake_writer(&self, state: &mut State) {
         if state.writer_idle {
             state.writer_idle = false;
             self.shared.work.notify_one();
         }
-        place
     }
 
     /// Appends a record to the current segment as it is (no roll, no wake-up).
@@ -375,10 +380,7 @@ impl Journal for Store {
         let (segment, offset, lsn) = Self::append_unrolled(&mut state, |out| {
             record::encode_publish(out, id, published_ms, vhost, queues, message)
         });
-        if state.writer_idle {
-            state.writer_idle = false;
-            self.shared.work.notify_one();
-        }
+        self.wake_writer(&mut state);
         let length = (state.current_bytes - offset) as u32;
         state.pending_publishes += 1;
         if let Some(segment) = state.segments.back_mut() {

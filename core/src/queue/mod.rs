@@ -185,6 +185,8 @@ pub struct Queue {
     /// Wakes the timer task to reschedule.
     timer_wakeup: Notify,
     timer_started: AtomicBool,
+    /// A dispatch retry after a failed read-back is scheduled.
+    retry_pending: AtomicBool,
     /// The journal, written to when `journaled`.
     journal: JournalSlot,
     /// Durable and not exclusive: persistent messages in it are journaled.
@@ -231,6 +233,7 @@ impl Queue {
             room: Notify::new(),
             timer_wakeup: Notify::new(),
             timer_started: AtomicBool::new(false),
+            retry_pending: AtomicBool::new(false),
             journal: vhost.journal().clone(),
             journaled,
         });
@@ -555,27 +558,34 @@ impl Queue {
         }
     }
 
-    /// Dispatches again after `PAGE_IN_RETRY`, for a queue whose head could not be read.
+    /// Dispatches again after `PAGE_IN_RETRY`, for a queue whose head could not be read. At
+    /// most one retry is pending per queue, however many events run into the failure.
     fn retry_dispatch_later(&self) {
-        if let (Ok(runtime), Some(queue)) = (tokio::runtime::Handle::try_current(), self.this.upgrade()) {
-            runtime.spawn(async move {
-                tokio::time::sleep(PAGE_IN_RETRY).await;
-                queue.dispatch();
-            });
+        if self.retry_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match (tokio::runtime::Handle::try_current(), self.this.upgrade()) {
+            (Ok(runtime), Some(queue)) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(PAGE_IN_RETRY).await;
+                    queue.retry_pending.store(false, Ordering::Release);
+                    queue.dispatch();
+                });
+            }
+            _ => self.retry_pending.store(false, Ordering::Release),
         }
     }
 
     /// Takes the head, in memory: for delivery, a get, or a dead letter.
-    fn pop_head(&self, state: &mut State) -> Option<(Ready, Arc<Message>)> {
+    fn pop_head(&self, state: &mut State) -> Option<Taken> {
         if self.page_in_head(state) != Head::InMemory {
             return None;
         }
-        let ready = state.ready.pop_front()?;
-        let Slot::Memory(message) = &ready.slot else { return None };
-        let message = message.clone();
+        let Ready { sequence, slot, redelivered, expires_at, .. } = state.ready.pop_front()?;
+        let Slot::Memory(message) = slot else { return None };
         self.taken(message.body_bytes());
         state.bytes -= message.body_bytes();
-        Some((ready, message))
+        Some(Taken { sequence, message, redelivered, expires_at })
     }
 
     /// Takes the head as it is, paged or not: for dropping it.
@@ -590,7 +600,7 @@ impl Queue {
 
     /// Drops (dead-letters) the oldest ready messages while the queue is over a limit.
     fn drop_over_limit(&self, state: &mut State, effects: &mut Effects) {
-        let over = |_: &Queue, state: &State| {
+        let over = |state: &State| {
             !state.ready.is_empty()
                 && (state.arguments.max_length.is_some_and(|max| state.ready.len() as u64 > max)
                     || state.arguments.max_length_bytes.is_some_and(|max| state.bytes as u64 > max))
@@ -665,9 +675,14 @@ impl Queue {
             let mut state = self.lock();
             state.last_used = Instant::now();
             self.reap_expired(&mut state, Instant::now(), &mut effects);
-            self.pop_head(&mut state).map(|(ready, message)| {
-                self.mark_delivered(&message, ready.redelivered);
-                Got { sequence: ready.sequence, message, redelivered: ready.redelivered, remaining: state.ready.len() }
+            self.pop_head(&mut state).map(|taken| {
+                self.mark_delivered(&taken.message, taken.redelivered);
+                Got {
+                    sequence: taken.sequence,
+                    message: taken.message,
+                    redelivered: taken.redelivered,
+                    remaining: state.ready.len(),
+                }
             })
         };
         self.timer_wakeup.notify_one();
@@ -867,23 +882,24 @@ impl Queue {
     }
 
     fn deliver_head(&self, state: &mut State, consumer: &Arc<Consumer>) {
-        let (ready, message) = self.pop_head(state).expect("dispatch read the head in");
-        if ready.expires_at.is_some() {
+        let Taken { sequence, message, redelivered, expires_at } =
+            self.pop_head(state).expect("dispatch read the head in");
+        if expires_at.is_some() {
             // The next head may expire sooner than the one the timer waits for.
             self.timer_wakeup.notify_one();
         }
         // An auto-ack delivery is forgotten by the adapter once it is on its way: until then it
         // can still come back (a consumer cancelled with deliveries in its inbox).
         if consumer.ack_mode == AckMode::Manual {
-            self.mark_delivered(&message, ready.redelivered);
+            self.mark_delivered(&message, redelivered);
         }
         let queue = self.this.upgrade().expect("a queue dispatching is alive");
         consumer.inbox.push(InboxItem::Delivery(Delivery {
             consumer: consumer.clone(),
             queue,
-            sequence: ready.sequence,
+            sequence,
             message,
-            redelivered: ready.redelivered,
+            redelivered,
         }));
     }
 
@@ -892,9 +908,8 @@ impl Queue {
     /// head is examined: a message behind a longer-lived one waits for it, but is never
     /// delivered once expired, because delivery checks the head first.
     fn reap_expired(&self, state: &mut State, now: Instant, effects: &mut Effects) {
-        let expired = |_: &Queue, state: &State| {
-            state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now))
-        };
+        let expired =
+            |state: &State| state.ready.front().is_some_and(|head| head.expires_at.is_some_and(|at| at < now));
         while self.drop_head_while(state, DeathReason::Expired, effects, expired) {}
     }
 
@@ -908,9 +923,9 @@ impl Queue {
         state: &mut State,
         reason: DeathReason,
         effects: &mut Effects,
-        condition: impl Fn(&Queue, &State) -> bool,
+        condition: impl Fn(&State) -> bool,
     ) -> bool {
-        if !condition(self, state) {
+        if !condition(state) {
             return false;
         }
         if state.arguments.dead_letter_exchange.is_none() {
@@ -923,12 +938,12 @@ impl Queue {
         if self.page_in_head(state) != Head::InMemory {
             return false;
         }
-        if !condition(self, state) {
+        if !condition(state) {
             return true;
         }
         match self.pop_head(state) {
-            Some((_, message)) => {
-                effects.dead.push((message, reason));
+            Some(taken) => {
+                effects.dead.push((taken.message, reason));
                 true
             }
             None => false,
@@ -1102,6 +1117,14 @@ const PAGE_IN_BYTES_MIN: usize = 1 << 20;
 
 /// How long a queue whose head cannot be read waits before trying again.
 const PAGE_IN_RETRY: Duration = Duration::from_secs(1);
+
+/// A head taken from the ready list, in memory.
+struct Taken {
+    sequence: u64,
+    message: Arc<Message>,
+    redelivered: bool,
+    expires_at: Option<Instant>,
+}
 
 /// Where the head of the ready list stands, for taking it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
