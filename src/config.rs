@@ -34,6 +34,15 @@ pub struct Flags {
     /// The HTTP port (WebSocket STOMP at /ws and MQTT at /mqtt); 0 picks a free one.
     #[arg(long)]
     pub http_port: Option<u16>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of running the broker.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Loads the configured plugins as startup would, lists them, and exits.
+    Plugins,
 }
 
 /// The whole configuration, as the file spells it.
@@ -58,6 +67,51 @@ pub struct Config {
     pub storage: StorageSection,
     /// Operator policies, applied at start.
     pub policies: Vec<PolicySection>,
+    /// Authentication backends, tried in order as RabbitMQ's `auth_backends`: `internal` (the
+    /// broker's own users) and the names of loaded auth plugins.
+    pub auth_backends: Vec<String>,
+    pub plugins: PluginsSection,
+}
+
+/// `[plugins]`: which plugin libraries to load, and each one's own section
+/// (`[plugins.<name>]`), handed to the plugin as JSON.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PluginsSection {
+    /// Where plugin libraries are; nothing is loaded from elsewhere. Default: the directory of
+    /// the `warren` executable.
+    pub directory: Option<PathBuf>,
+    /// Plugin names, loaded in this order at startup.
+    pub load: Vec<String>,
+    /// `[plugins.<name>]` tables.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl PluginsSection {
+    /// The loader's view: the directory resolved, and each section as JSON text.
+    pub fn to_plugins_config(&self) -> Result<crate::plugins::PluginsConfig, ConfigError> {
+        let directory = match &self.directory {
+            Some(directory) => directory.clone(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let mut sections = std::collections::BTreeMap::new();
+        for (name, section) in &self.sections {
+            if !self.load.contains(name) {
+                return Err(ConfigError::PluginSection { name: name.clone(), reason: "not in plugins.load".into() });
+            }
+            if !section.is_table() {
+                return Err(ConfigError::PluginSection { name: name.clone(), reason: "must be a table".into() });
+            }
+            let json = serde_json::to_string(section)
+                .map_err(|error| ConfigError::PluginSection { name: name.clone(), reason: error.to_string() })?;
+            sections.insert(name.clone(), json);
+        }
+        Ok(crate::plugins::PluginsConfig { directory, load: self.load.clone(), sections })
+    }
 }
 
 /// The message store, under `<data_dir>/messages`.
@@ -204,6 +258,8 @@ impl Default for Config {
             stomp: StompSection::default(),
             storage: StorageSection::default(),
             policies: Vec::new(),
+            auth_backends: vec!["internal".into()],
+            plugins: PluginsSection::default(),
         }
     }
 }
@@ -233,6 +289,10 @@ pub enum ConfigError {
     FrameMaxTooSmall { frame_max: u32 },
     #[error("storage.segment_bytes must be at least 4096, got {segment_bytes}")]
     SegmentTooSmall { segment_bytes: u64 },
+    #[error("[plugins.{name}]: {reason}")]
+    PluginSection { name: String, reason: String },
+    #[error("auth_backends is empty: name at least one backend, such as \"internal\"")]
+    NoAuthBackends,
 }
 
 impl Config {
@@ -268,6 +328,9 @@ impl Config {
         }
         if config.storage.segment_bytes < 4096 {
             return Err(ConfigError::SegmentTooSmall { segment_bytes: config.storage.segment_bytes });
+        }
+        if config.auth_backends.is_empty() {
+            return Err(ConfigError::NoAuthBackends);
         }
         Ok(config)
     }
@@ -349,6 +412,20 @@ mod tests {
             toml::from_str("[[policies]]\nname = \"x\"\npattern = \".*\"\n[policies.definition]\nmessage-ttl = -5\n")
                 .expect("parses");
         assert!(bad.policies[0].to_policy().is_err());
+    }
+
+    #[test]
+    fn plugin_sections_become_json() {
+        let config: Config = toml::from_str(
+            "auth_backends = [\"internal\", \"ldap-auth\"]\n[plugins]\ndirectory = \"/opt/p\"\n\
+             load = [\"ldap-auth\"]\n[plugins.ldap-auth]\nurl = \"ldap://x\"\ntimeout_ms = 5\n",
+        )
+        .expect("parses");
+        let plugins = config.plugins.to_plugins_config().expect("valid");
+        assert_eq!(plugins.directory, PathBuf::from("/opt/p"));
+        assert_eq!(plugins.sections["ldap-auth"], r#"{"timeout_ms":5,"url":"ldap://x"}"#);
+        let stray: Config = toml::from_str("[plugins]\nload = []\n[plugins.other]\nx = 1\n").expect("parses");
+        assert!(stray.plugins.to_plugins_config().is_err());
     }
 
     #[test]

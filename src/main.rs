@@ -1,11 +1,13 @@
 //! The `warren` server: loads configuration, starts the core and each protocol's listener, and
 //! shuts down politely on SIGTERM or SIGINT.
 
+mod cli;
 mod config;
 mod definitions;
 mod http;
 mod listener;
 mod management;
+mod plugins;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use warren_core::shutdown::Shutdown;
 use warren_core::{Broker, BrokerConfig};
 use warren_store::{Recovery, Store, StoreConfig};
 
-use config::{Config, Flags};
+use config::{Command, Config, Flags};
 
 /// How long shutdown waits for connections to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -38,6 +40,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config.log_level);
+    if let Some(Command::Plugins) = flags.command {
+        return cli::list_plugins(&config);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -70,12 +75,17 @@ async fn run(config: Config) -> std::io::Result<()> {
     info!(data_dir = %config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting warren");
     let shutdown = Shutdown::new();
     let users = Arc::new(InternalUsers::with_default_guest());
+    let plugins_config = config.plugins.to_plugins_config().map_err(std::io::Error::other)?;
+    let loaded_plugins = plugins::load_all(&plugins_config).map_err(std::io::Error::other)?;
+    let authenticator =
+        plugins::authenticator(&config.auth_backends, users.clone(), &loaded_plugins).map_err(std::io::Error::other)?;
+    info!(auth_backends = ?config.auth_backends, "authentication");
     let broker_config = BrokerConfig {
         queue_ready_bytes_max: config.queue_ready_bytes_max,
         queue_memory_bytes_max: config.storage.queue_memory_bytes,
         ..BrokerConfig::default()
     };
-    let broker = Broker::new(broker_config, users.clone(), shutdown.clone());
+    let broker = Broker::new(broker_config, authenticator, shutdown.clone());
     let management = management::Management::new(broker.clone(), users);
     let (store, store_recovery) = open_store(&config, &broker)?;
     let definitions_complete = restore_definitions(&config, &broker, &management)?;

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Value as JsonValue};
-use warren_core::auth::{Authenticator, Credentials, InternalUsers, Permissions, User, PASSWORD_HASHING};
+use warren_core::auth::{Credentials, InternalUsers, Permissions, User, PASSWORD_HASHING};
 use warren_core::definitions::{Definitions, PolicyDefinition};
 use warren_core::name::{UserName, VhostName};
 use warren_core::policy::{ApplyTo, Policy};
@@ -169,7 +169,7 @@ impl FromRequestParts<Arc<Management>> for Admin {
     }
 }
 
-/// Checks basic auth: an internal user tagged `administrator`.
+/// Checks basic auth through the broker's auth backends: a user tagged `administrator`.
 async fn authorize(management: &Management, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
     let unauthorized = |reason: &str| ApiError(StatusCode::UNAUTHORIZED, "not_authorised", reason.to_owned());
     let header = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
@@ -179,7 +179,7 @@ async fn authorize(management: &Management, headers: &HeaderMap, peer: SocketAdd
     let decoded = String::from_utf8(decoded).map_err(|_| unauthorized("Login failed"))?;
     let (user, password) = decoded.split_once(':').ok_or_else(|| unauthorized("Login failed"))?;
     let credentials = Credentials { username: UserName::new(user), password: password.to_owned(), peer };
-    let principal = management.users.authenticate(&credentials).await.map_err(|_| unauthorized("Login failed"))?;
+    let principal = management.broker.authenticate(&credentials).await.map_err(|_| unauthorized("Login failed"))?;
     if !principal.tags.iter().any(|tag| tag == "administrator") {
         return Err(unauthorized("Not administrator user"));
     }

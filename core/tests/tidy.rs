@@ -64,16 +64,20 @@ const LIBRARY_FORBIDDEN: [&str; 6] = [
     concat!("unimplemented", "!("),
 ];
 
-/// The broker's library sources: the core, the store, the protocol crates and the server. (The bench
-/// client prints by design; testkit is test-only.)
+/// The broker's library sources: the core, the store, the protocol crates, the plugins and the
+/// server. (The bench client and the CLI's subcommands print by design; testkit is test-only.)
 fn broker_sources() -> Vec<(PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
     rust_files(&root.join("store").join("src"), &mut files);
-    for entry in std::fs::read_dir(root.join("protocols")).expect("protocols dir is readable") {
-        rust_files(&entry.expect("dir entry").path().join("src"), &mut files);
+    for group in ["protocols", "plugins"] {
+        for entry in std::fs::read_dir(root.join(group)).expect("crate group dir is readable") {
+            rust_files(&entry.expect("dir entry").path().join("src"), &mut files);
+        }
     }
+    // The CLI's subcommands print for an operator by design.
+    files.retain(|path| !path.ends_with("src/cli.rs"));
     files.into_iter().map(|path| (path.clone(), std::fs::read_to_string(&path).expect("readable"))).collect()
 }
 

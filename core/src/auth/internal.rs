@@ -1,40 +1,13 @@
-//! Authentication and vhost authorisation, behind one async trait so that every protocol (and
-//! later, plugin backends such as LDAP) goes through the same check.
+//! The broker's own user database, as RabbitMQ's internal backend.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
 
+use super::{Authenticator, Credentials, Principal};
 use crate::error::{Error, Result};
 use crate::name::{UserName, VhostName};
-
-/// What a client presented to log in.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub username: UserName,
-    pub password: String,
-    /// The client's address; some users may log in only from loopback.
-    pub peer: SocketAddr,
-}
-
-/// An authenticated user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub user: UserName,
-    /// Management tags such as `administrator`.
-    pub tags: Vec<String>,
-}
-
-/// Checks credentials and vhost access.
-#[async_trait]
-pub trait Authenticator: Send + Sync + std::fmt::Debug {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Principal>;
-
-    /// Whether `principal` may open `vhost`.
-    async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()>;
-}
 
 /// What a user may do in one vhost, as RabbitMQ's `set_permissions`: regular expressions over
 /// resource names. Opening the vhost needs an entry; the patterns are stored and reported, and
@@ -209,7 +182,7 @@ impl Authenticator for InternalUsers {
         if user.loopback_only() && !credentials.peer.ip().is_loopback() {
             return Err(Error::LoopbackOnly { user: user.name.clone() });
         }
-        Ok(Principal { user: user.name.clone(), tags: user.tags.clone() })
+        Ok(Principal { user: user.name.clone(), tags: user.tags.clone(), backend: 0, peer: credentials.peer })
     }
 
     async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()> {
@@ -270,7 +243,12 @@ mod tests {
     #[test]
     fn vhost_access_follows_the_user_list() {
         let users = InternalUsers::with_default_guest();
-        let guest = Principal { user: UserName::new("guest"), tags: vec![] };
+        let guest = Principal {
+            user: UserName::new("guest"),
+            tags: vec![],
+            backend: 0,
+            peer: "127.0.0.1:1".parse().expect("address"),
+        };
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("/"))).is_ok());
         assert!(block_on(users.authorize_vhost(&guest, &VhostName::new("other"))).is_err());
         assert!(users.set_permissions(&UserName::new("guest"), &VhostName::new("other"), Permissions::all()));

@@ -1,0 +1,40 @@
+//! Subcommands that print for an operator and exit, instead of running the broker. The one
+//! place in the server that writes to stdout.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::plugins;
+
+/// `warren plugins`: loads the configured plugins exactly as startup does and lists them.
+pub fn list_plugins(config: &Config) -> ExitCode {
+    let loaded = config
+        .plugins
+        .to_plugins_config()
+        .map_err(|error| error.to_string())
+        .and_then(|plugins| plugins::load_all(&plugins).map_err(|error| error.to_string()));
+    match loaded {
+        Ok(loaded) if loaded.is_empty() => {
+            println!("no plugins configured (plugins.load is empty)");
+            ExitCode::SUCCESS
+        }
+        Ok(loaded) => {
+            println!("{:<20} {:<10} {:<4} {:<12} FILE", "NAME", "VERSION", "ABI", "CAPABILITIES");
+            for plugin in loaded {
+                println!(
+                    "{:<20} {:<10} {:<4} {:<12} {}",
+                    plugin.name,
+                    plugin.version,
+                    plugin.abi_version,
+                    plugin.capabilities().join(","),
+                    plugin.path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("warren: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
