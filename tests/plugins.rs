@@ -9,34 +9,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
-use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
-
+use common::logins::{amqp_login, build_plugins, management_status, mqtt_login, stomp_login};
 use common::Broker;
-
-/// The plugin crates the tests load.
-const PLUGIN_CRATES: [&str; 4] =
-    ["warren-plugin-skeleton", "warren-test-panicky", "warren-test-wrong-abi", "warren-test-not-a-plugin"];
-
-fn build_plugins() {
-    static BUILT: Once = Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.arg("build").arg("--quiet");
-        for name in PLUGIN_CRATES {
-            command.args(["-p", name]);
-        }
-        let status = command.status().expect("run cargo build for the plugin crates");
-        assert!(status.success(), "building the plugin crates failed: {status}");
-    });
-}
 
 const SKELETON_CONFIG: &str = r#"
 auth_backends = ["internal", "plugin-skeleton"]
@@ -54,58 +31,6 @@ password = "bob-secret"
 vhosts = ["elsewhere"]
 "#;
 
-async fn amqp_login(broker: &Broker, user: &str, password: &str) -> lapin::Result<Connection> {
-    let uri = format!("amqp://{user}:{password}@{}/%2f", broker.amqp_addr);
-    Connection::connect(&uri, ConnectionProperties::default()).await
-}
-
-/// An MQTT 3.1.1 CONNECT with a username and password; returns CONNACK's return code.
-fn mqtt_login(addr: SocketAddr, user: &str, password: &str) -> u8 {
-    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 60];
-    for field in ["plugin-test", user, password] {
-        variable.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        variable.extend_from_slice(field.as_bytes());
-    }
-    let mut packet = vec![0x10, variable.len() as u8];
-    packet.extend_from_slice(&variable);
-    let mut stream = TcpStream::connect(addr).expect("connect to MQTT");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    stream.write_all(&packet).expect("send CONNECT");
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack).expect("read CONNACK");
-    assert_eq!(connack[0], 0x20, "a CONNACK");
-    connack[3]
-}
-
-/// A STOMP 1.2 CONNECT; returns the reply frame's command.
-fn stomp_login(addr: SocketAddr, user: &str, password: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to STOMP");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let frame = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{user}\npasscode:{password}\n\n\0");
-    stream.write_all(frame.as_bytes()).expect("send CONNECT");
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while stream.read(&mut byte).map(|read| read == 1).unwrap_or(false) && byte[0] != b'\n' {
-        reply.push(byte[0]);
-    }
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
-/// Basic-auth GET of /api/overview; returns the HTTP status.
-fn management_status(addr: SocketAddr, user: &str, password: &str) -> u16 {
-    use base64::Engine;
-    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut stream = TcpStream::connect(addr).expect("connect to HTTP");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let request = format!(
-        "GET /api/overview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).expect("send the request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
-    response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line")
-}
-
 #[tokio::test]
 async fn an_auth_plugin_serves_every_protocol_after_the_internal_backend() {
     build_plugins();
@@ -113,20 +38,20 @@ async fn an_auth_plugin_serves_every_protocol_after_the_internal_backend() {
     assert!(broker.log_tail().contains("plugin loaded plugin=plugin-skeleton"), "{}", broker.log_tail());
 
     // AMQP: the plugin's user logs in; a wrong password and the wrong vhost are refused.
-    let alice = amqp_login(&broker, "alice", "alice-secret").await.expect("alice logs in over AMQP");
+    let alice = amqp_login(&broker, "/", "alice", "alice-secret").await.expect("alice logs in over AMQP");
     alice.close(200, "bye").await.expect("close");
-    let wrong = amqp_login(&broker, "alice", "nope").await;
+    let wrong = amqp_login(&broker, "/", "alice", "nope").await;
     assert!(wrong.is_err(), "a wrong password is refused");
-    let bob = amqp_login(&broker, "bob", "bob-secret").await;
+    let bob = amqp_login(&broker, "/", "bob", "bob-secret").await;
     assert!(bob.is_err(), "bob may not open /");
     // The internal backend still comes first.
-    amqp_login(&broker, "guest", "guest").await.expect("guest logs in").close(200, "bye").await.expect("close");
+    amqp_login(&broker, "/", "guest", "guest").await.expect("guest logs in").close(200, "bye").await.expect("close");
 
     // MQTT and STOMP go through the same chain.
     assert_eq!(mqtt_login(broker.mqtt_addr, "alice", "alice-secret"), 0, "MQTT CONNACK accepted");
     assert_eq!(mqtt_login(broker.mqtt_addr, "alice", "nope"), 4, "MQTT: bad user name or password");
-    assert_eq!(stomp_login(broker.stomp_addr, "alice", "alice-secret"), "CONNECTED");
-    assert_eq!(stomp_login(broker.stomp_addr, "alice", "nope"), "ERROR");
+    assert_eq!(stomp_login(broker.stomp_addr, "/", "alice", "alice-secret"), "CONNECTED");
+    assert_eq!(stomp_login(broker.stomp_addr, "/", "alice", "nope"), "ERROR");
 
     // The management API too: the plugin gave alice the administrator tag.
     assert_eq!(management_status(broker.http_addr, "alice", "alice-secret"), 200);
@@ -192,9 +117,9 @@ async fn a_panic_in_a_call_denies_that_login_and_the_broker_keeps_serving() {
     );
     for _ in 0..3 {
         // The plugin panics on every login; the chain goes on to the internal backend.
-        let guest = amqp_login(&broker, "guest", "guest").await.expect("guest logs in after the plugin panicked");
+        let guest = amqp_login(&broker, "/", "guest", "guest").await.expect("guest logs in after the plugin panicked");
         guest.close(200, "bye").await.expect("close");
-        assert!(amqp_login(&broker, "panicky", "panicky").await.is_err(), "the panicking backend denies");
+        assert!(amqp_login(&broker, "/", "panicky", "panicky").await.is_err(), "the panicking backend denies");
         assert_eq!(mqtt_login(broker.mqtt_addr, "panicky", "panicky"), 4);
     }
     let log = broker.log_tail();

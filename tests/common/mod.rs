@@ -12,6 +12,8 @@
 // Each integration-test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod logins;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
