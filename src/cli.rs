@@ -8,11 +8,13 @@ use crate::plugins;
 
 /// `warren plugins`: loads the configured plugins exactly as startup does and lists them.
 pub fn list_plugins(config: &Config) -> ExitCode {
-    let loaded = config
-        .plugins
-        .to_plugins_config()
-        .map_err(|error| error.to_string())
-        .and_then(|plugins| plugins::load_all(&plugins).map_err(|error| error.to_string()));
+    let loaded = config.plugins.to_plugins_config().map_err(|error| error.to_string()).and_then(|plugins| {
+        // Loading runs each plugin's init, which may log through the host; nothing starts.
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| error.to_string())?;
+        let host = plugins::PluginHost::new(runtime.handle().clone());
+        plugins::load_all(&plugins, host).map_err(|error| error.to_string())
+    });
     match loaded {
         Ok(loaded) if loaded.is_empty() => {
             println!("no plugins configured (plugins.load is empty)");

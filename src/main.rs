@@ -76,7 +76,8 @@ async fn run(config: Config) -> std::io::Result<()> {
     let shutdown = Shutdown::new();
     let users = Arc::new(InternalUsers::with_default_guest());
     let plugins_config = config.plugins.to_plugins_config().map_err(std::io::Error::other)?;
-    let loaded_plugins = plugins::load_all(&plugins_config).map_err(std::io::Error::other)?;
+    let plugin_host = plugins::PluginHost::new(tokio::runtime::Handle::current());
+    let loaded_plugins = plugins::load_all(&plugins_config, plugin_host).map_err(std::io::Error::other)?;
     let authenticator =
         plugins::authenticator(&config.auth_backends, users.clone(), &loaded_plugins).map_err(std::io::Error::other)?;
     info!(auth_backends = ?config.auth_backends, "authentication");
@@ -128,8 +129,18 @@ async fn run(config: Config) -> std::io::Result<()> {
     };
     tokio::spawn(http::serve(http, http_state, management.clone()));
 
+    plugin_host.attach(broker.clone(), connections.clone());
+    let protocol_plugins = plugins::protocol_listeners(&loaded_plugins);
+    for listener in &protocol_plugins {
+        listener.start().await.map_err(std::io::Error::other)?;
+        info!(plugin = listener.name(), "protocol plugin started");
+    }
+
     wait_for_signal().await?;
     info!("shutting down");
+    for listener in &protocol_plugins {
+        listener.stop().await;
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, shutdown.shut_down()).await.is_err() {
         error!("connections did not close within the grace period");
     }

@@ -16,9 +16,10 @@ use lapin::{Connection, ConnectionProperties};
 use super::Broker;
 
 /// The plugin crates the tests load.
-const PLUGIN_CRATES: [&str; 5] = [
+const PLUGIN_CRATES: [&str; 6] = [
     "warren-plugin-skeleton",
     "warren-ldap-auth",
+    "warren-resp",
     "warren-test-panicky",
     "warren-test-wrong-abi",
     "warren-test-not-a-plugin",

@@ -130,6 +130,11 @@ class Broker:
         if "http" in listeners:
             self.http_host, self.http_port = listeners["http"]
 
+    def listening_address(self, protocol: str) -> tuple[str, int]:
+        """(host, port) of a listener that logs its line after startup, such as a protocol
+        plugin's (`protocol=resp`)."""
+        return self._wait_for_listening_lines((protocol,))[protocol]
+
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns the exit code, or None if killed."""
         process = self._process

@@ -27,9 +27,12 @@ pub const STATUS_DENIED: Status = 1;
 pub const STATUS_FAILED: Status = 2;
 /// The plugin panicked; the panic was caught at the boundary.
 pub const STATUS_PANICKED: Status = 3;
+/// Nothing to take: a `get` whose timeout passed with every queue empty.
+pub const STATUS_EMPTY: Status = 4;
 
 /// `PluginHeader::capabilities` bits.
 pub const CAPABILITY_AUTH: u32 = 1;
+pub const CAPABILITY_PROTOCOL: u32 = 2;
 
 /// Read as data before any call: what the library was built against.
 #[repr(C)]
@@ -43,6 +46,8 @@ pub struct AbiDescriptor {
     pub header_size: u32,
     /// `size_of::<AuthVtable>()` in the plugin's build.
     pub auth_vtable_size: u32,
+    /// `size_of::<ProtocolVtable>()` in the plugin's build.
+    pub protocol_vtable_size: u32,
 }
 
 impl AbiDescriptor {
@@ -54,6 +59,7 @@ impl AbiDescriptor {
             descriptor_size: std::mem::size_of::<AbiDescriptor>() as u32,
             header_size: std::mem::size_of::<PluginHeader>() as u32,
             auth_vtable_size: std::mem::size_of::<AuthVtable>() as u32,
+            protocol_vtable_size: std::mem::size_of::<ProtocolVtable>() as u32,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct PluginHeader {
     ) -> Status,
     /// Present when `capabilities` has `CAPABILITY_AUTH`; null otherwise.
     pub auth: *const AuthVtable,
+    /// Present when `capabilities` has `CAPABILITY_PROTOCOL`; null otherwise.
+    pub protocol: *const ProtocolVtable,
 }
 
 // SAFETY: a header is immutable and everything it points to is 'static and immutable.
@@ -133,12 +141,140 @@ pub struct HostApi {
     pub log: unsafe extern "C" fn(context: *const c_void, level: u32, message: StrRef),
     /// Passed back to `log`: which plugin is logging.
     pub context: *const c_void,
+    /// Passed back to every broker function below.
+    pub broker: *const c_void,
+    /// Logs in (through the broker's auth backends) and opens a vhost, as a client connection
+    /// of the plugin's protocol would. Stores a session handle for the calls below. Counts
+    /// against the broker's connection limit until `close_session`.
+    pub open_session: unsafe extern "C" fn(
+        broker: *const c_void,
+        request: *const SessionRequest,
+        session: *mut u64,
+        reply: *const Reply,
+    ) -> Status,
+    /// Ends a session: its subscriptions end and their private queues go.
+    pub close_session: unsafe extern "C" fn(broker: *const c_void, session: u64),
+    /// Routes a message through an exchange. A persistent message that reaches a durable
+    /// queue returns only once it is on disk. `routed` receives the number of queues reached.
+    pub publish: unsafe extern "C" fn(
+        broker: *const c_void,
+        session: u64,
+        request: *const PublishRequest,
+        routed: *mut u32,
+        reply: *const Reply,
+    ) -> Status,
+    /// Declares a queue (`durable` 1 or 0) if it does not exist; `message_count` receives its
+    /// ready messages.
+    pub declare_queue: unsafe extern "C" fn(
+        broker: *const c_void,
+        session: u64,
+        name: StrRef,
+        durable: u32,
+        message_count: *mut u32,
+        reply: *const Reply,
+    ) -> Status,
+    /// Binds a private queue to `exchange` with an AMQP binding key (`*` one word, `#` any)
+    /// and delivers what reaches it to `sink`, from a broker thread, until `unsubscribe` or
+    /// `close_session`; then the broker calls `sink.release`. Stores a subscription handle.
+    pub subscribe: unsafe extern "C" fn(
+        broker: *const c_void,
+        session: u64,
+        exchange: StrRef,
+        binding_key: StrRef,
+        sink: *const DeliverySink,
+        subscription: *mut u64,
+        reply: *const Reply,
+    ) -> Status,
+    pub unsubscribe: unsafe extern "C" fn(broker: *const c_void, session: u64, subscription: u64) -> Status,
+    /// Takes one message from the first of `queues` that has one, waiting up to `timeout_ms`
+    /// (0: do not wait). The message is handed to `sink.deliver` during the call and counts as
+    /// acknowledged; `sink.release` is not called. `STATUS_EMPTY` if nothing came.
+    pub get: unsafe extern "C" fn(
+        broker: *const c_void,
+        session: u64,
+        queues: *const StrRef,
+        queue_count: usize,
+        timeout_ms: u64,
+        sink: *const DeliverySink,
+        reply: *const Reply,
+    ) -> Status,
 }
 
 // SAFETY: the host API is immutable after creation and its functions are thread-safe.
 unsafe impl Sync for HostApi {}
 // SAFETY: as above; the context points to an immutable, 'static value.
 unsafe impl Send for HostApi {}
+
+/// Borrowed bytes (a message body): valid only for the call it is passed to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ByteRef {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl ByteRef {
+    pub fn new(bytes: &[u8]) -> ByteRef {
+        ByteRef { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that outlive `'a`.
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the caller promises `len` readable bytes at `ptr`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A protocol plugin's client logging in.
+#[repr(C)]
+pub struct SessionRequest {
+    pub size: u32,
+    pub username: StrRef,
+    pub password: StrRef,
+    pub vhost: StrRef,
+    /// `ip:port` of the plugin's client.
+    pub peer_address: StrRef,
+}
+
+/// A message to route.
+#[repr(C)]
+pub struct PublishRequest {
+    pub size: u32,
+    pub exchange: StrRef,
+    /// Dot-separated words, as AMQP spells routing keys.
+    pub routing_key: StrRef,
+    pub body: ByteRef,
+    /// 1: persistent (journaled in durable queues, and the call waits for the disk).
+    pub persistent: u32,
+}
+
+/// A message handed to a plugin, borrowed for the `deliver` call.
+#[repr(C)]
+pub struct DeliveryRef {
+    pub size: u32,
+    /// The subscription it came through; 0 for `get`.
+    pub subscription: u64,
+    pub exchange: StrRef,
+    pub routing_key: StrRef,
+    pub body: ByteRef,
+    /// The queue it was taken from.
+    pub queue: StrRef,
+}
+
+/// Where the broker hands deliveries. `deliver` runs on a broker thread and must not block:
+/// copy what it needs and return.
+#[repr(C)]
+pub struct DeliverySink {
+    pub size: u32,
+    pub context: *mut c_void,
+    pub deliver: unsafe extern "C" fn(context: *mut c_void, delivery: *const DeliveryRef),
+    /// Called once when a subscription ends; the plugin may free `context` then.
+    pub release: unsafe extern "C" fn(context: *mut c_void),
+}
 
 /// A reply channel the caller owns, for strings a call produces. The callee calls these during
 /// the call only; the caller copies what it is given.
@@ -209,4 +345,17 @@ pub struct AuthVtable {
         unsafe extern "C" fn(instance: *mut c_void, request: *const VhostRequest, reply: *const Reply) -> Status,
     pub authorize_resource:
         unsafe extern "C" fn(instance: *mut c_void, request: *const ResourceRequest, reply: *const Reply) -> Status,
+}
+
+/// An extra protocol front-end: the plugin runs its own listener and threads, and talks to the
+/// broker only through [`HostApi`].
+#[repr(C)]
+pub struct ProtocolVtable {
+    /// `size_of::<ProtocolVtable>()` in the plugin's build.
+    pub size: u32,
+    /// Starts listening, once the broker is ready. A failure (a port in use, say) stops the
+    /// broker's startup with the reply's message.
+    pub start: unsafe extern "C" fn(instance: *mut c_void, reply: *const Reply) -> Status,
+    /// Stops accepting and closes client connections, at broker shutdown. Best effort.
+    pub stop: unsafe extern "C" fn(instance: *mut c_void),
 }

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::abi::*;
-use crate::plugin::{Access, AuthBackend, Denial, Host, Login, Plugin, Resource, ResourceKind, VhostAccess};
+use crate::plugin::{Access, AuthBackend, Denial, Host, Login, Plugin, Protocol, Resource, ResourceKind, VhostAccess};
 
 /// The auth vtable of a plugin type, built at compile time by the export macro.
 pub const fn auth_vtable<P: AuthBackend>() -> AuthVtable {
@@ -16,6 +16,36 @@ pub const fn auth_vtable<P: AuthBackend>() -> AuthVtable {
         authorize_vhost: authorize_vhost::<P>,
         authorize_resource: authorize_resource::<P>,
     }
+}
+
+/// The protocol vtable of a plugin type, built at compile time by the export macro.
+pub const fn protocol_vtable<P: Protocol>() -> ProtocolVtable {
+    ProtocolVtable { size: std::mem::size_of::<ProtocolVtable>() as u32, start: start::<P>, stop: stop::<P> }
+}
+
+/// # Safety
+/// Called by the broker with an instance from `init::<P>`.
+pub unsafe extern "C" fn start<P: Protocol>(instance: *mut c_void, reply: *const Reply) -> Status {
+    guarded(reply, || {
+        // SAFETY: the instance is this plugin's.
+        match unsafe { plugin::<P>(instance) }.start() {
+            Ok(()) => STATUS_OK,
+            Err(message) => {
+                set_message(reply, &message);
+                STATUS_FAILED
+            }
+        }
+    })
+}
+
+/// # Safety
+/// As [`start`].
+pub unsafe extern "C" fn stop<P: Protocol>(instance: *mut c_void) {
+    // SAFETY: the instance is this plugin's.
+    guarded(std::ptr::null(), || {
+        unsafe { plugin::<P>(instance) }.stop();
+        STATUS_OK
+    });
 }
 
 /// Runs `body`, turning a panic into `STATUS_PANICKED` with the panic's message.

@@ -1,6 +1,11 @@
 //! Plugin loading: shared libraries from the configured directory, checked against our ABI
-//! before anything in them runs, and wrapped in the core's async `Authenticator` trait so that
-//! nothing past this module sees FFI.
+//! before anything in them runs, and wrapped in ordinary async traits (the core's
+//! `Authenticator`, our `ProtocolListener`) so that nothing past this module sees FFI.
+//!
+//! # Layout
+//! - `auth`: auth plugins as `Authenticator`s, and the `auth_backends` chain.
+//! - `protocol`: protocol plugins as `ProtocolListener`s.
+//! - `host`: what the broker offers plugins (log, sessions, publish, subscribe, get).
 //!
 //! A plugin named `ldap-auth` is the file `libwarren_ldap_auth.so` (the platform's spelling) in
 //! `plugins.directory`. Loading it:
@@ -18,12 +23,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::Semaphore;
-use warren_core::auth::{Authenticator, Credentials, Principal};
-use warren_core::error::{Error as CoreError, Result as CoreResult};
-use warren_core::name::VhostName;
 use warren_plugin_api as api;
+
+mod auth;
+mod host;
+mod protocol;
+
+pub use auth::authenticator;
+pub use host::PluginHost;
+pub use protocol::{protocol_listeners, ProtocolListener};
 
 /// How long one plugin call may take before the broker answers "denied" without it. The
 /// plugin's own timeouts (LDAP's, say) should be shorter; this is the backstop for a plugin
@@ -66,6 +75,8 @@ pub enum PluginError {
     UnknownBackend { name: String },
     #[error("auth backend '{name}' is a plugin without the auth capability")]
     NotAuth { name: String },
+    #[error("plugin '{name}': start failed: {reason}")]
+    Start { name: String, reason: String },
 }
 
 /// One loaded plugin. Lives for the rest of the process.
@@ -79,7 +90,7 @@ pub struct LoadedPlugin {
     pub abi_version: u32,
     header: &'static api::PluginHeader,
     /// The opaque instance `init` returned; passed to every call.
-    instance: Instance,
+    pub(crate) instance: Instance,
     calls: Semaphore,
 }
 
@@ -96,7 +107,7 @@ impl std::fmt::Debug for LoadedPlugin {
 
 /// The plugin's instance pointer.
 #[derive(Clone, Copy)]
-struct Instance(*mut c_void);
+pub(crate) struct Instance(pub(crate) *mut c_void);
 
 // SAFETY: the ABI requires a plugin instance to be usable from any thread at once (the export
 // macro requires `Send + Sync` of the plugin type), and it is never freed.
@@ -110,10 +121,21 @@ impl LoadedPlugin {
         if self.auth_vtable().is_some() {
             capabilities.push("auth");
         }
+        if self.protocol_vtable().is_some() {
+            capabilities.push("protocol");
+        }
         capabilities
     }
 
-    fn auth_vtable(&self) -> Option<&'static api::AuthVtable> {
+    pub(crate) fn protocol_vtable(&self) -> Option<&'static api::ProtocolVtable> {
+        if self.header.capabilities & api::CAPABILITY_PROTOCOL == 0 {
+            return None;
+        }
+        // SAFETY: checked at load time: non-null and at least as large as our ProtocolVtable.
+        unsafe { self.header.protocol.as_ref() }
+    }
+
+    pub(crate) fn auth_vtable(&self) -> Option<&'static api::AuthVtable> {
         if self.header.capabilities & api::CAPABILITY_AUTH == 0 {
             return None;
         }
@@ -133,11 +155,11 @@ pub struct PluginsConfig {
 }
 
 /// Loads every configured plugin, in order; the first failure stops.
-pub fn load_all(config: &PluginsConfig) -> Result<Vec<Arc<LoadedPlugin>>, PluginError> {
+pub fn load_all(config: &PluginsConfig, host: &'static PluginHost) -> Result<Vec<Arc<LoadedPlugin>>, PluginError> {
     let mut loaded = Vec::new();
     for name in &config.load {
         let section = config.sections.get(name).map_or("{}", String::as_str);
-        let plugin = load(&config.directory, name, section)?;
+        let plugin = load(&config.directory, name, section, host)?;
         if plugin.declared_name != plugin.name {
             tracing::warn!(plugin = %plugin.name, declared = %plugin.declared_name, "the plugin calls itself by another name");
         }
@@ -162,7 +184,12 @@ pub fn plugin_path(directory: &Path, name: &str) -> Result<PathBuf, PluginError>
     Ok(directory.join(libloading::library_filename(format!("warren_{}", name.replace('-', "_")))))
 }
 
-fn load(directory: &Path, name: &str, config_json: &str) -> Result<LoadedPlugin, PluginError> {
+fn load(
+    directory: &Path,
+    name: &str,
+    config_json: &str,
+    host: &'static PluginHost,
+) -> Result<LoadedPlugin, PluginError> {
     let path = plugin_path(directory, name)?;
     if !path.is_file() {
         return Err(PluginError::Missing { name: name.into(), path, directory: directory.into() });
@@ -203,7 +230,7 @@ fn load(directory: &Path, name: &str, config_json: &str) -> Result<LoadedPlugin,
     let declared_name = unsafe { header.name.as_str() }.unwrap_or("?").to_owned();
     // SAFETY: as above.
     let version = unsafe { header.version.as_str() }.unwrap_or("?").to_owned();
-    let instance = init(name, header, config_json)?;
+    let instance = init(name, header, config_json, host)?;
     Ok(LoadedPlugin {
         name: name.into(),
         declared_name,
@@ -237,7 +264,8 @@ fn check_descriptor(name: &str, path: &Path, descriptor: &api::AbiDescriptor) ->
     };
     layout("descriptor", std::mem::size_of::<api::AbiDescriptor>(), descriptor.descriptor_size)?;
     layout("plugin header", std::mem::size_of::<api::PluginHeader>(), descriptor.header_size)?;
-    layout("auth vtable", std::mem::size_of::<api::AuthVtable>(), descriptor.auth_vtable_size)
+    layout("auth vtable", std::mem::size_of::<api::AuthVtable>(), descriptor.auth_vtable_size)?;
+    layout("protocol vtable", std::mem::size_of::<api::ProtocolVtable>(), descriptor.protocol_vtable_size)
 }
 
 fn check_header(name: &str, path: &Path, header: &api::PluginHeader) -> Result<(), PluginError> {
@@ -256,12 +284,24 @@ fn check_header(name: &str, path: &Path, header: &api::PluginHeader) -> Result<(
             None => layout("auth vtable", std::mem::size_of::<api::AuthVtable>(), 0)?,
         }
     }
+    if header.capabilities & api::CAPABILITY_PROTOCOL != 0 {
+        // SAFETY: as above.
+        match unsafe { header.protocol.as_ref() } {
+            Some(vtable) => layout("protocol vtable", std::mem::size_of::<api::ProtocolVtable>(), vtable.size)?,
+            None => layout("protocol vtable", std::mem::size_of::<api::ProtocolVtable>(), 0)?,
+        }
+    }
     Ok(())
 }
 
 /// Calls the plugin's `init` on this thread.
-fn init(name: &str, header: &'static api::PluginHeader, config_json: &str) -> Result<Instance, PluginError> {
-    let host = host_api(name);
+fn init(
+    name: &str,
+    header: &'static api::PluginHeader,
+    config_json: &str,
+    host: &'static PluginHost,
+) -> Result<Instance, PluginError> {
+    let host = host.api_for(name);
     let mut reply = ReplyBuffer::default();
     let mut instance: *mut c_void = std::ptr::null_mut();
     // SAFETY: `init` has the ABI's signature (checked by version and size); every pointer passed
@@ -275,19 +315,8 @@ fn init(name: &str, header: &'static api::PluginHeader, config_json: &str) -> Re
     }
 }
 
-/// The host API handed to one plugin: its `context` is the plugin's name, for the log.
-fn host_api(name: &str) -> &'static api::HostApi {
-    let name: &'static String = Box::leak(Box::new(name.to_owned()));
-    Box::leak(Box::new(api::HostApi {
-        size: std::mem::size_of::<api::HostApi>() as u32,
-        abi_version: api::ABI_VERSION,
-        log: host_log,
-        context: (name as *const String).cast(),
-    }))
-}
-
 /// Plugins log through our tracing. Must not panic: it is called from plugin frames.
-unsafe extern "C" fn host_log(context: *const c_void, level: u32, message: api::StrRef) {
+pub(crate) unsafe extern "C" fn host_log(context: *const c_void, level: u32, message: api::StrRef) {
     // SAFETY: the context is the leaked name from `host_api`.
     let plugin = unsafe { context.cast::<String>().as_ref() }.map_or("?", String::as_str);
     // SAFETY: the message is borrowed for this call.
@@ -314,14 +343,14 @@ fn truncate(text: &str) -> &str {
 
 /// Collects what a plugin replies through the `Reply` callbacks, bounded.
 #[derive(Default)]
-struct ReplyBuffer {
+pub(crate) struct ReplyBuffer {
     message: Option<String>,
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 impl ReplyBuffer {
     /// The C view of this buffer; valid while `self` is neither moved nor dropped.
-    fn raw(&mut self) -> api::Reply {
+    pub(crate) fn raw(&mut self) -> api::Reply {
         api::Reply {
             size: std::mem::size_of::<api::Reply>() as u32,
             context: (self as *mut ReplyBuffer).cast(),
@@ -330,7 +359,7 @@ impl ReplyBuffer {
         }
     }
 
-    fn take_message(&mut self) -> String {
+    pub(crate) fn take_message(&mut self) -> String {
         self.message.take().unwrap_or_else(|| "no reason given".into())
     }
 }
@@ -355,9 +384,9 @@ unsafe extern "C" fn reply_add_tag(context: *mut c_void, tag: api::StrRef) {
 }
 
 /// The outcome of one plugin call, copied out of the plugin.
-struct CallResult {
-    status: api::Status,
-    reply: ReplyBuffer,
+pub(crate) struct CallResult {
+    pub(crate) status: api::Status,
+    pub(crate) reply: ReplyBuffer,
 }
 
 /// Runs a blocking plugin call on the blocking pool, bounded in number and time. `None` if it
@@ -383,121 +412,4 @@ async fn call(
             None
         }
     }
-}
-
-/// A plugin's auth vtable as the core's `Authenticator`.
-#[derive(Debug)]
-pub struct PluginAuthenticator {
-    plugin: Arc<LoadedPlugin>,
-}
-
-impl PluginAuthenticator {
-    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<PluginAuthenticator, PluginError> {
-        if plugin.auth_vtable().is_none() {
-            return Err(PluginError::NotAuth { name: plugin.name.clone() });
-        }
-        Ok(PluginAuthenticator { plugin })
-    }
-
-    /// Logs a refusal the way its status calls for: a denial at debug, a failure or a panic as
-    /// an error (the backend is broken, not the client).
-    fn log_refusal(&self, what: &str, user: &str, result: &mut CallResult) {
-        let reason = result.reply.take_message();
-        match result.status {
-            api::STATUS_DENIED => tracing::debug!(plugin = %self.plugin.name, user, %reason, "{what} denied"),
-            api::STATUS_PANICKED => {
-                tracing::error!(plugin = %self.plugin.name, user, %reason, "{what}: plugin panicked")
-            }
-            status => tracing::error!(plugin = %self.plugin.name, user, status, %reason, "{what}: plugin failed"),
-        }
-    }
-}
-
-#[async_trait]
-impl Authenticator for PluginAuthenticator {
-    async fn authenticate(&self, credentials: &Credentials) -> CoreResult<Principal> {
-        let username = credentials.username.as_str().to_owned();
-        let password = credentials.password.clone();
-        let peer_address = credentials.peer.to_string();
-        let refused = || CoreError::LoginRefused { user: credentials.username.clone() };
-        let result = call(&self.plugin, move |plugin| {
-            let vtable = plugin.auth_vtable().expect("checked in PluginAuthenticator::new");
-            let request = api::AuthRequest {
-                size: std::mem::size_of::<api::AuthRequest>() as u32,
-                username: api::StrRef::new(&username),
-                password: api::StrRef::new(&password),
-                peer_address: api::StrRef::new(&peer_address),
-            };
-            let mut reply = ReplyBuffer::default();
-            // SAFETY: the vtable was checked at load; the request, reply and strings live for
-            // the call.
-            let status = unsafe { (vtable.authenticate)(plugin.instance.0, &request, &reply.raw()) };
-            CallResult { status, reply }
-        })
-        .await
-        .ok_or_else(refused)?;
-        let mut result = result;
-        if result.status != api::STATUS_OK {
-            self.log_refusal("login", credentials.username.as_str(), &mut result);
-            return Err(refused());
-        }
-        Ok(Principal {
-            user: credentials.username.clone(),
-            tags: result.reply.tags,
-            backend: 0,
-            peer: credentials.peer,
-        })
-    }
-
-    async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> CoreResult<()> {
-        let username = principal.user.as_str().to_owned();
-        let vhost_text = vhost.as_str().to_owned();
-        let peer_address = principal.peer.to_string();
-        let refused = || CoreError::VhostAccessRefused { vhost: vhost.clone(), user: principal.user.clone() };
-        let mut result = call(&self.plugin, move |plugin| {
-            let vtable = plugin.auth_vtable().expect("checked in PluginAuthenticator::new");
-            let request = api::VhostRequest {
-                size: std::mem::size_of::<api::VhostRequest>() as u32,
-                username: api::StrRef::new(&username),
-                vhost: api::StrRef::new(&vhost_text),
-                peer_address: api::StrRef::new(&peer_address),
-            };
-            let mut reply = ReplyBuffer::default();
-            // SAFETY: as in `authenticate`.
-            let status = unsafe { (vtable.authorize_vhost)(plugin.instance.0, &request, &reply.raw()) };
-            CallResult { status, reply }
-        })
-        .await
-        .ok_or_else(refused)?;
-        if result.status != api::STATUS_OK {
-            self.log_refusal("vhost access", principal.user.as_str(), &mut result);
-            return Err(refused());
-        }
-        Ok(())
-    }
-}
-
-/// Builds the authenticator `auth_backends` names: one backend alone, or a chain.
-pub fn authenticator(
-    backends: &[String],
-    internal: Arc<dyn Authenticator>,
-    plugins: &[Arc<LoadedPlugin>],
-) -> Result<Arc<dyn Authenticator>, PluginError> {
-    let mut chain: Vec<(String, Arc<dyn Authenticator>)> = Vec::new();
-    for name in backends {
-        let backend: Arc<dyn Authenticator> = if name == "internal" {
-            internal.clone()
-        } else {
-            let plugin = plugins
-                .iter()
-                .find(|plugin| &plugin.name == name)
-                .ok_or_else(|| PluginError::UnknownBackend { name: name.clone() })?;
-            Arc::new(PluginAuthenticator::new(plugin.clone())?)
-        };
-        chain.push((name.clone(), backend));
-    }
-    if chain.is_empty() {
-        return Ok(internal);
-    }
-    Ok(Arc::new(warren_core::auth::AuthChain::new(chain)))
 }
