@@ -248,3 +248,77 @@ async fn answers_are_cached_for_their_ttl() {
     assert!(!can_log_in(&broker, "inventory", "alice", "other-pass").await);
     assert!(!can_log_in(&broker, "/", "bob", "bob-pass").await);
 }
+
+/// The RESP port a broker's plugin logged.
+fn resp_port(broker: &Broker) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = broker.log_tail();
+        if let Some(rest) = log.split("listening protocol=resp addr=").nth(1) {
+            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            return address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port");
+        }
+        assert!(Instant::now() < deadline, "no RESP listening line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One RESP command over a raw connection, logged in as `user`; returns the command's reply line.
+fn resp_command(port: u16, user: &str, password: &str, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to RESP");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(format!("AUTH {user} {password}\r\n{command}\r\n").as_bytes()).expect("send");
+    let mut reader = BufReader::new(stream);
+    let mut auth = String::new();
+    reader.read_line(&mut auth).expect("AUTH reply");
+    assert_eq!(auth, "+OK\r\n", "{user} logs in");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("command reply");
+    reply.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn the_example_config_runs_both_plugins_with_resource_access_from_ldap() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
+    let slapd = Slapd::start();
+    build_plugins();
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins.toml"))
+        .expect("read examples/plugins.toml");
+    assert!(example.contains("ldap://127.0.0.1:3890") && example.contains("port = 6379"));
+    let config = example.replace("ldap://127.0.0.1:3890", &slapd.url()).replace("port = 6379", "port = 0");
+    let broker = Broker::start_with_config(&config);
+    let port = resp_port(&broker);
+
+    // resource_access_query: bob configures only bob-* queues; alice (admins) anything.
+    let bob = amqp_login(&broker, "/", "bob", "bob-pass").await.expect("bob logs in");
+    let channel = bob.create_channel().await.expect("channel");
+    channel.queue_declare("bob-work", QueueDeclareOptions::default(), FieldTable::default()).await.expect("his own");
+    let refused = channel.queue_declare("alice-work", QueueDeclareOptions::default(), FieldTable::default()).await;
+    assert_eq!(refused.err().and_then(|error| common::reply_code(&error)), Some(403));
+    let alice = amqp_login(&broker, "/", "alice", "alice-pass").await.expect("alice logs in");
+    let channel = alice.create_channel().await.expect("channel");
+    channel.queue_declare("shared-work", QueueDeclareOptions::default(), FieldTable::default()).await.expect("admin");
+
+    // The RESP front-end logs in through LDAP and is held to the same permissions.
+    assert_eq!(resp_command(port, "bob", "bob-pass", "RPUSH bob-jobs one"), ":1");
+    let refused = resp_command(port, "bob", "bob-pass", "RPUSH alice-jobs one");
+    assert!(refused.starts_with("-ERR access to queue 'alice-jobs' in vhost '/' refused for user 'bob'"), "{refused}");
+    assert_eq!(resp_command(port, "alice", "alice-pass", "RPUSH alice-jobs one"), ":1");
+    // carol is in no group: LDAP knows her password, but she may not open "/", so the session
+    // (which opens the vhost) is refused.
+    let carol = resp_command_raw(port, "AUTH carol carol-pass\r\n");
+    assert!(carol.starts_with("-WRONGPASS"), "{carol}");
+}
+
+/// Sends raw RESP and returns the first reply line.
+fn resp_command_raw(port: u16, bytes: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to RESP");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(bytes.as_bytes()).expect("send");
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).expect("reply");
+    reply.trim_end().to_owned()
+}

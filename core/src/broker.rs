@@ -225,6 +225,11 @@ impl Broker {
         self.authenticator.authenticate(credentials).await
     }
 
+    /// A session's resource permissions in a vhost it has opened.
+    pub fn access(&self, principal: &Principal, vhost: &VhostName) -> Arc<crate::auth::Access> {
+        Arc::new(crate::auth::Access::new(self.authenticator.clone(), principal.clone(), vhost.clone()))
+    }
+
     /// Opens a vhost for an authenticated principal.
     pub async fn open_vhost(&self, principal: &Principal, name: &VhostName) -> Result<Arc<Vhost>> {
         let vhost = self.vhost(name).ok_or_else(|| Error::VhostNotFound { vhost: name.clone() })?;

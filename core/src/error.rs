@@ -87,6 +87,16 @@ pub enum Error {
     #[error("access to vhost '{vhost}' refused for user '{user}'")]
     VhostAccessRefused { vhost: VhostName, user: UserName },
 
+    /// RabbitMQ's words for a missing configure, write or read permission.
+    #[error("access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'")]
+    AccessRefused {
+        kind: crate::auth::ResourceKind,
+        name: String,
+        vhost: VhostName,
+        user: UserName,
+        permission: crate::auth::Permission,
+    },
+
     #[error("login refused for user '{user}'")]
     LoginRefused { user: UserName },
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use warren_core::auth::{Authenticator, Credentials, Principal};
+use warren_core::auth::{Authenticator, Credentials, Permission, Principal, ResourceKind};
 use warren_core::error::{Error as CoreError, Result as CoreResult};
 use warren_core::name::VhostName;
 use warren_plugin_api as api;
@@ -96,6 +96,55 @@ impl Authenticator for PluginAuthenticator {
         .ok_or_else(refused)?;
         if result.status != api::STATUS_OK {
             self.log_refusal("vhost access", principal.user.as_str(), &mut result);
+            return Err(refused());
+        }
+        Ok(())
+    }
+
+    async fn authorize_resource(
+        &self,
+        principal: &Principal,
+        vhost: &VhostName,
+        kind: ResourceKind,
+        name: &str,
+        permission: Permission,
+    ) -> CoreResult<()> {
+        let username = principal.user.as_str().to_owned();
+        let vhost_text = vhost.as_str().to_owned();
+        let name_text = name.to_owned();
+        let refused = || CoreError::AccessRefused {
+            kind,
+            name: name.to_owned(),
+            vhost: vhost.clone(),
+            user: principal.user.clone(),
+            permission,
+        };
+        let mut result = call(&self.plugin, move |plugin| {
+            let vtable = plugin.auth_vtable().expect("checked in PluginAuthenticator::new");
+            let request = api::ResourceRequest {
+                size: std::mem::size_of::<api::ResourceRequest>() as u32,
+                username: api::StrRef::new(&username),
+                vhost: api::StrRef::new(&vhost_text),
+                kind: match kind {
+                    ResourceKind::Queue => api::RESOURCE_QUEUE,
+                    ResourceKind::Exchange => api::RESOURCE_EXCHANGE,
+                },
+                name: api::StrRef::new(&name_text),
+                permission: match permission {
+                    Permission::Configure => api::PERMISSION_CONFIGURE,
+                    Permission::Write => api::PERMISSION_WRITE,
+                    Permission::Read => api::PERMISSION_READ,
+                },
+            };
+            let mut reply = ReplyBuffer::default();
+            // SAFETY: as in `authenticate`.
+            let status = unsafe { (vtable.authorize_resource)(plugin.instance.0, &request, &reply.raw()) };
+            CallResult { status, reply }
+        })
+        .await
+        .ok_or_else(refused)?;
+        if result.status != api::STATUS_OK {
+            self.log_refusal("resource access", principal.user.as_str(), &mut result);
             return Err(refused());
         }
         Ok(())

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warren_core::auth::Credentials;
+use warren_core::auth::{Access, Credentials, Permission, ResourceKind};
 use warren_core::journal::{self};
 use warren_core::message::Message;
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, ExchangeName, QueueName, UserName, VhostName};
@@ -49,6 +49,8 @@ pub struct PluginHost {
 /// One logged-in client of a protocol plugin.
 struct HostSession {
     vhost: Arc<Vhost>,
+    /// The user's resource permissions, checked by every call below as the other protocols do.
+    access: Arc<Access>,
     connection: ConnectionId,
     subscriptions: Mutex<HashMap<u64, HostSubscription>>,
     /// Its place under the broker's connection limit.
@@ -164,6 +166,17 @@ impl PluginHost {
         Ok(self.runtime.block_on(work))
     }
 
+    /// A resource permission of the session's user.
+    fn check(
+        &self,
+        session: &HostSession,
+        kind: ResourceKind,
+        name: &str,
+        permission: Permission,
+    ) -> Result<(), Refusal> {
+        self.block_on(session.access.check(kind, name, permission))?.map_err(refused)
+    }
+
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -189,12 +202,14 @@ impl PluginHost {
         let vhost_name = VhostName::new(vhost);
         let opened = self.block_on(async {
             let principal = broker.authenticate(&credentials).await?;
-            broker.open_vhost(&principal, &vhost_name).await
+            let vhost = broker.open_vhost(&principal, &vhost_name).await?;
+            Ok::<_, warren_core::Error>((vhost, broker.access(&principal, &vhost_name)))
         })?;
-        let vhost = opened.map_err(refused)?;
+        let (vhost, access) = opened.map_err(refused)?;
         let id = self.next_id();
         let connection = broker.next_connection_id();
-        let session = HostSession { vhost, connection, subscriptions: Mutex::new(HashMap::new()), _permit: permit };
+        let session =
+            HostSession { vhost, access, connection, subscriptions: Mutex::new(HashMap::new()), _permit: permit };
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, Arc::new(session));
         Ok(id)
     }
@@ -223,6 +238,7 @@ impl PluginHost {
         let (Some(exchange), Some(routing_key)) = (exchange, routing_key) else {
             return Err(failed("exchange or routing key is not UTF-8"));
         };
+        self.check(&session, ResourceKind::Exchange, exchange, Permission::Write)?;
         let exchange = session.vhost.exchange(&ExchangeName::new(exchange)).map_err(refused)?;
         let properties =
             Properties { delivery_mode: Some(if request.persistent == 1 { 2 } else { 1 }), ..Properties::default() };
@@ -262,6 +278,7 @@ impl PluginHost {
         if name.is_empty() {
             return Err(refused("a queue needs a name"));
         }
+        self.check(&session, ResourceKind::Queue, name, Permission::Configure)?;
         let options = QueueOptions {
             durability: if durable { Durability::Durable } else { Durability::Transient },
             exclusive_owner: None,
@@ -288,6 +305,7 @@ impl PluginHost {
         let (Some(exchange), Some(key)) = (exchange, key) else {
             return Err(failed("exchange or binding key is not UTF-8"));
         };
+        self.check(&session, ResourceKind::Exchange, exchange, Permission::Read)?;
         let options = QueueOptions {
             durability: Durability::Transient,
             exclusive_owner: Some(session.connection),
@@ -348,6 +366,7 @@ impl PluginHost {
         for name in names {
             // SAFETY: borrowed for this call.
             let name = unsafe { name.as_str() }.ok_or_else(|| failed("queue name is not UTF-8"))?;
+            self.check(&session, ResourceKind::Queue, name, Permission::Read)?;
             queues.push(session.vhost.queue(&QueueName::new(name), session.connection).map_err(refused)?);
         }
         let first_id = self.next_id.fetch_add(queues.len() as u64, Ordering::Relaxed);

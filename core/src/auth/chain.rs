@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Authenticator, Credentials, Principal};
+use super::{Authenticator, Credentials, Permission, Principal, ResourceKind};
 use crate::error::{Error, Result};
 use crate::name::VhostName;
 
@@ -59,6 +59,26 @@ impl Authenticator for AuthChain {
         match self.backends.get(principal.backend) {
             Some((_, backend)) => backend.authorize_vhost(principal, vhost).await,
             None => Err(Error::VhostAccessRefused { vhost: vhost.clone(), user: principal.user.clone() }),
+        }
+    }
+
+    async fn authorize_resource(
+        &self,
+        principal: &Principal,
+        vhost: &VhostName,
+        kind: ResourceKind,
+        name: &str,
+        permission: Permission,
+    ) -> Result<()> {
+        match self.backends.get(principal.backend) {
+            Some((_, backend)) => backend.authorize_resource(principal, vhost, kind, name, permission).await,
+            None => Err(Error::AccessRefused {
+                kind,
+                name: name.to_owned(),
+                vhost: vhost.clone(),
+                user: principal.user.clone(),
+                permission,
+            }),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::{Authenticator, Credentials, Principal};
+use super::{Authenticator, Credentials, Permission, Principal, ResourceKind};
 use crate::error::{Error, Result};
 use crate::name::{UserName, VhostName};
 
@@ -193,6 +193,41 @@ impl Authenticator for InternalUsers {
             Err(Error::VhostAccessRefused { vhost: vhost.clone(), user: principal.user.clone() })
         }
     }
+
+    /// The user's pattern for the permission must match the name, as RabbitMQ's regular
+    /// expressions do (unanchored); an empty pattern grants nothing.
+    async fn authorize_resource(
+        &self,
+        principal: &Principal,
+        vhost: &VhostName,
+        kind: ResourceKind,
+        name: &str,
+        permission: Permission,
+    ) -> Result<()> {
+        let pattern =
+            self.read().get(&principal.user).and_then(|user| user.permissions.get(vhost)).map(
+                |granted| match permission {
+                    Permission::Configure => granted.configure.clone(),
+                    Permission::Write => granted.write.clone(),
+                    Permission::Read => granted.read.clone(),
+                },
+            );
+        let allowed = pattern
+            .filter(|pattern| !pattern.is_empty())
+            .and_then(|pattern| regex::Regex::new(&pattern).ok())
+            .is_some_and(|regex| regex.is_match(name));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::AccessRefused {
+                kind,
+                name: name.to_owned(),
+                vhost: vhost.clone(),
+                user: principal.user.clone(),
+                permission,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +262,38 @@ mod tests {
         assert_eq!(wrong, Err(Error::LoginRefused { user: UserName::new("guest") }));
         let unknown = block_on(users.authenticate(&credentials("alice", "guest", "127.0.0.1:1")));
         assert_eq!(unknown, Err(Error::LoginRefused { user: UserName::new("alice") }));
+    }
+
+    #[test]
+    fn resource_permissions_are_unanchored_regexes_and_empty_grants_nothing() {
+        let users = InternalUsers::with_default_guest();
+        let vhost = VhostName::new("/");
+        let permissions = Permissions { configure: "^bob-".into(), write: String::new(), read: "amq\\.default".into() };
+        users.put(User {
+            name: UserName::new("bob"),
+            password_hash: hash_password("x"),
+            tags: vec![],
+            permissions: HashMap::from([(vhost.clone(), permissions)]),
+        });
+        let bob = Principal {
+            user: UserName::new("bob"),
+            tags: vec![],
+            backend: 0,
+            peer: "127.0.0.1:1".parse().expect("address"),
+        };
+        let check = |kind, name, permission| block_on(users.authorize_resource(&bob, &vhost, kind, name, permission));
+        assert!(check(ResourceKind::Queue, "bob-1", Permission::Configure).is_ok());
+        assert!(check(ResourceKind::Queue, "alice-1", Permission::Configure).is_err());
+        assert!(check(ResourceKind::Queue, "bob-1", Permission::Write).is_err(), "an empty pattern grants nothing");
+        assert!(check(ResourceKind::Exchange, "amq.default", Permission::Read).is_ok());
+        let other_vhost = block_on(users.authorize_resource(
+            &bob,
+            &VhostName::new("x"),
+            ResourceKind::Queue,
+            "bob-1",
+            Permission::Configure,
+        ));
+        assert!(other_vhost.is_err(), "no permissions in a vhost: nothing");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! # Layout
 //! - `internal`: the broker's own user database, with RabbitMQ's password hashes.
 //! - `chain`: several backends tried in order, as RabbitMQ's `auth_backends`.
+//! - `access`: resource permissions (configure, write, read) and a session's cache of them.
 
+mod access;
 mod chain;
 mod internal;
 
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
+pub use access::{permission_name, Access, Permission, ResourceKind};
 pub use chain::AuthChain;
 pub use internal::{hash_password, InternalUsers, Permissions, User, PASSWORD_HASHING};
 
@@ -48,4 +51,18 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
 
     /// Whether `principal` may open `vhost`.
     async fn authorize_vhost(&self, principal: &Principal, vhost: &VhostName) -> Result<()>;
+
+    /// Whether `principal` may do `permission` to a queue or exchange of `vhost` (the default
+    /// exchange is named `amq.default` here). Backends without resource permissions allow
+    /// everything in a vhost they let the user open.
+    async fn authorize_resource(
+        &self,
+        _principal: &Principal,
+        _vhost: &VhostName,
+        _kind: ResourceKind,
+        _name: &str,
+        _permission: Permission,
+    ) -> Result<()> {
+        Ok(())
+    }
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use warren_core::auth::{Credentials, Principal};
+use warren_core::auth::{Access, Credentials, Principal};
 use warren_core::journal::{self, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, UserName, VhostName};
 use warren_core::value::{Table, Value};
@@ -92,6 +92,8 @@ pub struct Connection {
     phase: Phase,
     pub(crate) principal: Option<Principal>,
     pub(crate) vhost: Option<Arc<Vhost>>,
+    /// The user's resource permissions in the vhost, with the answers seen so far.
+    access: Option<Arc<Access>>,
     pub(crate) channels: HashMap<u16, Channel>,
     /// Which channel and tag each of our consumers belongs to.
     pub(crate) consumers: HashMap<ConsumerId, (u16, ConsumerTag)>,
@@ -165,6 +167,7 @@ impl Connection {
             phase: Phase::AwaitStartOk,
             principal: None,
             vhost: None,
+            access: None,
             channels: HashMap::new(),
             consumers: HashMap::new(),
             next_consumer: 1,
@@ -373,12 +376,29 @@ impl Connection {
         match frame {
             Frame::Heartbeat => {}
             Frame::Method { channel: 0, method } => self.connection_method(method).await,
-            Frame::Method { channel, method } => self.channel_frame(channel, ChannelFrame::Method(method)),
+            Frame::Method { channel, method } => {
+                if let Err(close) = self.authorize(channel, &method).await {
+                    return self.fail(channel, close.during(method.id()));
+                }
+                self.channel_frame(channel, ChannelFrame::Method(method))
+            }
             Frame::Header { channel, body_size, properties, .. } => {
                 self.channel_frame(channel, ChannelFrame::Header(body_size, properties))
             }
             Frame::Body { channel, payload } => self.channel_frame(channel, ChannelFrame::Body(payload)),
         }
+    }
+
+    /// Checks the permissions a method on an open channel needs, before it runs.
+    async fn authorize(&mut self, channel_id: u16, method: &Method) -> Result<(), Close> {
+        let Some(access) = self.access.clone() else { return Ok(()) };
+        let Some(channel) = self.channels.get(&channel_id).filter(|channel| channel.state == ChannelState::Open) else {
+            return Ok(());
+        };
+        for (kind, name, permission) in crate::authorize::required(method, channel.last_queue.as_ref()) {
+            access.check(kind, &name, permission).await.map_err(Close::from)?;
+        }
+        Ok(())
     }
 
     async fn connection_method(&mut self, method: Method) {
@@ -496,6 +516,7 @@ impl Connection {
         let name = VhostName::new(&open.virtual_host);
         let vhost = self.broker.open_vhost(&principal, &name).await.map_err(Close::from)?;
         self.vhost = Some(vhost);
+        self.access = Some(self.broker.access(&principal, &name));
         self.phase = Phase::Open;
         info!(connection = self.id.0, peer = %self.peer, user = %principal.user, vhost = %name, "connection open");
         self.send(0, Method::ConnectionOpenOk(connection::OpenOk { known_hosts: String::new() }));

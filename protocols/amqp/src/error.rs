@@ -104,7 +104,8 @@ impl From<Error> for Close {
             Error::QueueInExclusiveUse { .. }
             | Error::ReservedName { .. }
             | Error::DefaultExchange
-            | Error::InternalExchange { .. } => (Scope::Channel, ACCESS_REFUSED),
+            | Error::InternalExchange { .. }
+            | Error::AccessRefused { .. } => (Scope::Channel, ACCESS_REFUSED),
             Error::Inequivalent { .. }
             | Error::QueueInUse { .. }
             | Error::QueueNotEmpty { .. }

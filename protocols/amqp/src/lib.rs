@@ -3,6 +3,7 @@
 //! frames; it holds no broker state of its own beyond each connection's channels.
 //!
 //! # Layout
+//! - `authorize`: the permissions (configure, write, read) each channel method needs.
 //! - `channel`: one channel's state: publish assembly, confirms, consumers, unacked deliveries.
 //! - `codec`: sans-IO frame codec; methods generated from the spec JSON.
 //! - `connection`: the I/O loop, handshake, frame routing, heartbeats, close handshakes.
@@ -12,6 +13,7 @@
 //! - `translate`: pure functions between AMQP forms and the core's.
 //! - `tx`: transactions.
 
+mod authorize;
 mod channel;
 pub mod codec;
 pub mod connection;

@@ -31,6 +31,11 @@ impl Session {
         if publish.topic.is_empty() || mqttbytes::has_wildcards(&publish.topic) {
             return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
         }
+        if !self.permitted.publish {
+            // MQTT 3.1.1 has no way to refuse one PUBLISH: RabbitMQ closes the connection.
+            warn!(client_id = %self.client_id, "no write permission on amq.topic; disconnecting");
+            return Some(End::Abnormal("publish not authorised"));
+        }
         if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&publish.pkid) {
             // A resend before PUBREL: already routed once, so only acknowledge again (after the
             // first acknowledgement, if that still waits for the store).
@@ -106,6 +111,9 @@ impl Session {
     }
 
     pub(crate) fn publish_will(&mut self, will: LastWill) {
+        if !self.permitted.publish {
+            return;
+        }
         if will.retain {
             let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
             // Nobody waits for a will's acknowledgement; a store failure is logged by `retain`.
@@ -127,6 +135,11 @@ impl Session {
             // come back as a wildcard after a restart), so a persistent session cannot use it.
             if !self.clean_session && filter.path.split('/').any(|level| level == "*") {
                 warn!(client_id = %self.client_id, filter = %filter.path, "a `*` level cannot be stored; refused");
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            if !self.permitted.subscribe {
+                warn!(client_id = %self.client_id, filter = %filter.path, "no permission to subscribe");
                 codes.push(SubscribeReasonCode::Failure);
                 continue;
             }

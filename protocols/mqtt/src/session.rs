@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use warren_core::auth::{Credentials, Principal};
+use warren_core::auth::{Access, Credentials, Principal};
 use warren_core::journal::{self, ConfirmQueue, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, UserName, VhostName};
 use warren_core::queue::{Consumer, Inbox};
@@ -42,6 +42,30 @@ pub(crate) enum End {
     Abnormal(&'static str),
 }
 
+/// What a session may do, from its user's resource permissions.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Permitted {
+    pub(crate) publish: bool,
+    pub(crate) subscribe: bool,
+}
+
+impl Permitted {
+    async fn check(access: &Access, queue: &warren_core::name::QueueName) -> Permitted {
+        use warren_core::auth::{Permission, ResourceKind};
+        let topic = crate::inbound::TOPIC_EXCHANGE;
+        let publish = access.check(ResourceKind::Exchange, topic, Permission::Write).await.is_ok();
+        let subscribe = access
+            .check_all(&[
+                (ResourceKind::Queue, queue.as_str(), Permission::Configure),
+                (ResourceKind::Queue, queue.as_str(), Permission::Write),
+                (ResourceKind::Exchange, topic, Permission::Read),
+            ])
+            .await
+            .is_ok();
+        Permitted { publish, subscribe }
+    }
+}
+
 pub(crate) struct Session {
     pub(crate) state: Arc<MqttState>,
     pub(crate) peer: SocketAddr,
@@ -51,6 +75,11 @@ pub(crate) struct Session {
     keep_alive: Duration,
     pub(crate) vhost: Arc<Vhost>,
     pub(crate) will: Option<LastWill>,
+    /// What the user's permissions allow, checked once at connect (every MQTT publish goes to
+    /// `amq.topic`, every subscription binds the session's queue to it): as RabbitMQ's plugin
+    /// checks write on `amq.topic` to publish, and configure and write on the session queue
+    /// and read on `amq.topic` to subscribe.
+    pub(crate) permitted: Permitted,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -216,6 +245,7 @@ async fn open(
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will,
+        permitted: Permitted::default(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -229,6 +259,7 @@ async fn open(
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
     };
+    session.permitted = Permitted::check(&state.broker.access(&principal, &vhost_name), &session.queue_name()).await;
     let session_present = session.resume(previous.map(|entry| entry.subscriptions));
     session.sync_subscriptions();
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");

@@ -2,12 +2,14 @@
 //! `amq.topic`, shared with MQTT and AMQP), `/exchange/`, `/amq/queue/` and `/temp-queue/`.
 //!
 //! # Layout
+//! - `authorize`: the permissions (configure, write, read) each frame needs.
 //! - `codec`: frames, header escaping, content-length bodies, bounds.
 //! - `destination`: destination strings.
 //! - `messaging`: SEND, SUBSCRIBE, ACK/NACK, MESSAGE delivery, release.
 //! - `session`: CONNECT, versions, heart-beats, transactions, receipts, errors, the read loop.
 //! - `translate`: headers to message properties and back.
 
+mod authorize;
 pub mod codec;
 pub mod destination;
 mod messaging;

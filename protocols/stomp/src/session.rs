@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
-use warren_core::auth::Credentials;
+use warren_core::auth::{Access, Credentials};
 use warren_core::journal::{self, ConfirmQueue, Lsn, SyncState};
 use warren_core::name::{UserName, VhostName};
 use warren_core::queue::Inbox;
@@ -105,6 +105,8 @@ pub(crate) struct Session {
     pub(crate) version: Version,
     pub(crate) escaping: Escaping,
     pub(crate) vhost: Arc<Vhost>,
+    /// The user's resource permissions in the vhost, checked before each SEND and SUBSCRIBE.
+    access: Arc<Access>,
     pub(crate) inbox: Arc<Inbox>,
     /// By subscription id.
     pub(crate) subscriptions: HashMap<String, Subscription>,
@@ -195,8 +197,8 @@ async fn accept<R: AsyncRead + Unpin>(
         send_error(chunks, "Supported protocol versions are 1.0,1.1,1.2", "").await;
         return None;
     };
-    let vhost = match login(&frame, peer, state).await {
-        Ok(vhost) => vhost,
+    let (vhost, access) = match login(&frame, peer, state).await {
+        Ok(opened) => opened,
         Err(reason) => {
             warn!(%peer, reason, "stomp login refused");
             send_error(chunks, "Access refused", reason).await;
@@ -228,6 +230,7 @@ async fn accept<R: AsyncRead + Unpin>(
             Version::V12 => Escaping::Stomp12,
         },
         vhost,
+        access,
         inbox: Inbox::new(warren_core::limits::INBOX_CAPACITY),
         subscriptions: HashMap::new(),
         unacked: Vec::new(),
@@ -273,7 +276,8 @@ fn heartbeats(client: Option<&str>, version: Version, floor_ms: u64) -> (u64, u6
 /// Authenticates `login`/`passcode` and opens the vhost named by `host`. As clients such as
 /// stomp.py put the server's host name there, a `host` that names no vhost means the default
 /// vhost `/`.
-async fn login(frame: &Frame, peer: SocketAddr, state: &StompState) -> Result<Arc<Vhost>, &'static str> {
+/// Logs in and opens the vhost; returns it with the user's resource permissions there.
+async fn login(frame: &Frame, peer: SocketAddr, state: &StompState) -> Result<(Arc<Vhost>, Arc<Access>), &'static str> {
     let (user, password) = match (frame.header("login"), frame.header("passcode")) {
         (Some(user), password) => (user.to_owned(), password.unwrap_or_default().to_owned()),
         (None, _) if state.config.allow_anonymous => ("guest".to_owned(), "guest".to_owned()),
@@ -283,7 +287,8 @@ async fn login(frame: &Frame, peer: SocketAddr, state: &StompState) -> Result<Ar
     let principal = state.broker.authenticate(&credentials).await.map_err(|_| "login refused")?;
     let host = frame.header("host").map(VhostName::new).filter(|name| state.broker.vhost(name).is_some());
     let vhost_name = host.unwrap_or_else(|| VhostName::new("/"));
-    state.broker.open_vhost(&principal, &vhost_name).await.map_err(|_| "access to the vhost refused")
+    let vhost = state.broker.open_vhost(&principal, &vhost_name).await.map_err(|_| "access to the vhost refused")?;
+    Ok((vhost, state.broker.access(&principal, &vhost_name)))
 }
 
 async fn send_error(chunks: &mpsc::Sender<Bytes>, message: &str, detail: &str) {
@@ -310,7 +315,7 @@ impl Session {
         let mut last_read = Instant::now();
         let mut sizer = warren_net::ReadSizer::new();
         let mut heartbeat_check = tokio::time::interval(Duration::from_millis(500));
-        if let Some(end) = self.process(buffer) {
+        if let Some(end) = self.process(buffer).await {
             return end;
         }
         loop {
@@ -329,7 +334,7 @@ impl Session {
                 _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
                     self.paused_on = None;
                     last_read = Instant::now();
-                    if let Some(end) = self.process(buffer) {
+                    if let Some(end) = self.process(buffer).await {
                         return end;
                     }
                     self.drain_inbox();
@@ -339,7 +344,7 @@ impl Session {
                     Ok(read) => {
                         sizer.observe(read);
                         last_read = Instant::now();
-                        if let Some(end) = self.process(buffer) {
+                        if let Some(end) = self.process(buffer).await {
                             return end;
                         }
                         self.drain_inbox();
@@ -367,10 +372,15 @@ impl Session {
     }
 
     /// Handles every complete frame in the buffer; `Some` when the connection must end.
-    fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
+    async fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
         while self.paused_on.is_none() {
             match codec::decode_resuming(buffer, &self.state.config.limits, self.escaping, &mut self.searched) {
                 Ok(Some(frame)) => {
+                    for (kind, name, permission) in crate::authorize::required(&frame) {
+                        if let Err(error) = self.access.check(kind, &name, permission).await {
+                            return Some(self.error("access_refused", &error.to_string()));
+                        }
+                    }
                     if let Some(end) = self.handle(frame) {
                         return Some(end);
                     }
