@@ -41,7 +41,8 @@ pub struct Flags {
 /// What to do instead of running the broker.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Loads the configured plugins as startup would, lists them, and exits.
+    /// Loads the configured plugins and checks auth_backends as startup does, lists the
+    /// plugins, and exits; no listener starts.
     Plugins,
 }
 

@@ -3,7 +3,8 @@
 //! export. Every change is stored with the durable definitions, so it survives a restart.
 //!
 //! Requests authenticate with HTTP basic auth as a user tagged `administrator`, through the
-//! internal user database (RabbitMQ's default for its management plugin too).
+//! broker's auth backends (`auth_backends`: the internal database, then plugins such as LDAP,
+//! whose tag queries can grant `administrator`), as RabbitMQ's management plugin does.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

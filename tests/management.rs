@@ -184,14 +184,18 @@ async fn resource_permissions_are_enforced_over_amqp_mqtt_and_stomp() {
             .await
     });
     assert_eq!(declare_exchange.await, Some(403), "configure on an exchange");
-    let publish_topic = refused_with(&connection, |channel| async move {
-        channel
-            .basic_publish("amq.topic", "a", BasicPublishOptions::default(), b"x", BasicProperties::default())
-            .await?;
-        // The refusal closes the channel asynchronously; a round trip surfaces it.
-        channel.queue_declare("bob-inbox", QueueDeclareOptions::default(), FieldTable::default()).await
+    // A refused publish closes the channel asynchronously: the close reaches lapin's error hook.
+    let channel = connection.create_channel().await.expect("channel");
+    let (closed, mut close_code) = tokio::sync::mpsc::channel(1);
+    channel.on_error(move |error| {
+        let _ = closed.try_send(common::reply_code(&error));
     });
-    assert_eq!(publish_topic.await, Some(403), "write on amq.topic");
+    channel
+        .basic_publish("amq.topic", "a", BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .await
+        .expect("the publish is sent");
+    let code = common::within("the channel close", close_code.recv()).await;
+    assert_eq!(code, Some(Some(403)), "write on amq.topic");
 
     // MQTT needs write on amq.topic to publish and read on it to subscribe: bob has neither.
     let mut mqtt = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect to MQTT");

@@ -97,6 +97,11 @@ pub enum Error {
         permission: crate::auth::Permission,
     },
 
+    /// An auth backend could not answer (its server is down, it timed out, it failed): the
+    /// request is refused, but the refusal is not remembered.
+    #[error("the auth backend '{backend}' could not decide: {reason}")]
+    AuthBackendFailed { backend: String, reason: String },
+
     #[error("login refused for user '{user}'")]
     LoginRefused { user: UserName },
 

@@ -142,12 +142,21 @@ impl Authenticator for PluginAuthenticator {
             CallResult { status, reply }
         })
         .await
-        .ok_or_else(refused)?;
-        if result.status != api::STATUS_OK {
-            self.log_refusal("resource access", principal.user.as_str(), &mut result);
-            return Err(refused());
+        .ok_or_else(|| CoreError::AuthBackendFailed {
+            backend: self.plugin.name.clone(),
+            reason: "the call did not complete".into(),
+        })?;
+        match result.status {
+            api::STATUS_OK => Ok(()),
+            api::STATUS_DENIED => {
+                self.log_refusal("resource access", principal.user.as_str(), &mut result);
+                Err(refused())
+            }
+            _ => {
+                self.log_refusal("resource access", principal.user.as_str(), &mut result);
+                Err(CoreError::AuthBackendFailed { backend: self.plugin.name.clone(), reason: "no answer".into() })
+            }
         }
-        Ok(())
     }
 }
 

@@ -52,7 +52,9 @@ struct HostSession {
     /// The user's resource permissions, checked by every call below as the other protocols do.
     access: Arc<Access>,
     connection: ConnectionId,
-    subscriptions: Mutex<HashMap<u64, HostSubscription>>,
+    /// `None` once the session is closed, so that a subscribe racing the close ends at once
+    /// instead of outliving it.
+    subscriptions: Mutex<Option<HashMap<u64, HostSubscription>>>,
     /// Its place under the broker's connection limit.
     _permit: OwnedSemaphorePermit,
 }
@@ -209,7 +211,7 @@ impl PluginHost {
         let id = self.next_id();
         let connection = broker.next_connection_id();
         let session =
-            HostSession { vhost, access, connection, subscriptions: Mutex::new(HashMap::new()), _permit: permit };
+            HostSession { vhost, access, connection, subscriptions: Mutex::new(Some(HashMap::new())), _permit: permit };
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, Arc::new(session));
         Ok(id)
     }
@@ -217,14 +219,13 @@ impl PluginHost {
     fn close(&self, id: u64) {
         let session = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
         if let Some(session) = session {
-            let subscriptions: Vec<HostSubscription> = session
+            let subscriptions = session
                 .subscriptions
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .drain()
-                .map(|(_, s)| s)
-                .collect();
-            for subscription in subscriptions {
+                .take()
+                .unwrap_or_default();
+            for subscription in subscriptions.into_values() {
                 session.end(subscription);
             }
         }
@@ -347,13 +348,30 @@ impl PluginHost {
         // Deliveries that arrived meanwhile wait in the inbox, which stays marked ready.
         let pump = self.runtime.spawn(pump(inbox.clone(), Sink(sink), id)).abort_handle();
         let subscription = HostSubscription { queue, consumer, inbox, pump };
-        session.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, subscription);
+        let mut subscriptions = session.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match subscriptions.as_mut() {
+            Some(subscriptions) => {
+                subscriptions.insert(id, subscription);
+            }
+            None => {
+                // The session closed meanwhile: the subscription ends now. Its sink is the
+                // pump's already (released when the pump goes), so this is not an error the
+                // plugin would answer by releasing the sink itself.
+                drop(subscriptions);
+                session.end(subscription);
+            }
+        }
         Ok(id)
     }
 
     fn unsubscribe(&self, session: u64, subscription: u64) -> Result<(), Refusal> {
         let session = self.session(session)?;
-        let found = session.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&subscription);
+        let found = session
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_mut()
+            .and_then(|subscriptions| subscriptions.remove(&subscription));
         if let Some(found) = found {
             session.end(found);
         }

@@ -91,7 +91,7 @@ pub struct LoadedPlugin {
     header: &'static api::PluginHeader,
     /// The opaque instance `init` returned; passed to every call.
     pub(crate) instance: Instance,
-    calls: Semaphore,
+    calls: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -239,7 +239,7 @@ fn load(
         abi_version: descriptor.abi_version,
         header,
         instance,
-        calls: Semaphore::new(PLUGIN_CALLS_MAX),
+        calls: Arc::new(Semaphore::new(PLUGIN_CALLS_MAX)),
     })
 }
 
@@ -396,11 +396,19 @@ async fn call(
     body: impl FnOnce(&LoadedPlugin) -> CallResult + Send + 'static,
 ) -> Option<CallResult> {
     let deadline = tokio::time::Instant::now() + PLUGIN_CALL_TIMEOUT;
-    let permit = tokio::time::timeout_at(deadline, plugin.calls.acquire()).await.ok()?.ok()?;
+    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, plugin.calls.clone().acquire_owned()).await else {
+        tracing::error!(plugin = %plugin.name, calls = PLUGIN_CALLS_MAX, "plugin busy: every call slot is taken");
+        return None;
+    };
     let owned = plugin.clone();
-    let task = tokio::task::spawn_blocking(move || body(&owned));
+    // The slot goes with the call and is freed only when the call returns, even after we stop
+    // waiting for it: a plugin that hangs holds at most PLUGIN_CALLS_MAX threads.
+    let task = tokio::task::spawn_blocking(move || {
+        let result = body(&owned);
+        drop(permit);
+        result
+    });
     let result = tokio::time::timeout_at(deadline, task).await;
-    drop(permit);
     match result {
         Ok(Ok(result)) => Some(result),
         Ok(Err(error)) => {

@@ -94,11 +94,16 @@ impl Access {
                 let answer =
                     self.authenticator.authorize_resource(&self.principal, &self.vhost, kind, name, permission).await;
                 let allowed = answer.is_ok();
-                let mut answers = self.answers.lock().expect("access cache lock poisoned");
-                if answers.len() >= ACCESS_CACHE_ENTRIES_MAX {
-                    answers.clear();
+                // A backend that could not decide is asked again next time: a passing outage
+                // must not deny a resource for the rest of the session.
+                let decided = !matches!(answer, Err(Error::AuthBackendFailed { .. }));
+                if decided {
+                    let mut answers = self.answers.lock().expect("access cache lock poisoned");
+                    if answers.len() >= ACCESS_CACHE_ENTRIES_MAX {
+                        answers.clear();
+                    }
+                    answers.insert(key, allowed);
                 }
-                answers.insert(key, allowed);
                 allowed
             }
         };

@@ -14,8 +14,10 @@
 //! # Compatibility
 //! The broker reads [`AbiDescriptor`] (a static, [`DESCRIPTOR_SYMBOL`]) before it calls anything.
 //! [`ABI_VERSION`] changes only when a change is incompatible. Compatible changes append fields
-//! at the end of a struct; every struct that may grow starts with its own `size`, so each side
-//! reads only the fields the other side has.
+//! at the end of a struct; every struct that may grow starts with its own `size`, and each side
+//! checks the other's sizes before reading: the broker refuses a plugin whose structs are
+//! smaller than its own, and a plugin refuses a broker whose host API or requests are smaller
+//! than the ones it was built with.
 //!
 //! # Layout
 //! - `abi`: the `#[repr(C)]` types, status codes and symbol names.

@@ -123,6 +123,19 @@ impl Host {
         unsafe { api.as_ref() }.map(|api| Host { api })
     }
 
+    /// Refuses a broker whose host API is smaller than this plugin's build of it (an older
+    /// broker, without functions appended since).
+    pub fn check_size(&self) -> Result<(), String> {
+        let expected = std::mem::size_of::<HostApi>();
+        if (self.api.size as usize) < expected {
+            return Err(format!(
+                "the broker's host API has {} bytes, this plugin was built for {expected}: upgrade the broker",
+                self.api.size
+            ));
+        }
+        Ok(())
+    }
+
     /// The broker's ABI version.
     pub fn abi_version(&self) -> u32 {
         self.api.abi_version

@@ -64,6 +64,16 @@ fn guarded(reply: *const Reply, body: impl FnOnce() -> Status) -> Status {
     }
 }
 
+/// Whether a request from the broker is as large as this plugin's build of it: a smaller one
+/// comes from an older broker and lacks fields this plugin would read.
+fn sized(found: u32, expected: usize, reply: *const Reply) -> bool {
+    if (found as usize) < expected {
+        set_message(reply, &format!("request of {found} bytes from an older broker; this plugin needs {expected}"));
+        return false;
+    }
+    true
+}
+
 fn set_message(reply: *const Reply, message: &str) {
     // SAFETY: the broker passes a valid reply (or null) that lives for the call.
     if let Some(reply) = unsafe { reply.as_ref() } {
@@ -119,6 +129,10 @@ pub unsafe extern "C" fn init<P: Plugin>(
             set_message(reply, "no host API");
             return STATUS_FAILED;
         };
+        if let Err(message) = host.check_size() {
+            set_message(reply, &message);
+            return STATUS_FAILED;
+        }
         // SAFETY: the config string is borrowed for this call.
         let config = match unsafe { text(config_json, "config", reply) } {
             Ok(config) => config,
@@ -159,6 +173,9 @@ pub unsafe extern "C" fn authenticate<P: AuthBackend>(
     guarded(reply, || {
         // SAFETY: the broker passes a valid request for the call.
         let Some(request) = (unsafe { request.as_ref() }) else { return STATUS_FAILED };
+        if !sized(request.size, std::mem::size_of_val(request), reply) {
+            return STATUS_FAILED;
+        }
         // SAFETY: the request's strings are borrowed for the call.
         let login = unsafe {
             match (
@@ -193,6 +210,9 @@ pub unsafe extern "C" fn authorize_vhost<P: AuthBackend>(
     guarded(reply, || {
         // SAFETY: the broker passes a valid request for the call.
         let Some(request) = (unsafe { request.as_ref() }) else { return STATUS_FAILED };
+        if !sized(request.size, std::mem::size_of_val(request), reply) {
+            return STATUS_FAILED;
+        }
         // SAFETY: the request's strings are borrowed for the call.
         let access = unsafe {
             match (
@@ -222,6 +242,9 @@ pub unsafe extern "C" fn authorize_resource<P: AuthBackend>(
     guarded(reply, || {
         // SAFETY: the broker passes a valid request for the call.
         let Some(request) = (unsafe { request.as_ref() }) else { return STATUS_FAILED };
+        if !sized(request.size, std::mem::size_of_val(request), reply) {
+            return STATUS_FAILED;
+        }
         let kind = match request.kind {
             RESOURCE_QUEUE => ResourceKind::Queue,
             RESOURCE_EXCHANGE => ResourceKind::Exchange,

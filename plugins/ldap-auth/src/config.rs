@@ -19,7 +19,8 @@ pub struct Config {
     /// A PEM file of CA certificates to trust for LDAPS and StartTLS; without one, the system's.
     #[serde(default)]
     pub ca_certificate_file: Option<String>,
-    /// Skip certificate verification (test set-ups only).
+    /// `false` skips certificate verification (test set-ups only); verification is on unless
+    /// this says otherwise.
     #[serde(default)]
     pub tls_verify: Option<bool>,
     /// The user's DN from the name they log in with, such as

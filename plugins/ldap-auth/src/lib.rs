@@ -70,8 +70,8 @@ impl Plugin for LdapAuth {
         );
         Ok(LdapAuth {
             // The DN cache outlives the answer cache: DNs rarely change, and a question after
-            // login should not need a search.
-            user_dns: Cache::new(ttl.max(Duration::from_secs(300))),
+            // login should not need a search (unless caching is off altogether).
+            user_dns: Cache::new(if ttl.is_zero() { ttl } else { ttl.max(Duration::from_secs(300)) }),
             logins: Cache::new(ttl),
             decisions: Cache::new(ttl),
             config,
@@ -172,7 +172,8 @@ impl AuthBackend for LdapAuth {
         if login.password.is_empty() {
             return Err(Denial::Refused("empty password".into()));
         }
-        let key = (login.username.to_owned(), login.password.to_owned());
+        // The address is part of the question: tag queries may use `${ip}`.
+        let key = (format!("{}@{}", login.username, ip_of(login.peer_address)), login.password.to_owned());
         if let Some(answer) = self.logins.get(&key) {
             return answer.map_err(Denial::Refused);
         }
@@ -204,7 +205,7 @@ impl AuthBackend for LdapAuth {
 
     fn authorize_vhost(&self, request: &VhostAccess) -> Result<(), Denial> {
         let variables = [("username", request.username), ("vhost", request.vhost), ("ip", ip_of(request.peer_address))];
-        let question = format!("vhost {}", request.vhost);
+        let question = format!("vhost {} from {}", request.vhost, ip_of(request.peer_address));
         if self.decide(request.username, question, &self.config.vhost_access_query, &variables)? {
             Ok(())
         } else {

@@ -9,9 +9,10 @@
 //!   expression the second becomes;
 //! - `{ any = [...] }`, `{ all = [...] }`, `{ not = {...} }`.
 //!
-//! `${...}` variables are filled in from the request: `username`, `user_dn`, `vhost`, `ip`, and
-//! for resources also `resource` (`queue` or `exchange`), `name` and `permission`. Values put
-//! into a DN are DN-escaped.
+//! `${...}` variables are filled in from the request: `username` and `user_dn` always; `vhost`
+//! and `ip` for vhost access; `ip` for tags; `vhost`, `resource` (`queue` or `exchange`), `name`
+//! and `permission` for resource access. Values put into a DN are DN-escaped, values put into a
+//! regular expression are regex-escaped, and a value is never expanded again.
 
 use serde::Deserialize;
 
@@ -41,14 +42,30 @@ impl Query {
 pub type Variables<'a> = [(&'static str, &'a str)];
 
 /// Fills `${name}` placeholders. `escape` is applied to each value (DN escaping for DNs).
+/// One pass over the pattern: a value that itself contains `${...}` is not expanded again.
+/// Unknown placeholders stay as written.
 pub fn fill(pattern: &str, variables: &Variables, escape: fn(&str) -> String) -> String {
-    let mut out = pattern.to_owned();
-    for (name, value) in variables {
-        let placeholder = format!("${{{name}}}");
-        if out.contains(&placeholder) {
-            out = out.replace(&placeholder, &escape(value));
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let known = after.find('}').and_then(|end| {
+            let name = &after[..end];
+            variables.iter().find(|(variable, _)| *variable == name).map(|(_, value)| (end, *value))
+        });
+        match known {
+            Some((end, value)) => {
+                out.push_str(&escape(value));
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
         }
     }
+    out.push_str(rest);
     out
 }
 
@@ -153,5 +170,8 @@ mod tests {
         assert_eq!(fill("cn=${vhost},ou=g", &variables, dn_escape), "cn=a\\2ccn\\3dadmins,ou=g");
         let query = parse(r#"{"match": ["axb-1", "^${username}-"]}"#);
         assert_eq!(evaluate(&query, &variables, &mut Groups(vec![])), Ok(false));
+        // A value is not expanded again.
+        let sneaky = [("username", "${vhost}"), ("vhost", "prod")];
+        assert_eq!(fill("${username}/${vhost}/${other}", &sneaky, no_escape), "${vhost}/prod/${other}");
     }
 }

@@ -42,15 +42,15 @@ enum Flow {
 /// A subscription: its handle in the broker.
 type Subscriptions = BTreeMap<String, u64>;
 
+/// Pushes that arrived before their subscription was confirmed; `None` once it is.
+type Held = Arc<Mutex<Option<Vec<Vec<u8>>>>>;
+
 struct Client {
     shared: Arc<Shared>,
     id: u64,
     peer: String,
     stream: TcpStream,
     out: SyncSender<Vec<u8>>,
-    /// Held while a subscription is made and confirmed, and while a delivery is queued, so that
-    /// no message overtakes its subscription's confirmation.
-    gate: Arc<Mutex<()>>,
     session: Option<Session>,
     version: Version,
     channels: Subscriptions,
@@ -92,7 +92,6 @@ fn run(stream: TcpStream, id: u64, peer: String, shared: &Arc<Shared>) -> Result
         peer,
         stream,
         out,
-        gate: Arc::new(Mutex::new(())),
         session: None,
         version: Version::Resp2,
         channels: Subscriptions::new(),
@@ -256,12 +255,14 @@ impl Client {
                 self.session = Some(session);
                 true
             }
-            Err(denial) => {
-                let reason = match &denial {
-                    Denial::Refused(reason) | Denial::Failed(reason) => reason,
-                };
+            Err(Denial::Refused(reason)) => {
                 self.shared.host.log(Level::Warn, &format!("login of {user} from {} refused: {reason}", self.peer));
                 codec::error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+                false
+            }
+            Err(Denial::Failed(reason)) => {
+                self.shared.host.log(Level::Warn, &format!("login of {user} from {} failed: {reason}", self.peer));
+                codec::error(out, &format!("ERR {reason}"));
                 false
             }
         }
@@ -345,8 +346,11 @@ impl Client {
         }
     }
 
+    /// As Redis's RESET: subscriptions end, the client is logged out, and RESP2 is back.
     fn reset(&mut self, out: &mut Vec<u8>) {
         self.end_subscriptions();
+        self.session = None;
+        self.version = Version::Resp2;
         codec::simple(out, "RESET");
     }
 
@@ -374,41 +378,58 @@ impl Client {
                 continue;
             }
             let subscriptions = if pattern { &self.patterns } else { &self.channels };
-            let gate = self.gate.clone();
-            let _held = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if !subscriptions.contains_key(name) {
-                let callback = self.callback(name, pattern);
-                match self.session().subscribe(TOPIC_EXCHANGE, name, callback) {
-                    Ok(id) => {
-                        let subscriptions = if pattern { &mut self.patterns } else { &mut self.channels };
-                        subscriptions.insert(name.to_owned(), id);
-                    }
-                    Err(denial) => {
-                        denied(&denial, out);
-                        continue;
-                    }
-                }
-            }
             let mut confirmation = std::mem::take(out);
             codec::push(&mut confirmation, 3, self.version);
             codec::bulk(&mut confirmation, command.as_bytes());
             codec::bulk(&mut confirmation, name.as_bytes());
+            if subscriptions.contains_key(name) {
+                codec::integer(&mut confirmation, self.subscription_count());
+                if !self.queue_reply(confirmation) {
+                    return;
+                }
+                continue;
+            }
+            // Messages that arrive before the confirmation is queued wait in `held`, so none
+            // overtakes it; the subscribe call (which may ask an auth backend) holds no lock the
+            // broker's delivery threads need.
+            let held: Held = Arc::new(Mutex::new(Some(Vec::new())));
+            let callback = self.callback(name, pattern, held.clone());
+            let id = match self.session().subscribe(TOPIC_EXCHANGE, name, callback) {
+                Ok(id) => id,
+                Err(denial) => {
+                    denied(&denial, out);
+                    continue;
+                }
+            };
+            let subscriptions = if pattern { &mut self.patterns } else { &mut self.channels };
+            subscriptions.insert(name.to_owned(), id);
             codec::integer(&mut confirmation, self.subscription_count());
-            if self.out.try_send(confirmation).is_err() {
-                let _ = self.stream.shutdown(Shutdown::Both);
+            let mut pending = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let early = pending.take().unwrap_or_default();
+            if !self.queue_reply(confirmation) || !early.into_iter().all(|push| self.queue_reply(push)) {
                 return;
             }
         }
     }
 
+    /// Queues a reply without waiting; a client too slow for its queue is disconnected.
+    fn queue_reply(&self, reply: Vec<u8>) -> bool {
+        if self.out.try_send(reply).is_err() {
+            let _ = self.stream.shutdown(Shutdown::Both);
+            return false;
+        }
+        true
+    }
+
     /// The delivery callback of one subscription: encodes the push and queues it, never
-    /// blocking the broker thread it runs on.
-    fn callback(&self, name: &str, pattern: bool) -> impl Fn(Message<'_>) + Send + Sync + 'static {
+    /// blocking the broker thread it runs on. Until the subscription is confirmed, pushes wait
+    /// in `held` (at most `pending_replies_max` of them).
+    fn callback(&self, name: &str, pattern: bool, held: Held) -> impl Fn(Message<'_>) + Send + Sync + 'static {
         let out = self.out.clone();
-        let gate = self.gate.clone();
         let name = name.to_owned();
         let stream = self.stream.try_clone().ok();
         let version = self.version;
+        let held_max = self.shared.config.pending_replies_max;
         move |message: Message<'_>| {
             let mut push = Vec::with_capacity(message.body.len() + name.len() + 64);
             if pattern {
@@ -422,8 +443,16 @@ impl Client {
                 codec::bulk(&mut push, name.as_bytes());
             }
             codec::bulk(&mut push, message.body);
-            let _held = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(TrySendError::Full(_)) = out.try_send(push) {
+            let mut waiting = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let overflow = match waiting.as_mut() {
+                Some(early) if early.len() < held_max => {
+                    early.push(push);
+                    false
+                }
+                Some(_) => true,
+                None => matches!(out.try_send(push), Err(TrySendError::Full(_))),
+            };
+            if overflow {
                 // Too slow to keep up: disconnected, as Redis's pub/sub output limit does.
                 if let Some(stream) = &stream {
                     let _ = stream.shutdown(Shutdown::Both);

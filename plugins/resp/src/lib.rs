@@ -9,7 +9,8 @@
 //! - `LPUSH`/`RPUSH` append to a durable queue named by the key, as persistent messages: the
 //!   reply comes once they are on disk. `BLPOP`/`BRPOP`/`LPOP`/`RPOP` take from the queue's
 //!   head, so a list is a FIFO queue whichever side is named. `LLEN` counts ready messages.
-//! - `AUTH`, `HELLO` (protocols 2 and 3), `PING`, `ECHO`, `QUIT`, `SELECT 0`, `CLIENT SETNAME/SETINFO`;
+//! - `AUTH`, `HELLO` (protocols 2 and 3), `PING`, `ECHO`, `QUIT`, `RESET`, `SELECT 0`, `COMMAND`,
+//!   `CLIENT SETNAME/SETINFO/ID`;
 //!   anything else is an unknown command, as Redis words it.
 //!
 //! ```toml

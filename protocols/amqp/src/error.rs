@@ -105,7 +105,8 @@ impl From<Error> for Close {
             | Error::ReservedName { .. }
             | Error::DefaultExchange
             | Error::InternalExchange { .. }
-            | Error::AccessRefused { .. } => (Scope::Channel, ACCESS_REFUSED),
+            | Error::AccessRefused { .. }
+            | Error::AuthBackendFailed { .. } => (Scope::Channel, ACCESS_REFUSED),
             Error::Inequivalent { .. }
             | Error::QueueInUse { .. }
             | Error::QueueNotEmpty { .. }
