@@ -322,3 +322,25 @@ fn resp_command_raw(port: u16, bytes: &str) -> String {
     BufReader::new(stream).read_line(&mut reply).expect("reply");
     reply.trim_end().to_owned()
 }
+
+#[tokio::test]
+async fn ldap_alone_replaces_the_internal_users() {
+    let slapd = Slapd::start();
+    build_plugins();
+    let config = format!(
+        r#"
+auth_backends = ["ldap-auth"]
+[plugins]
+load = ["ldap-auth"]
+[plugins.ldap-auth]
+servers = ["{}"]
+user_dn_pattern = "uid=${{username}},ou=people,dc=warren,dc=test"
+cache_ttl_ms = 0
+"#,
+        slapd.url()
+    );
+    let broker = Broker::start_with_config(&config);
+    assert!(can_log_in(&broker, "/", "bob", "bob-pass").await, "LDAP users log in");
+    assert!(!can_log_in(&broker, "/", "guest", "guest").await, "the internal guest is not a backend any more");
+    assert_eq!(stomp_login(broker.stomp_addr, "/", "guest", "guest"), "ERROR");
+}

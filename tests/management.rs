@@ -218,8 +218,11 @@ async fn resource_permissions_are_enforced_over_amqp_mqtt_and_stomp() {
     assert_eq!(suback, [0x90, 3, 0, 1, 0x80], "the subscription is refused");
     mqtt.write_all(&[0x30, 5, 0, 1, b'a', b'h', b'i']).expect("PUBLISH");
     let mut rest = Vec::new();
-    let _ = mqtt.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "the publish closed the connection without a reply: {rest:?}");
+    let closed = mqtt.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok() && rest.is_empty(),
+        "the publish closed the connection without a reply: {closed:?} {rest:?}"
+    );
 
     // STOMP: a SEND to another's queue gets an ERROR.
     let mut stomp = std::net::TcpStream::connect(broker.stomp_addr).expect("connect to STOMP");
@@ -235,4 +238,82 @@ async fn resource_permissions_are_enforced_over_amqp_mqtt_and_stomp() {
             && replies.contains("access to queue 'alice-inbox' in vhost '/' refused for user 'bob'"),
         "{replies}"
     );
+
+    // A durable topic subscription reads the queue it names: bob may not name guest's.
+    let guest = common::connect(&broker).await;
+    let guest_channel = guest.create_channel().await.expect("channel");
+    guest_channel
+        .exchange_declare(
+            "bob-events",
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("an exchange bob may read");
+    guest_channel
+        .queue_declare("guest-work", QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("declare");
+    let mut stomp = std::net::TcpStream::connect(broker.stomp_addr).expect("connect to STOMP");
+    stomp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stomp
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:bob\npasscode:bob-pass\n\n\0SUBSCRIBE\nid:1\ndestination:/exchange/bob-events/x\ndurable:true\nx-queue-name:guest-work\n\n\0")
+        .expect("send frames");
+    let mut replies = String::new();
+    let _ = stomp.read_to_string(&mut replies);
+    assert!(replies.contains("access to queue 'guest-work' in vhost '/' refused for user 'bob'"), "{replies}");
+
+    // An alternate exchange bob may not write to, and a server-named queue (amq.gen-*, which
+    // his configure pattern does not match), are refused like any other.
+    let alternate = refused_with(&connection, |channel| async move {
+        let mut arguments = FieldTable::default();
+        arguments.insert("alternate-exchange".into(), lapin::types::AMQPValue::LongString("amq.topic".into()));
+        channel
+            .exchange_declare("bob-x", lapin::ExchangeKind::Fanout, ExchangeDeclareOptions::default(), arguments)
+            .await
+    });
+    assert_eq!(alternate.await, Some(403), "write on the alternate exchange");
+    let server_named = refused_with(&connection, |channel| async move {
+        channel.queue_declare("", QueueDeclareOptions::default(), FieldTable::default()).await
+    });
+    assert_eq!(server_named.await, Some(403), "configure on amq.gen-");
+
+    // An MQTT client id is no key to another user's session: guest's persistent session stays his.
+    let mut guest_mqtt = mqtt_connect(broker.mqtt_addr, "shared-phone", "guest", "guest", false);
+    guest_mqtt.write_all(&[0x82, 6, 0, 1, 0, 1, b'a', 1]).expect("SUBSCRIBE a at QoS 1");
+    let mut suback = [0u8; 5];
+    guest_mqtt.read_exact(&mut suback).expect("SUBACK");
+    assert_eq!(suback, [0x90, 3, 0, 1, 1], "guest subscribes");
+    drop(guest_mqtt);
+    let mut taken = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect to MQTT");
+    taken.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    taken.write_all(&mqtt_connect_packet("shared-phone", "bob", "bob-pass", false)).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    taken.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 5], "not authorised for guest's session");
+}
+
+/// An MQTT 3.1.1 CONNECT with credentials.
+fn mqtt_connect_packet(client_id: &str, user: &str, password: &str, clean_session: bool) -> Vec<u8> {
+    let flags = 0b1100_0000 | if clean_session { 0b10 } else { 0 };
+    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+    for field in [client_id, user, password] {
+        variable.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        variable.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, variable.len() as u8];
+    packet.extend_from_slice(&variable);
+    packet
+}
+
+/// A connected MQTT client on a raw socket, its CONNACK read and checked.
+fn mqtt_connect(addr: SocketAddr, client_id: &str, user: &str, password: &str, clean_session: bool) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect to MQTT");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(&mqtt_connect_packet(client_id, user, password, clean_session)).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack[3], 0, "{user} may connect as {client_id}");
+    stream
 }

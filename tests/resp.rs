@@ -125,9 +125,9 @@ fn redis_cli_logs_in_and_gets_redis_errors() {
     assert!(redis_cli(port, &as_guest(&["PSUBSCRIBE", "news*"])).contains("is not an AMQP topic pattern"));
 }
 
-#[test]
-fn lists_are_fifo_queues_with_blocking_pops() {
-    let (_broker, port) = start();
+#[tokio::test]
+async fn lists_are_fifo_queues_with_blocking_pops() {
+    let (broker, port) = start();
     assert_eq!(redis_cli(port, &as_guest(&["RPUSH", "jobs", "one", "two"])), "2");
     assert_eq!(redis_cli(port, &as_guest(&["LPUSH", "jobs", "three"])), "3");
     assert_eq!(redis_cli(port, &as_guest(&["LLEN", "jobs"])), "3");
@@ -143,7 +143,7 @@ fn lists_are_fifo_queues_with_blocking_pops() {
 
     // A blocked pop is served by a push from another client.
     let waiter = std::thread::spawn(move || redis_cli(port, &as_guest(&["BLPOP", "late", "10"])));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_consumer(&broker, "late").await;
     assert_eq!(redis_cli(port, &as_guest(&["RPUSH", "late", "arrived"])), "1");
     assert_eq!(waiter.join().expect("the waiting client"), "late\narrived");
 }
@@ -240,6 +240,18 @@ fn pushed_messages_survive_kill_9() {
     }
 }
 
+/// Waits until a queue has a consumer: a blocked pop is waiting on it.
+async fn wait_for_consumer(broker: &Broker, queue: &str) {
+    let connection = common::connect(broker).await;
+    common::poll_until("a blocked pop waiting", Duration::from_secs(10), || async {
+        // A passive declare of a queue that does not exist yet closes its channel: a new one each time.
+        let Ok(channel) = connection.create_channel().await else { return false };
+        let declared = channel.queue_declare(queue, common::passive(), lapin::types::FieldTable::default()).await;
+        declared.is_ok_and(|declared| declared.consumer_count() >= 1)
+    })
+    .await;
+}
+
 /// Sends raw bytes and returns what the plugin answers before it closes the connection.
 fn raw_exchange(port: u16, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -260,6 +272,8 @@ fn malformed_and_oversized_input_gets_a_protocol_error_and_a_close() {
         raw_exchange(port, b"*2\r\n$4\r\nPING\r\n$99999999\r\n"),
         "-ERR Protocol error: invalid bulk length\r\n"
     );
+    // Before AUTH, commands are small: a large bulk is refused from its header.
+    assert_eq!(raw_exchange(port, b"*2\r\n$4\r\nECHO\r\n$20000\r\n"), "-ERR Protocol error: invalid bulk length\r\n");
     // An inline command, as telnet sends it, still works; QUIT closes.
     assert_eq!(raw_exchange(port, b"PING\r\nQUIT\r\n"), "+PONG\r\n+OK\r\n");
     // The plugin and the broker are still serving.

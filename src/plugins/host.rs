@@ -32,6 +32,9 @@ const SYNC_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Deliveries taken from a subscription's inbox per pass.
 const DRAIN_BATCH: usize = 64;
 
+/// The most queues one `get` waits on (each gets a consumer while it waits).
+const GET_QUEUES_MAX: usize = 1024;
+
 /// The longest `get` wait, whatever the plugin asks: a plugin polls in slices so that it can
 /// notice its client leaving.
 const GET_WAIT_MAX: Duration = Duration::from_secs(3600);
@@ -509,14 +512,26 @@ fn answer(reply: *const api::Reply, call: impl FnOnce() -> Result<(), Refusal>) 
     match outcome {
         Ok(()) => api::STATUS_OK,
         Err(Refusal(status, message)) => {
-            // SAFETY: the plugin's reply, valid for the call (or null).
-            if let Some(reply) = unsafe { reply.as_ref() } {
+            // SAFETY: the plugin's reply, valid for the call (or null); one smaller than ours
+            // (an older plugin's) is not used.
+            let reply =
+                unsafe { reply.as_ref() }.filter(|reply| reply.size as usize >= std::mem::size_of::<api::Reply>());
+            if let Some(reply) = reply {
                 // SAFETY: as above; the message is borrowed for the callback.
                 unsafe { (reply.set_message)(reply.context, api::StrRef::new(&message)) };
             }
             status
         }
     }
+}
+
+/// Refuses a struct from a plugin that is smaller than the broker's build of it (an older
+/// plugin's): its missing fields must not be read.
+fn sized(found: u32, expected: usize, what: &str) -> Result<(), Refusal> {
+    if (found as usize) < expected {
+        return Err(failed(format!("{what} of {found} bytes from an older plugin; the broker needs {expected}")));
+    }
+    Ok(())
 }
 
 /// # Safety
@@ -537,6 +552,7 @@ unsafe extern "C" fn open_session(
         let (Some(request), false) = (unsafe { request.as_ref() }, session.is_null()) else {
             return Err(failed("null argument"));
         };
+        sized(request.size, std::mem::size_of::<api::SessionRequest>(), "a session request")?;
         // SAFETY: as above.
         let id = unsafe { host(broker) }.open(request)?;
         // SAFETY: checked non-null.
@@ -563,6 +579,7 @@ unsafe extern "C" fn publish(
     answer(reply, || {
         // SAFETY: as in `open_session`.
         let Some(request) = (unsafe { request.as_ref() }) else { return Err(failed("null argument")) };
+        sized(request.size, std::mem::size_of::<api::PublishRequest>(), "a publish request")?;
         // SAFETY: as in `open_session`.
         let count = unsafe { host(broker) }.publish(session, request)?;
         if !routed.is_null() {
@@ -606,6 +623,7 @@ unsafe extern "C" fn subscribe(
         let (Some(sink), false) = (unsafe { sink.as_ref() }, subscription.is_null()) else {
             return Err(failed("null argument"));
         };
+        sized(sink.size, std::mem::size_of::<api::DeliverySink>(), "a delivery sink")?;
         let raw = RawSink { context: sink.context, deliver: sink.deliver, release: sink.release };
         // SAFETY: as in `open_session`.
         match unsafe { host(broker) }.subscribe(session, exchange, binding_key, raw) {
@@ -637,8 +655,9 @@ unsafe extern "C" fn get(
     let status = answer(reply, || {
         // SAFETY: as in `open_session`.
         let Some(sink) = (unsafe { sink.as_ref() }) else { return Err(failed("null argument")) };
-        if queues.is_null() || queue_count == 0 || queue_count > 64 {
-            return Err(failed("get needs 1 to 64 queues"));
+        sized(sink.size, std::mem::size_of::<api::DeliverySink>(), "a delivery sink")?;
+        if queues.is_null() || queue_count == 0 || queue_count > GET_QUEUES_MAX {
+            return Err(failed(format!("get needs 1 to {GET_QUEUES_MAX} queues")));
         }
         // SAFETY: the plugin passes `queue_count` names, valid for the call.
         let names = unsafe { std::slice::from_raw_parts(queues, queue_count) };

@@ -129,10 +129,25 @@ def test_lists_are_durable_fifo_queues(client):
 def test_a_blocked_pop_is_served_by_another_clients_push(resp_broker, client):
     host, port = resp_broker.listening_address("resp")
     pusher = redis.Redis(host=host, port=port, username="guest", password="guest")
-    timer = threading.Timer(0.3, lambda: pusher.rpush("handoff", "payload"))
-    timer.start()
+    def push_once_blocked():
+        # The blocked pop waits as a consumer of the queue: push only once it is there.
+        amqp = pika.BlockingConnection(resp_broker.params())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                channel = amqp.channel()
+                if channel.queue_declare("handoff", passive=True).method.consumer_count >= 1:
+                    break
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # the pop has not declared the queue yet
+            time.sleep(0.02)
+        amqp.close()
+        pusher.rpush("handoff", "payload")
+
+    pushing = threading.Thread(target=push_once_blocked)
+    pushing.start()
     started = time.monotonic()
     assert tuple(client.brpop("handoff", timeout=10)) == (b"handoff", b"payload")
-    assert time.monotonic() - started < 5
-    timer.join()
+    assert time.monotonic() - started < 9
+    pushing.join()
     pusher.close()

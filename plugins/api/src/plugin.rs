@@ -232,6 +232,10 @@ unsafe extern "C" fn deliver_to_callback(context: *mut c_void, delivery: *const 
         else {
             return;
         };
+        // A delivery smaller than this plugin's build of it comes from an older broker.
+        if (delivery.size as usize) < std::mem::size_of::<DeliveryRef>() {
+            return;
+        }
         // SAFETY: the delivery's fields are borrowed for this call.
         let message = unsafe {
             Message {
@@ -264,6 +268,9 @@ unsafe extern "C" fn take_into_slot(context: *mut c_void, delivery: *const Deliv
         else {
             return;
         };
+        if (delivery.size as usize) < std::mem::size_of::<DeliveryRef>() {
+            return;
+        }
         // SAFETY: as above.
         *slot = Some(unsafe {
             OwnedMessage {

@@ -41,6 +41,14 @@ use config::Config;
 use pool::{Fault, Pool, Session};
 use query::{evaluate, fill, Directory, Query};
 
+/// An authorisation question, as the cache keys it: structured, so that no two questions can
+/// collide whatever their names hold.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Question {
+    Vhost { vhost: String, ip: String },
+    Resource { permission: &'static str, resource: &'static str, vhost: String, name: String },
+}
+
 pub struct LdapAuth {
     config: Arc<Config>,
     pool: Pool,
@@ -48,7 +56,7 @@ pub struct LdapAuth {
     /// (username, password) → tags, or the refusal.
     logins: Cache<(String, String), Result<Vec<String>, String>>,
     /// (username, question) → answer, for vhost and resource access.
-    decisions: Cache<(String, String), bool>,
+    decisions: Cache<(String, Question), bool>,
     /// username → DN, found at login, so later questions need no lookup.
     user_dns: Cache<String, String>,
 }
@@ -110,7 +118,7 @@ impl LdapAuth {
     fn decide(
         &self,
         username: &str,
-        question: String,
+        question: Question,
         query: &Query,
         variables: &[(&'static str, &str)],
     ) -> Result<bool, Denial> {
@@ -205,7 +213,7 @@ impl AuthBackend for LdapAuth {
 
     fn authorize_vhost(&self, request: &VhostAccess) -> Result<(), Denial> {
         let variables = [("username", request.username), ("vhost", request.vhost), ("ip", ip_of(request.peer_address))];
-        let question = format!("vhost {} from {}", request.vhost, ip_of(request.peer_address));
+        let question = Question::Vhost { vhost: request.vhost.to_owned(), ip: ip_of(request.peer_address).to_owned() };
         if self.decide(request.username, question, &self.config.vhost_access_query, &variables)? {
             Ok(())
         } else {
@@ -230,7 +238,8 @@ impl AuthBackend for LdapAuth {
             ("name", request.name),
             ("permission", permission),
         ];
-        let question = format!("{permission} {resource} {} {}", request.vhost, request.name);
+        let question =
+            Question::Resource { permission, resource, vhost: request.vhost.to_owned(), name: request.name.to_owned() };
         if self.decide(request.username, question, &self.config.resource_access_query, &variables)? {
             Ok(())
         } else {

@@ -5,7 +5,8 @@
 /// The longest line: an array or bulk header, or an inline command.
 const LINE_BYTES_MAX: usize = 64 * 1024;
 
-/// The most arguments in one command.
+/// The most arguments in one command from a logged-in client (a BLPOP of many keys, an RPUSH of
+/// many values).
 pub const ARGUMENTS_MAX: usize = 1024;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -25,12 +26,13 @@ impl std::fmt::Display for ProtocolError {
 /// One command's arguments, and how many bytes of the input it took.
 pub type Parsed = (Vec<Vec<u8>>, usize);
 
-/// Parses the first command in `input`. `Ok(None)`: more bytes are needed.
-pub fn parse(input: &[u8], bulk_bytes_max: usize) -> Result<Option<Parsed>, ProtocolError> {
+/// Parses the first command in `input`, refusing more than `arguments_max` arguments or a bulk
+/// string over `bulk_bytes_max`. `Ok(None)`: more bytes are needed.
+pub fn parse(input: &[u8], arguments_max: usize, bulk_bytes_max: usize) -> Result<Option<Parsed>, ProtocolError> {
     match input.first() {
         None => Ok(None),
-        Some(b'*') => parse_array(input, bulk_bytes_max),
-        Some(_) => parse_inline(input),
+        Some(b'*') => parse_array(input, arguments_max, bulk_bytes_max),
+        Some(_) => parse_inline(input, arguments_max),
     }
 }
 
@@ -51,10 +53,10 @@ fn number(text: &[u8], what: &str) -> Result<i64, ProtocolError> {
         .ok_or_else(|| ProtocolError::Invalid(format!("invalid {what}")))
 }
 
-fn parse_array(input: &[u8], bulk_bytes_max: usize) -> Result<Option<Parsed>, ProtocolError> {
+fn parse_array(input: &[u8], arguments_max: usize, bulk_bytes_max: usize) -> Result<Option<Parsed>, ProtocolError> {
     let Some((header, mut offset)) = line(input, 0)? else { return Ok(None) };
     let count = number(&header[1..], "multibulk length")?;
-    if count > ARGUMENTS_MAX as i64 {
+    if count > arguments_max as i64 {
         return Err(ProtocolError::Invalid("invalid multibulk length".into()));
     }
     let count = usize::try_from(count.max(0)).unwrap_or(0);
@@ -82,7 +84,7 @@ fn parse_array(input: &[u8], bulk_bytes_max: usize) -> Result<Option<Parsed>, Pr
     Ok(Some((arguments, offset)))
 }
 
-fn parse_inline(input: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+fn parse_inline(input: &[u8], arguments_max: usize) -> Result<Option<Parsed>, ProtocolError> {
     // Inline commands may end with a bare LF, as telnet users type them.
     let window = &input[..input.len().min(LINE_BYTES_MAX + 1)];
     let Some(end) = window.iter().position(|byte| *byte == b'\n') else {
@@ -94,7 +96,7 @@ fn parse_inline(input: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
     let text = input[..end].strip_suffix(b"\r").unwrap_or(&input[..end]);
     let arguments: Vec<Vec<u8>> =
         text.split(|byte| byte.is_ascii_whitespace()).filter(|word| !word.is_empty()).map(<[u8]>::to_vec).collect();
-    if arguments.len() > ARGUMENTS_MAX {
+    if arguments.len() > arguments_max {
         return Err(ProtocolError::Invalid("too many arguments".into()));
     }
     Ok(Some((arguments, end + 1)))
@@ -171,31 +173,31 @@ mod tests {
     #[test]
     fn arrays_parse_whole_and_byte_by_byte() {
         let input = b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\nhe\r\nl\r\n+rest";
-        let (arguments, used) = parse(input, MAX).expect("valid").expect("complete");
+        let (arguments, used) = parse(input, ARGUMENTS_MAX, MAX).expect("valid").expect("complete");
         assert_eq!(arguments, vec![b"PUBLISH".to_vec(), b"ch".to_vec(), b"he\r\nl".to_vec()]);
         assert_eq!(&input[used..], b"+rest");
         for cut in 0..used {
-            assert_eq!(parse(&input[..cut], MAX), Ok(None), "cut at {cut}");
+            assert_eq!(parse(&input[..cut], ARGUMENTS_MAX, MAX), Ok(None), "cut at {cut}");
         }
     }
 
     #[test]
     fn inline_commands_split_on_whitespace() {
-        let (arguments, used) = parse(b"PING  hello\r\nX", MAX).expect("valid").expect("complete");
+        let (arguments, used) = parse(b"PING  hello\r\nX", ARGUMENTS_MAX, MAX).expect("valid").expect("complete");
         assert_eq!(arguments, vec![b"PING".to_vec(), b"hello".to_vec()]);
         assert_eq!(used, 13);
-        assert_eq!(parse(b"PING", MAX), Ok(None));
+        assert_eq!(parse(b"PING", ARGUMENTS_MAX, MAX), Ok(None));
     }
 
     #[test]
     fn bad_and_oversized_input_is_a_protocol_error() {
-        assert!(parse(b"*1\r\n:5\r\n", MAX).is_err());
-        assert!(parse(b"*x\r\n", MAX).is_err());
-        assert!(parse(b"*1\r\n$2000000\r\n", MAX).is_err(), "bulk over the bound");
-        assert!(parse(b"*1\r\n$-5\r\n", MAX).is_err());
-        assert!(parse(b"*99999\r\n", MAX).is_err(), "too many arguments");
-        assert!(parse(b"*1\r\n$1\r\nab\r\n", MAX).is_err(), "missing CRLF after the bulk");
-        assert!(parse(&vec![b'a'; LINE_BYTES_MAX + 10], MAX).is_err(), "endless inline line");
+        assert!(parse(b"*1\r\n:5\r\n", ARGUMENTS_MAX, MAX).is_err());
+        assert!(parse(b"*x\r\n", ARGUMENTS_MAX, MAX).is_err());
+        assert!(parse(b"*1\r\n$2000000\r\n", ARGUMENTS_MAX, MAX).is_err(), "bulk over the bound");
+        assert!(parse(b"*1\r\n$-5\r\n", ARGUMENTS_MAX, MAX).is_err());
+        assert!(parse(b"*99999\r\n", ARGUMENTS_MAX, MAX).is_err(), "too many arguments");
+        assert!(parse(b"*1\r\n$1\r\nab\r\n", ARGUMENTS_MAX, MAX).is_err(), "missing CRLF after the bulk");
+        assert!(parse(&vec![b'a'; LINE_BYTES_MAX + 10], ARGUMENTS_MAX, MAX).is_err(), "endless inline line");
     }
 
     #[test]

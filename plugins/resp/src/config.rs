@@ -22,8 +22,14 @@ pub struct Config {
     /// The largest bulk string (a message body) accepted, in bytes.
     pub bulk_bytes_max: usize,
     /// Replies and pushed messages waiting for a slow subscriber before it is disconnected,
-    /// as Redis's `client-output-buffer-limit pubsub`.
+    /// as Redis's `client-output-buffer-limit pubsub`: at most this many...
     pub pending_replies_max: usize,
+    /// ...and at most this many bytes.
+    pub pending_bytes_max: usize,
+    /// The largest command (all its arguments) a logged-in client may send, in bytes.
+    pub query_bytes_max: usize,
+    /// Channels and patterns one connection may subscribe to; each is a queue in the broker.
+    pub subscriptions_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -45,6 +51,10 @@ impl Default for Config {
             // Redis allows 512 MB; a broker message that large is an accident.
             bulk_bytes_max: 16 * 1024 * 1024,
             pending_replies_max: 4096,
+            // Redis's hard limit for pub/sub clients.
+            pending_bytes_max: 32 * 1024 * 1024,
+            query_bytes_max: 64 * 1024 * 1024,
+            subscriptions_max: 1024,
         }
     }
 }
@@ -52,8 +62,19 @@ impl Default for Config {
 impl Config {
     pub fn parse(json: &str) -> Result<Config, String> {
         let config: Config = serde_json::from_str(json).map_err(|error| format!("bad config: {error}"))?;
-        if config.connections_max == 0 || config.pending_replies_max == 0 || config.bulk_bytes_max == 0 {
-            return Err("connections_max, bulk_bytes_max and pending_replies_max must be above 0".into());
+        let sizes = [
+            config.connections_max,
+            config.bulk_bytes_max,
+            config.pending_replies_max,
+            config.pending_bytes_max,
+            config.query_bytes_max,
+            config.subscriptions_max,
+        ];
+        if sizes.contains(&0) {
+            return Err("connections_max, bulk_bytes_max, pending_replies_max, pending_bytes_max, query_bytes_max and subscriptions_max must be above 0".into());
+        }
+        if config.query_bytes_max < config.bulk_bytes_max {
+            return Err("query_bytes_max must be at least bulk_bytes_max".into());
         }
         Ok(config)
     }

@@ -6,14 +6,15 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use warren_plugin_api::{Denial, Level, Message, Session, SessionLogin};
 
 use crate::codec::{self, ProtocolError, Version};
+use crate::outbox::{self, Outbox, SharedStage};
 use crate::Shared;
 
 /// Bytes read from the socket at a time.
@@ -39,18 +40,25 @@ enum Flow {
     Close,
 }
 
-/// A subscription: its handle in the broker.
-type Subscriptions = BTreeMap<String, u64>;
+/// A subscription: its handle in the broker, and where its pushes stand.
+struct Subscription {
+    id: u64,
+    stage: SharedStage,
+}
 
-/// Pushes that arrived before their subscription was confirmed; `None` once it is.
-type Held = Arc<Mutex<Option<Vec<Vec<u8>>>>>;
+type Subscriptions = BTreeMap<String, Subscription>;
+
+/// A command's size limits before the client has logged in, as Redis's for unauthenticated
+/// clients: a stranger cannot make the server buffer much.
+const UNAUTHENTICATED_ARGUMENTS_MAX: usize = 10;
+const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
 
 struct Client {
     shared: Arc<Shared>,
     id: u64,
     peer: String,
     stream: TcpStream,
-    out: SyncSender<Vec<u8>>,
+    out: Outbox,
     session: Option<Session>,
     version: Version,
     channels: Subscriptions,
@@ -79,12 +87,14 @@ pub fn serve(stream: TcpStream, id: u64, shared: Arc<Shared>) {
 fn run(stream: TcpStream, id: u64, peer: String, shared: &Arc<Shared>) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let writer_stream = stream.try_clone().map_err(|error| error.to_string())?;
-    let registered = stream.try_clone().map_err(|error| error.to_string())?;
-    shared.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((id, registered));
-    let (out, pending) = sync_channel(shared.config.pending_replies_max);
+    let socket = Arc::new(stream.try_clone().map_err(|error| error.to_string())?);
+    shared.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((id, socket.clone()));
+    let (sender, pending) = sync_channel(shared.config.pending_replies_max);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let out = Outbox::new(sender, queued_bytes.clone(), socket, shared.config.pending_bytes_max);
     let writer = std::thread::Builder::new()
         .name(format!("resp-{id}-writer"))
-        .spawn(move || write_loop(writer_stream, pending))
+        .spawn(move || write_loop(writer_stream, pending, queued_bytes))
         .map_err(|error| error.to_string())?;
     let mut client = Client {
         shared: shared.clone(),
@@ -106,10 +116,12 @@ fn run(stream: TcpStream, id: u64, peer: String, shared: &Arc<Shared>) -> Result
     result
 }
 
-fn write_loop(mut stream: TcpStream, pending: Receiver<Vec<u8>>) {
+fn write_loop(mut stream: TcpStream, pending: Receiver<Vec<u8>>, queued_bytes: Arc<AtomicUsize>) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     for chunk in pending {
-        if stream.write_all(&chunk).is_err() {
+        let written = stream.write_all(&chunk);
+        queued_bytes.fetch_sub(chunk.len(), Ordering::SeqCst);
+        if written.is_err() {
             break;
         }
     }
@@ -118,7 +130,6 @@ fn write_loop(mut stream: TcpStream, pending: Receiver<Vec<u8>>) {
 
 impl Client {
     fn read_loop(&mut self) -> Result<(), String> {
-        let bulk_bytes_max = self.shared.config.bulk_bytes_max;
         let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
         let mut chunk = vec![0u8; READ_CHUNK_BYTES];
         loop {
@@ -132,7 +143,8 @@ impl Client {
             let mut replies = Vec::new();
             let mut used = 0;
             loop {
-                match codec::parse(&buffer[used..], bulk_bytes_max) {
+                let (arguments_max, bulk_bytes_max) = self.command_limits();
+                match codec::parse(&buffer[used..], arguments_max, bulk_bytes_max) {
                     Ok(Some((arguments, length))) => {
                         used += length;
                         if arguments.is_empty() {
@@ -153,14 +165,41 @@ impl Client {
             }
             buffer.drain(..used);
             self.send(replies);
+            // An incomplete command larger than any this client may send: refused before it
+            // grows further (Redis's client-query-buffer-limit).
+            if buffer.len() > self.query_bytes_max() {
+                let mut reply = Vec::new();
+                codec::error(&mut reply, "ERR Protocol error: query buffer too large");
+                self.send(reply);
+                return Err("query buffer too large".into());
+            }
+        }
+    }
+
+    fn logged_in(&self) -> bool {
+        self.session.is_some() || self.shared.config.anonymous.is_some()
+    }
+
+    /// The most arguments and the largest bulk string this client may send now.
+    fn command_limits(&self) -> (usize, usize) {
+        if self.logged_in() {
+            (codec::ARGUMENTS_MAX, self.shared.config.bulk_bytes_max)
+        } else {
+            (UNAUTHENTICATED_ARGUMENTS_MAX, UNAUTHENTICATED_BULK_BYTES_MAX)
+        }
+    }
+
+    fn query_bytes_max(&self) -> usize {
+        if self.logged_in() {
+            self.shared.config.query_bytes_max
+        } else {
+            UNAUTHENTICATED_ARGUMENTS_MAX * (UNAUTHENTICATED_BULK_BYTES_MAX + 32)
         }
     }
 
     /// Queues replies for the writer, waiting if it is behind (the client is not reading).
     fn send(&self, replies: Vec<u8>) {
-        if !replies.is_empty() {
-            let _ = self.out.send(replies);
-        }
+        self.out.send(replies);
     }
 
     fn command(&mut self, arguments: &[Vec<u8>], out: &mut Vec<u8>) -> Flow {
@@ -247,6 +286,12 @@ impl Client {
 
     /// Opens a session; on failure writes Redis's WRONGPASS error.
     fn log_in(&mut self, user: &str, password: &str, out: &mut Vec<u8>) -> bool {
+        if !self.channels.is_empty() || !self.patterns.is_empty() {
+            // The subscriptions belong to the session being replaced; rather than drop them
+            // silently, refuse.
+            codec::error(out, "ERR AUTH while subscribed is not supported: UNSUBSCRIBE first");
+            return false;
+        }
         let login =
             SessionLogin { username: user, password, vhost: &self.shared.config.vhost, peer_address: &self.peer };
         match self.shared.host.open_session(&login) {
@@ -384,16 +429,19 @@ impl Client {
             codec::bulk(&mut confirmation, name.as_bytes());
             if subscriptions.contains_key(name) {
                 codec::integer(&mut confirmation, self.subscription_count());
-                if !self.queue_reply(confirmation) {
+                if !self.out.push(confirmation) {
                     return;
                 }
                 continue;
             }
-            // Messages that arrive before the confirmation is queued wait in `held`, so none
-            // overtakes it; the subscribe call (which may ask an auth backend) holds no lock the
-            // broker's delivery threads need.
-            let held: Held = Arc::new(Mutex::new(Some(Vec::new())));
-            let callback = self.callback(name, pattern, held.clone());
+            if self.channels.len() + self.patterns.len() >= self.shared.config.subscriptions_max {
+                codec::error(out, "ERR too many subscriptions on this connection");
+                continue;
+            }
+            // The subscribe call may ask an auth backend, so no lock the broker's delivery
+            // threads need is held across it: early pushes wait in the stage instead.
+            let stage = outbox::new_stage();
+            let callback = self.callback(name, pattern, stage.clone());
             let id = match self.session().subscribe(TOPIC_EXCHANGE, name, callback) {
                 Ok(id) => id,
                 Err(denial) => {
@@ -402,34 +450,20 @@ impl Client {
                 }
             };
             let subscriptions = if pattern { &mut self.patterns } else { &mut self.channels };
-            subscriptions.insert(name.to_owned(), id);
+            subscriptions.insert(name.to_owned(), Subscription { id, stage: stage.clone() });
             codec::integer(&mut confirmation, self.subscription_count());
-            let mut pending = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let early = pending.take().unwrap_or_default();
-            if !self.queue_reply(confirmation) || !early.into_iter().all(|push| self.queue_reply(push)) {
+            if !outbox::confirm(&stage, &self.out, confirmation) {
                 return;
             }
         }
     }
 
-    /// Queues a reply without waiting; a client too slow for its queue is disconnected.
-    fn queue_reply(&self, reply: Vec<u8>) -> bool {
-        if self.out.try_send(reply).is_err() {
-            let _ = self.stream.shutdown(Shutdown::Both);
-            return false;
-        }
-        true
-    }
-
-    /// The delivery callback of one subscription: encodes the push and queues it, never
-    /// blocking the broker thread it runs on. Until the subscription is confirmed, pushes wait
-    /// in `held` (at most `pending_replies_max` of them).
-    fn callback(&self, name: &str, pattern: bool, held: Held) -> impl Fn(Message<'_>) + Send + Sync + 'static {
+    /// The delivery callback of one subscription: encodes the push and hands it to the
+    /// subscription's stage, never blocking the broker thread it runs on.
+    fn callback(&self, name: &str, pattern: bool, stage: SharedStage) -> impl Fn(Message<'_>) + Send + Sync + 'static {
         let out = self.out.clone();
         let name = name.to_owned();
-        let stream = self.stream.try_clone().ok();
         let version = self.version;
-        let held_max = self.shared.config.pending_replies_max;
         move |message: Message<'_>| {
             let mut push = Vec::with_capacity(message.body.len() + name.len() + 64);
             if pattern {
@@ -443,21 +477,7 @@ impl Client {
                 codec::bulk(&mut push, name.as_bytes());
             }
             codec::bulk(&mut push, message.body);
-            let mut waiting = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let overflow = match waiting.as_mut() {
-                Some(early) if early.len() < held_max => {
-                    early.push(push);
-                    false
-                }
-                Some(_) => true,
-                None => matches!(out.try_send(push), Err(TrySendError::Full(_))),
-            };
-            if overflow {
-                // Too slow to keep up: disconnected, as Redis's pub/sub output limit does.
-                if let Some(stream) = &stream {
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
-            }
+            outbox::deliver(&stage, &out, push);
         }
     }
 
@@ -482,8 +502,10 @@ impl Client {
         }
         for name in names {
             let subscriptions = if pattern { &mut self.patterns } else { &mut self.channels };
-            if let Some(id) = subscriptions.remove(&name) {
-                self.session().unsubscribe(id);
+            if let Some(subscription) = subscriptions.remove(&name) {
+                // Ended before the reply is queued: no late delivery can follow the reply.
+                outbox::end(&subscription.stage);
+                self.session().unsubscribe(subscription.id);
             }
             codec::push(out, 3, self.version);
             codec::bulk(out, command.as_bytes());
@@ -493,12 +515,16 @@ impl Client {
     }
 
     fn end_subscriptions(&mut self) {
-        let ids: Vec<u64> = self.channels.values().chain(self.patterns.values()).copied().collect();
-        self.channels.clear();
-        self.patterns.clear();
+        let ended: Vec<Subscription> = std::mem::take(&mut self.channels)
+            .into_values()
+            .chain(std::mem::take(&mut self.patterns).into_values())
+            .collect();
+        for subscription in &ended {
+            outbox::end(&subscription.stage);
+        }
         if let Some(session) = &self.session {
-            for id in ids {
-                session.unsubscribe(id);
+            for subscription in ended {
+                session.unsubscribe(subscription.id);
             }
         }
     }

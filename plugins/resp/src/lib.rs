@@ -23,11 +23,13 @@
 //! # Layout
 //! - `codec`: RESP parsing and reply encoding, RESP2 and RESP3 (sans-IO).
 //! - `connection`: one client: its thread, its writer, its commands.
+//! - `outbox`: what waits to be written to a client, bounded; a subscription's stages.
 //! - `config`: the config section.
 
 mod codec;
 mod config;
 mod connection;
+mod outbox;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,8 +46,8 @@ pub struct Shared {
     /// Connections open now, for the limit.
     pub open: AtomicUsize,
     pub stopping: AtomicBool,
-    /// Clones of every open client socket, so that `stop` can close them.
-    pub streams: Mutex<Vec<(u64, TcpStream)>>,
+    /// Every open client socket, so that `stop` can close them.
+    pub streams: Mutex<Vec<(u64, Arc<TcpStream>)>>,
 }
 
 pub struct Resp {
@@ -105,7 +107,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of file descriptors, say: back off instead of spinning.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
         next_id += 1;
         let id = next_id;
         let shared = shared.clone();

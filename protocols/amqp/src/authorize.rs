@@ -7,12 +7,18 @@ use warren_core::vhost::REPLY_TO;
 
 use crate::codec::Method;
 
+/// What every server-generated queue name starts with (`Vhost::generate_queue_name`).
+const GENERATED_QUEUE_PREFIX: &str = "amq.gen-";
+
 /// A permission a method needs.
 pub type Check = (ResourceKind, String, Permission);
 
 /// The checks `method` needs. `last_queue` stands in for an empty queue name (the channel's last
-/// declared queue). A server-named queue being declared is not checked: its name does not exist
-/// yet (RabbitMQ checks the generated name; a pattern for it would be `^amq\.gen-`).
+/// declared queue). A server-named queue is checked as `amq.gen-`, the prefix every generated
+/// name has (RabbitMQ checks the whole generated name, so a pattern such as `^amq\.gen-` grants
+/// both). An alternate or dead-letter exchange named in the arguments needs write on it and read
+/// on what is declared, as in RabbitMQ: otherwise it would be a way to publish where the user
+/// may not.
 pub fn required(method: &Method, last_queue: Option<&QueueName>) -> Vec<Check> {
     use Permission::{Configure, Read, Write};
     use ResourceKind::{Exchange, Queue};
@@ -24,7 +30,14 @@ pub fn required(method: &Method, last_queue: Option<&QueueName>) -> Vec<Check> {
         }
     };
     match method {
-        Method::ExchangeDeclare(declare) if !declare.passive => vec![(Exchange, declare.exchange.clone(), Configure)],
+        Method::ExchangeDeclare(declare) if !declare.passive => {
+            let mut checks = vec![(Exchange, declare.exchange.clone(), Configure)];
+            if let Some(alternate) = declare.arguments.get("alternate-exchange").and_then(|value| value.as_str()) {
+                checks.push((Exchange, declare.exchange.clone(), Read));
+                checks.push((Exchange, alternate.to_owned(), Write));
+            }
+            checks
+        }
         Method::ExchangeDelete(delete) => vec![(Exchange, delete.exchange.clone(), Configure)],
         Method::ExchangeBind(bind) => {
             vec![(Exchange, bind.destination.clone(), Write), (Exchange, bind.source.clone(), Read)]
@@ -32,8 +45,15 @@ pub fn required(method: &Method, last_queue: Option<&QueueName>) -> Vec<Check> {
         Method::ExchangeUnbind(unbind) => {
             vec![(Exchange, unbind.destination.clone(), Write), (Exchange, unbind.source.clone(), Read)]
         }
-        Method::QueueDeclare(declare) if !declare.passive && !declare.queue.is_empty() => {
-            vec![(Queue, declare.queue.clone(), Configure)]
+        Method::QueueDeclare(declare) if !declare.passive => {
+            let name = if declare.queue.is_empty() { GENERATED_QUEUE_PREFIX.to_owned() } else { declare.queue.clone() };
+            let mut checks = vec![(Queue, name.clone(), Configure)];
+            if let Some(dead_letter) = declare.arguments.get("x-dead-letter-exchange").and_then(|value| value.as_str())
+            {
+                checks.push((Queue, name, Read));
+                checks.push((Exchange, dead_letter.to_owned(), Write));
+            }
+            checks
         }
         Method::QueueDelete(delete) => vec![(Queue, queue(&delete.queue), Configure)],
         Method::QueuePurge(purge) => vec![(Queue, queue(&purge.queue), Read)],

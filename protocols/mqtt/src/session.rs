@@ -49,6 +49,11 @@ pub(crate) struct Permitted {
     pub(crate) subscribe: bool,
 }
 
+/// The queue of a client id's session, as RabbitMQ names it.
+fn session_queue_name(client_id: &str) -> warren_core::name::QueueName {
+    warren_core::name::QueueName::from(format!("mqtt-subscription-{client_id}qos1"))
+}
+
 impl Permitted {
     async fn check(access: &Access, queue: &warren_core::name::QueueName) -> Permitted {
         use warren_core::auth::{Permission, ResourceKind};
@@ -58,6 +63,7 @@ impl Permitted {
             .check_all(&[
                 (ResourceKind::Queue, queue.as_str(), Permission::Configure),
                 (ResourceKind::Queue, queue.as_str(), Permission::Write),
+                (ResourceKind::Queue, queue.as_str(), Permission::Read),
                 (ResourceKind::Exchange, topic, Permission::Read),
             ])
             .await
@@ -77,7 +83,7 @@ pub(crate) struct Session {
     pub(crate) will: Option<LastWill>,
     /// What the user's permissions allow, checked once at connect (every MQTT publish goes to
     /// `amq.topic`, every subscription binds the session's queue to it): as RabbitMQ's plugin
-    /// checks write on `amq.topic` to publish, and configure and write on the session queue
+    /// checks write on `amq.topic` to publish, and configure, write and read on the session queue
     /// and read on `amq.topic` to subscribe.
     pub(crate) permitted: Permitted,
     /// The session's queue, bound to `amq.topic` once per subscription.
@@ -213,6 +219,16 @@ async fn open(
     })?;
     let client_id =
         if connect.client_id.is_empty() { format!("warren-{connection}") } else { connect.client_id.clone() };
+    let access = state.broker.access(&principal, &vhost_name);
+    let permitted = Permitted::check(&access, &session_queue_name(&client_id)).await;
+    // Resuming (or, with a clean session, deleting) an existing session's queue needs the
+    // subscribe permissions on it, as RabbitMQ checks configure and read before it touches the
+    // queue: otherwise anyone could take over another user's session by its client id. Checked
+    // before the takeover, so a refused client disconnects nobody.
+    if !permitted.subscribe && vhost.queue(&session_queue_name(&client_id), ConnectionId(connection)).is_ok() {
+        warn!(%peer, %client_id, user = %principal.user, "no permission on the session's queue");
+        return Err(ConnectReturnCode::NotAuthorized);
+    }
     let key: SessionKey = (vhost_name.clone(), client_id.clone());
     let kick = Arc::new(Notify::new());
     let previous = {
@@ -245,7 +261,7 @@ async fn open(
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will,
-        permitted: Permitted::default(),
+        permitted,
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -259,7 +275,6 @@ async fn open(
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
     };
-    session.permitted = Permitted::check(&state.broker.access(&principal, &vhost_name), &session.queue_name()).await;
     let session_present = session.resume(previous.map(|entry| entry.subscriptions));
     session.sync_subscriptions();
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
@@ -324,7 +339,7 @@ impl Session {
 
     /// The session's queue name, as RabbitMQ names it.
     pub(crate) fn queue_name(&self) -> warren_core::name::QueueName {
-        warren_core::name::QueueName::from(format!("mqtt-subscription-{}qos1", self.client_id))
+        session_queue_name(&self.client_id)
     }
 
     /// Starts consuming from the session queue.

@@ -4,8 +4,9 @@
 //! A SEND needs write on the exchange it goes through (`amq.default` for queues, `amq.topic` for
 //! topics), and configure on a `/queue/` it declares. A SUBSCRIBE needs read on the queue it
 //! reads, or on the exchange a subscription queue is bound to, and configure on a `/queue/` it
-//! declares. (The private queue of a topic subscription is not checked: it is server-named, as
-//! RabbitMQ's are.)
+//! declares. A durable topic subscription's queue is named by the client (or derived from the
+//! subscription id), so it needs configure, write and read like any named queue; a transient
+//! one's private queue is server-named and not checked.
 
 use warren_core::auth::{Permission, ResourceKind};
 
@@ -32,8 +33,21 @@ pub fn required(frame: &Frame) -> Vec<Check> {
         ("SEND", Destination::Exchange { exchange, .. }) => vec![(Exchange, exchange, Write)],
         ("SUBSCRIBE", Destination::Queue(name)) => vec![(Queue, name.clone(), Configure), (Queue, name, Read)],
         ("SUBSCRIBE", Destination::AmqQueue(name)) => vec![(Queue, name, Read)],
-        ("SUBSCRIBE", Destination::Topic(_)) => vec![(Exchange, TOPIC_EXCHANGE.into(), Read)],
-        ("SUBSCRIBE", Destination::Exchange { exchange, .. }) => vec![(Exchange, exchange, Read)],
+        ("SUBSCRIBE", destination @ (Destination::Topic(_) | Destination::Exchange { .. })) => {
+            let exchange = match &destination {
+                Destination::Exchange { exchange, .. } => exchange.clone(),
+                _ => TOPIC_EXCHANGE.into(),
+            };
+            let mut checks = vec![(Exchange, exchange, Read)];
+            let durable = frame.header("durable").or(frame.header("persistent")) == Some("true");
+            if durable {
+                let id = frame.header("id").or(frame.header("destination")).unwrap_or_default();
+                let queue = crate::messaging::durable_queue_name(frame.header("x-queue-name"), &destination, id);
+                let queue = queue.as_str().to_owned();
+                checks.extend([(Queue, queue.clone(), Configure), (Queue, queue.clone(), Write), (Queue, queue, Read)]);
+            }
+            checks
+        }
         _ => Vec::new(),
     }
 }

@@ -447,7 +447,7 @@ impl Session {
 /// A durable subscription's queue: `x-queue-name` if the client names one, else a name derived
 /// from the destination and the subscription id, as RabbitMQ derives it, so two clients that
 /// both number their subscriptions `sub-0` (as @stomp/stompjs does) do not share a queue.
-fn durable_queue_name(requested: Option<&str>, destination: &Destination, id: &str) -> QueueName {
+pub(crate) fn durable_queue_name(requested: Option<&str>, destination: &Destination, id: &str) -> QueueName {
     if let Some(name) = requested.filter(|name| !name.is_empty()) {
         return QueueName::new(name);
     }
