@@ -148,6 +148,8 @@ async fn ldap_users_log_in_by_password_and_open_vhosts_by_group() {
     // Wrong or empty passwords, and users LDAP does not know.
     assert!(!can_log_in(&broker, "/", "alice", "bob-pass").await);
     assert!(!can_log_in(&broker, "/", "alice", "").await);
+    // The fixture accepts a bind with a DN and no password (as anonymous): it must not count.
+    assert_eq!(stomp_login(broker.stomp_addr, "/", "alice", ""), "ERROR");
     assert!(!can_log_in(&broker, "/", "mallory", "mallory-pass").await);
     // The internal backend still comes first.
     assert!(can_log_in(&broker, "/", "guest", "guest").await);
