@@ -175,7 +175,9 @@ pub struct HostApi {
     ) -> Status,
     /// Binds a private queue to `exchange` with an AMQP binding key (`*` one word, `#` any)
     /// and delivers what reaches it to `sink`, from a broker thread, until `unsubscribe` or
-    /// `close_session`; then the broker calls `sink.release`. Stores a subscription handle.
+    /// `close_session` (a delivery already on its way may still arrive just after they return);
+    /// after the last delivery the broker calls `sink.release`, once. Stores a subscription
+    /// handle. On failure the broker keeps nothing and the plugin still owns the sink.
     pub subscribe: unsafe extern "C" fn(
         broker: *const c_void,
         session: u64,
