@@ -1,7 +1,7 @@
 //! The MQTT 3.1/3.1.1 adapter, checked with rumqttc against a real `warren` process, with lapin
 //! for the AMQP side of cross-protocol tests and raw bytes where a client must misbehave or speak
 //! MQTT 3.1. Expectations are MQTT 3.1.1's, and RabbitMQ's MQTT plugin's where the spec leaves a
-//! choice (credentials required, topics on `amq.topic`, QoS 2 subscriptions granted QoS 1).
+//! choice (credentials required, topics on `amq.topic`, QoS 2 both ways, which RabbitMQ lacks).
 //!
 //! Each rumqttc client's event loop runs on its own task and hands incoming packets to the test
 //! over a bounded channel. The task stops at the first connection error, so a connection the
@@ -440,7 +440,7 @@ async fn qos2_publish_is_routed_once() {
     let mut consumer = consume(&channel, queue, "qos2-consumer", no_ack()).await;
     let mut subscriber = connect_mqtt(mqtt_options(&broker, "qos2-subscriber")).await;
     let granted = subscriber.subscribe("qos2/#", QoS::ExactlyOnce).await;
-    assert_eq!(granted, SubscribeReasonCode::Success(QoS::AtLeastOnce), "QoS 2 subscriptions are granted QoS 1");
+    assert_eq!(granted, SubscribeReasonCode::Success(QoS::ExactlyOnce), "QoS 2 subscriptions are granted QoS 2");
     let mut publisher = connect_mqtt(mqtt_options(&broker, "qos2-publisher")).await;
 
     // PUBLISH, PUBREC, PUBREL, PUBCOMP.
@@ -457,7 +457,7 @@ async fn qos2_publish_is_routed_once() {
     let received = subscriber.next_publish().await;
     assert_eq!(received.topic, "qos2/exactly");
     assert_eq!(received.payload, &b"exactly once"[..]);
-    assert_eq!(received.qos, QoS::AtLeastOnce, "the lower of QoS 2 and the granted QoS 1");
+    assert_eq!(received.qos, QoS::ExactlyOnce, "published and granted at QoS 2");
     assert_eq!(subscriber.next_publish().await.topic, "qos2/marker", "no second copy ahead of the marker");
 }
 
@@ -495,6 +495,57 @@ fn qos2_resend_before_pubrel_is_routed_once() {
         let packet_id = packet_id.expect("a QoS 1 PUBLISH has a packet id");
         subscriber.write_all(&wire::ack(wire::PUBACK, packet_id)).expect("send PUBACK");
     }
+}
+
+/// Outbound QoS 2 (RabbitMQ has none): the message leaves the queue at PUBREC, so a connection
+/// lost between PUBREC and PUBCOMP gets PUBREL again on reconnect, never the PUBLISH: the
+/// application sees the message once (MQTT 4.3.3, 4.4).
+#[test]
+fn outbound_qos2_reaches_the_client_once_across_a_reconnect() {
+    const CLIENT: &str = "qos2-outbound-subscriber";
+    let broker = Broker::start();
+    // A persistent session: the CONNECT flags byte (after the length, the protocol name and
+    // the level) without the clean-session bit.
+    let mut persistent = wire::connect("MQTT", 4, 0, CLIENT, None);
+    persistent[9] &= !0x02;
+    let mut subscriber = wire::open(broker.mqtt_addr, &persistent);
+    subscriber.write_all(&wire::subscribe(1, "qos2out/#", 2)).expect("send SUBSCRIBE");
+    assert_eq!(wire::expect_packet(&mut subscriber, wire::SUBACK), [0x00, 0x01, 0x02], "SUBACK: QoS 2 granted");
+
+    let mut publisher = wire::open(broker.mqtt_addr, &wire::connect("MQTT", 4, 0, "qos2-outbound-publisher", None));
+    publisher.write_all(&wire::publish(wire::PUBLISH_QOS2, "qos2out/a", Some(5), b"once")).expect("PUBLISH");
+    assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), 5u16.to_be_bytes());
+    publisher.write_all(&wire::ack(wire::PUBREL, 5)).expect("PUBREL");
+    assert_eq!(wire::expect_packet(&mut publisher, wire::PUBCOMP), 5u16.to_be_bytes());
+
+    let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS2);
+    let (topic, packet_id, payload) = wire::parse_publish(wire::PUBLISH_QOS2, &body);
+    assert_eq!((topic.as_str(), payload.as_slice()), ("qos2out/a", &b"once"[..]));
+    let packet_id = packet_id.expect("a QoS 2 PUBLISH has a packet id");
+    subscriber.write_all(&wire::ack(wire::PUBREC, packet_id)).expect("PUBREC");
+    assert_eq!(wire::expect_packet(&mut subscriber, wire::PUBREL), packet_id.to_be_bytes());
+    // The connection drops before PUBCOMP.
+    drop(subscriber);
+
+    let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
+    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    subscriber.write_all(&persistent).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    assert_eq!(
+        wire::expect_packet(&mut subscriber, wire::PUBREL),
+        packet_id.to_be_bytes(),
+        "PUBREL again, not PUBLISH"
+    );
+    subscriber.write_all(&wire::ack(wire::PUBCOMP, packet_id)).expect("PUBCOMP");
+
+    // The next message is the marker: no second copy of "once" came before it.
+    publisher.write_all(&wire::publish(wire::PUBLISH_QOS1, "qos2out/marker", Some(6), b"marker")).expect("PUBLISH");
+    assert_eq!(wire::expect_packet(&mut publisher, wire::PUBACK), 6u16.to_be_bytes());
+    let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS1);
+    let (topic, _, _) = wire::parse_publish(wire::PUBLISH_QOS1, &body);
+    assert_eq!(topic, "qos2out/marker");
 }
 
 // -- retained messages and wills -----------------------------------------------------------

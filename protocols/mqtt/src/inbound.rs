@@ -22,9 +22,8 @@ use crate::translate;
 pub(crate) const TOPIC_EXCHANGE: &str = "amq.topic";
 /// The header that carries an MQTT publish's QoS to other MQTT subscribers.
 pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
-/// The highest QoS granted to subscriptions: deliveries go out at most at QoS 1, as from
-/// RabbitMQ. (Inbound QoS 2 is fully supported.)
-const GRANTED_QOS_MAX: QoS = QoS::AtLeastOnce;
+/// The highest QoS granted to subscriptions: QoS 2 both ways (RabbitMQ grants at most 1).
+const GRANTED_QOS_MAX: QoS = QoS::ExactlyOnce;
 
 impl Session {
     pub(crate) fn publish(&mut self, publish: Publish) -> Option<End> {

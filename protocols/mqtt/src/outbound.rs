@@ -1,9 +1,15 @@
 //! Deliveries to the client: PUBLISH at the lower of the message's and the subscription's QoS,
-//! packet ids for QoS 1, PUBACK settling them, and retained messages on subscribe.
+//! packet ids for QoS 1 and 2, PUBACK settling QoS 1, PUBREC/PUBREL/PUBCOMP for QoS 2, and
+//! retained messages on subscribe.
+//!
+//! Outbound QoS 2 (which RabbitMQ does not offer): the message leaves the queue at PUBREC, when
+//! the client has it, and only the packet id waits for PUBCOMP. So a connection lost after PUBREC
+//! never redelivers the PUBLISH (the client would see it twice); the next connection of a
+//! persistent session resends PUBREL for those ids instead (section 4.4).
 
 use std::sync::Arc;
 
-use mqttbytes::v4::{Packet, Publish};
+use mqttbytes::v4::{Packet, PubRel, Publish};
 use mqttbytes::QoS;
 use warren_core::queue::{InboxItem, Requeue};
 use warren_core::value::Value;
@@ -18,13 +24,16 @@ use crate::translate;
 const DRAIN_BATCH: usize = 256;
 const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 
-/// An outbound QoS 1 publish awaiting PUBACK.
+/// An outbound QoS 1 or 2 publish awaiting its acknowledgement.
 #[derive(Debug)]
 pub(crate) enum Inflight {
-    /// From the session queue: settled on PUBACK, requeued if the connection goes first.
+    /// From the session queue: settled on PUBACK (QoS 1) or PUBREC (QoS 2), requeued if the
+    /// connection goes first.
     Queued { queue: Arc<Queue>, sequence: u64, message: Arc<Message> },
     /// A retained message sent on subscribe: nothing to settle.
     Retained,
+    /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited.
+    Released,
 }
 
 impl Session {
@@ -93,12 +102,62 @@ impl Session {
 
     pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
         if let Some(Inflight::Queued { queue, message, .. }) = self.inflight.remove(&packet_id) {
-            queue.acked([&message]);
-            if let Some(consumer) = &self.consumer {
-                consumer.settle(1);
-            }
+            self.settle(&queue, &message);
         }
         None
+    }
+
+    fn settle(&self, queue: &Queue, message: &Arc<Message>) {
+        queue.acked([message]);
+        if let Some(consumer) = &self.consumer {
+            consumer.settle(1);
+        }
+    }
+
+    /// PUBREC for an outbound QoS 2 publish: the client has it, so it leaves the queue; PUBREL.
+    pub(crate) fn received(&mut self, packet_id: u16) -> Option<End> {
+        match self.inflight.remove(&packet_id) {
+            Some(Inflight::Queued { queue, message, .. }) => self.settle(&queue, &message),
+            Some(Inflight::Retained | Inflight::Released) => {}
+            None => {
+                // Not ours (or already completed): the spec leaves it; answering keeps a
+                // confused client moving rather than stuck.
+                tracing::debug!(client_id = %self.client_id, packet_id, "PUBREC for an unknown packet id");
+            }
+        }
+        self.inflight.insert(packet_id, Inflight::Released);
+        self.sync_released();
+        self.send(Packet::PubRel(PubRel::new(packet_id)))
+    }
+
+    /// PUBCOMP: the QoS 2 exchange for this packet id is over.
+    pub(crate) fn completed(&mut self, packet_id: u16) -> Option<End> {
+        if matches!(self.inflight.get(&packet_id), Some(Inflight::Released)) {
+            self.inflight.remove(&packet_id);
+            self.sync_released();
+        }
+        None
+    }
+
+    /// Resends PUBREL for the QoS 2 ids a persistent session's last connection left between
+    /// PUBREC and PUBCOMP (section 4.4).
+    pub(crate) fn resume_released(&mut self, released: Vec<u16>) {
+        for packet_id in released {
+            self.inflight.insert(packet_id, Inflight::Released);
+            self.send(Packet::PubRel(PubRel::new(packet_id)));
+        }
+    }
+
+    /// The ids awaiting PUBCOMP, mirrored into the session registry for the next connection.
+    pub(crate) fn released_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, inflight)| matches!(inflight, Inflight::Released))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Sends the retained messages matching a new subscription, flagged retained.
@@ -120,7 +179,8 @@ impl Session {
         }
     }
 
-    /// Puts unacknowledged deliveries back in the queue, as redelivered.
+    /// Puts unacknowledged deliveries back in the queue, as redelivered. (Released QoS 2 ids are
+    /// not messages any more; the registry keeps them for a persistent session.)
     pub(crate) fn requeue_inflight(&mut self) {
         for (_, inflight) in self.inflight.drain() {
             if let Inflight::Queued { queue, sequence, message } = inflight {

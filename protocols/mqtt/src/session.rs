@@ -239,6 +239,7 @@ async fn open(
             kick: kick.clone(),
             sweeper: None,
             subscriptions: Vec::new(),
+            released: Vec::new(),
         };
         sessions.insert(key, entry)
     };
@@ -275,7 +276,15 @@ async fn open(
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
     };
-    let session_present = session.resume(previous.map(|entry| entry.subscriptions));
+    let (previous_subscriptions, released) = match previous {
+        Some(entry) => (Some(entry.subscriptions), entry.released),
+        None => (None, Vec::new()),
+    };
+    let session_present = session.resume(previous_subscriptions);
+    if session_present {
+        session.resume_released(released);
+        session.sync_released();
+    }
     session.sync_subscriptions();
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
@@ -464,6 +473,8 @@ impl Session {
             Packet::Publish(publish) => self.publish(publish),
             Packet::PubAck(ack) => self.acknowledged(ack.pkid),
             Packet::PubRel(release) => self.released(release.pkid),
+            Packet::PubRec(received) => self.received(received.pkid),
+            Packet::PubComp(completed) => self.completed(completed.pkid),
             Packet::Subscribe(subscribe) => self.subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
             Packet::PingReq => self.send(Packet::PingResp),
@@ -475,6 +486,16 @@ impl Session {
 
     /// Mirrors the subscriptions into the session registry, so a connection that takes the
     /// session over while this one is still open inherits them (MQTT 3.1.1 section 3.1.2.4).
+    /// Mirrors the QoS 2 ids awaiting PUBCOMP into the session registry.
+    pub(crate) fn sync_released(&self) {
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let released = self.released_ids();
+        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
+            entry.released = released;
+        }
+    }
+
     pub(crate) fn sync_subscriptions(&self) {
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");

@@ -71,6 +71,9 @@ pub(crate) struct SessionEntry {
     pub sweeper: Option<tokio::task::AbortHandle>,
     /// Subscriptions of a persistent session, kept while it is disconnected.
     pub subscriptions: Vec<(String, QoS)>,
+    /// Outbound QoS 2 packet ids between PUBREC and PUBCOMP: the next connection of a
+    /// persistent session resends PUBREL for them. In memory only, like the granted QoS.
+    pub released: Vec<u16>,
 }
 
 /// A topic's retained message.
