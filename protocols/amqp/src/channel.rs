@@ -147,6 +147,9 @@ pub struct Channel {
     pub confirms: Option<Confirms>,
     /// The last queue declared, which an empty queue name refers to.
     pub last_queue: Option<QueueName>,
+    /// The exchange this channel last published to with write permission: the next publish
+    /// there skips the check, so the publish path stays free of locks and allocation.
+    pub publish_authorized: Option<String>,
     /// Set by tx.select: publishes and acks wait for tx.commit.
     pub transaction: Option<Transaction>,
     /// The channel's direct reply-to queue, while it has a reply consumer.
@@ -168,6 +171,7 @@ impl Channel {
             shared_credit: Credit::new(0),
             confirms: None,
             last_queue: None,
+            publish_authorized: None,
             transaction: None,
             reply_queue: None,
             pending: ConfirmQueue::default(),

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use warren_core::auth::{Access, Credentials, Principal};
+use warren_core::auth::{Access, Credentials, Permission, Principal, ResourceKind};
 use warren_core::journal::{self, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, UserName, VhostName};
 use warren_core::value::{Table, Value};
@@ -395,6 +395,17 @@ impl Connection {
         let Some(channel) = self.channels.get(&channel_id).filter(|channel| channel.state == ChannelState::Open) else {
             return Ok(());
         };
+        if let Method::BasicPublish(publish) = method {
+            if channel.publish_authorized.as_deref() == Some(publish.exchange.as_str()) {
+                return Ok(());
+            }
+            let write = (ResourceKind::Exchange, publish.exchange.as_str(), Permission::Write);
+            access.check(write.0, write.1, write.2).await.map_err(Close::from)?;
+            if let Some(channel) = self.channels.get_mut(&channel_id) {
+                channel.publish_authorized = Some(publish.exchange.clone());
+            }
+            return Ok(());
+        }
         for (kind, name, permission) in crate::authorize::required(method, channel.last_queue.as_ref()) {
             access.check(kind, &name, permission).await.map_err(Close::from)?;
         }

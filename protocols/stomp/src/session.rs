@@ -107,6 +107,9 @@ pub(crate) struct Session {
     pub(crate) vhost: Arc<Vhost>,
     /// The user's resource permissions in the vhost, checked before each SEND and SUBSCRIBE.
     access: Arc<Access>,
+    /// The destination this session last sent to with permission: the next SEND there skips
+    /// the checks, so the send path stays free of locks and allocation.
+    send_authorized: Option<String>,
     pub(crate) inbox: Arc<Inbox>,
     /// By subscription id.
     pub(crate) subscriptions: HashMap<String, Subscription>,
@@ -231,6 +234,7 @@ async fn accept<R: AsyncRead + Unpin>(
         },
         vhost,
         access,
+        send_authorized: None,
         inbox: Inbox::new(warren_core::limits::INBOX_CAPACITY),
         subscriptions: HashMap::new(),
         unacked: Vec::new(),
@@ -376,10 +380,8 @@ impl Session {
         while self.paused_on.is_none() {
             match codec::decode_resuming(buffer, &self.state.config.limits, self.escaping, &mut self.searched) {
                 Ok(Some(frame)) => {
-                    for (kind, name, permission) in crate::authorize::required(&frame) {
-                        if let Err(error) = self.access.check(kind, &name, permission).await {
-                            return Some(self.error("access_refused", &error.to_string()));
-                        }
+                    if let Some(end) = self.authorize(&frame).await {
+                        return Some(end);
                     }
                     if let Some(end) = self.handle(frame) {
                         return Some(end);
@@ -391,6 +393,24 @@ impl Session {
                     return Some(self.error("malformed frame", &error.to_string()));
                 }
             }
+        }
+        None
+    }
+
+    /// Checks the permissions a frame needs before it runs; `Some` when refused.
+    async fn authorize(&mut self, frame: &Frame) -> Option<End> {
+        let sending = frame.command == "SEND";
+        let destination = frame.header("destination");
+        if sending && destination.is_some() && destination == self.send_authorized.as_deref() {
+            return None;
+        }
+        for (kind, name, permission) in crate::authorize::required(frame) {
+            if let Err(error) = self.access.check(kind, &name, permission).await {
+                return Some(self.error("access_refused", &error.to_string()));
+            }
+        }
+        if sending {
+            self.send_authorized = destination.map(str::to_owned);
         }
         None
     }
