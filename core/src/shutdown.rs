@@ -26,6 +26,15 @@ impl Shutdown {
         self.tracker.spawn(task);
     }
 
+    /// Like `spawn`, on `runtime` (for callers outside it, such as plugin threads), for a task
+    /// that may also be stopped on its own: returns its abort handle.
+    pub fn spawn_abortable_on<F>(&self, task: F, runtime: &tokio::runtime::Handle) -> tokio::task::AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn_on(task, runtime).abort_handle()
+    }
+
     /// Resolves once shutdown has begun.
     pub async fn cancelled(&self) {
         self.token.cancelled().await;

@@ -349,7 +349,9 @@ impl PluginHost {
             return Err(refused(error));
         }
         // Deliveries that arrived meanwhile wait in the inbox, which stays marked ready.
-        let pump = self.runtime.spawn(pump(inbox.clone(), Sink(sink), id)).abort_handle();
+        let broker = self.broker.get().expect("sessions exist only once the broker is attached");
+        let shutdown = broker.shutdown().clone();
+        let pump = broker.shutdown().spawn_abortable_on(pump(inbox.clone(), Sink(sink), id, shutdown), &self.runtime);
         let subscription = HostSubscription { queue, consumer, inbox, pump };
         let mut subscriptions = session.subscriptions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match subscriptions.as_mut() {
@@ -413,10 +415,14 @@ impl HostSession {
 }
 
 /// Hands a subscription's deliveries to its sink until the subscription ends.
-async fn pump(inbox: Arc<Inbox>, sink: Sink, subscription: u64) {
+async fn pump(inbox: Arc<Inbox>, sink: Sink, subscription: u64, shutdown: warren_core::shutdown::Shutdown) {
     let mut items = Vec::with_capacity(DRAIN_BATCH);
     loop {
-        inbox.ready().await;
+        tokio::select! {
+            _ = inbox.ready() => {}
+            // Spawned through the broker's tracker: shutdown waits for it, so it must end then.
+            _ = shutdown.cancelled() => return,
+        }
         while inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
             for item in items.drain(..) {
                 match item {
