@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::logins::{amqp_login, build_plugins, management_status, mqtt_login, stomp_login};
+use common::logins::{amqp_login, build_plugins, management_status, mqtt_login, resp_port, stomp_login};
 use common::Broker;
 
 /// A private slapd, stopped on drop.
@@ -249,20 +249,6 @@ async fn answers_are_cached_for_their_ttl() {
     // Nothing was cached for another password or another user.
     assert!(!can_log_in(&broker, "inventory", "alice", "other-pass").await);
     assert!(!can_log_in(&broker, "/", "bob", "bob-pass").await);
-}
-
-/// The RESP port a broker's plugin logged.
-fn resp_port(broker: &Broker) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = broker.log_tail();
-        if let Some(rest) = log.split("listening protocol=resp addr=").nth(1) {
-            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            return address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port");
-        }
-        assert!(Instant::now() < deadline, "no RESP listening line:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One RESP command over a raw connection, logged in as `user`; returns the command's reply line.

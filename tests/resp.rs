@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use common::logins::build_plugins;
+use common::logins::{build_plugins, resp_port};
 use common::Broker;
 
 const RESP_CONFIG: &str = "[plugins]\nload = [\"resp\"]\n[plugins.resp]\nport = 0\nbind = \"127.0.0.1\"\n";
@@ -25,20 +25,6 @@ fn start() -> (Broker, u16) {
     let broker = Broker::start_with_config(RESP_CONFIG);
     let port = resp_port(&broker);
     (broker, port)
-}
-
-fn resp_port(broker: &Broker) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = broker.log_tail();
-        if let Some(rest) = log.split("listening protocol=resp addr=").nth(1) {
-            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-            let address: SocketAddr = address.parse().expect("the RESP listening address");
-            return address.port();
-        }
-        assert!(Instant::now() < deadline, "the resp plugin did not log its address:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns its output, trimmed.

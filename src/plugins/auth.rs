@@ -112,13 +112,7 @@ impl Authenticator for PluginAuthenticator {
         let username = principal.user.as_str().to_owned();
         let vhost_text = vhost.as_str().to_owned();
         let name_text = name.to_owned();
-        let refused = || CoreError::AccessRefused {
-            kind,
-            name: name.to_owned(),
-            vhost: vhost.clone(),
-            user: principal.user.clone(),
-            permission,
-        };
+        let refused = || warren_core::auth::refused(principal.user.clone(), vhost.clone(), kind, name, permission);
         let mut result = call(&self.plugin, move |plugin| {
             let vtable = plugin.auth_vtable().expect("checked in PluginAuthenticator::new");
             let request = api::ResourceRequest {

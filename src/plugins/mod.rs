@@ -255,27 +255,29 @@ fn check_descriptor(name: &str, path: &Path, descriptor: &api::AbiDescriptor) ->
             found: descriptor.abi_version,
         });
     }
-    let layout = |what, expected: usize, found: u32| {
-        if (found as usize) < expected {
-            Err(PluginError::Layout { name: name.into(), path: path.into(), what, expected, found: found as usize })
-        } else {
-            Ok(())
-        }
-    };
+    let layout = |what, expected, found| check_size(name, path, what, expected, found);
     layout("descriptor", std::mem::size_of::<api::AbiDescriptor>(), descriptor.descriptor_size)?;
     layout("plugin header", std::mem::size_of::<api::PluginHeader>(), descriptor.header_size)?;
     layout("auth vtable", std::mem::size_of::<api::AuthVtable>(), descriptor.auth_vtable_size)?;
     layout("protocol vtable", std::mem::size_of::<api::ProtocolVtable>(), descriptor.protocol_vtable_size)
 }
 
+/// A struct of the plugin's must be at least as large as the broker's build of it.
+fn check_size(name: &str, path: &Path, what: &'static str, expected: usize, found: u32) -> Result<(), PluginError> {
+    if (found as usize) < expected {
+        return Err(PluginError::Layout {
+            name: name.into(),
+            path: path.into(),
+            what,
+            expected,
+            found: found as usize,
+        });
+    }
+    Ok(())
+}
+
 fn check_header(name: &str, path: &Path, header: &api::PluginHeader) -> Result<(), PluginError> {
-    let layout = |what, expected: usize, found: u32| {
-        if (found as usize) < expected {
-            Err(PluginError::Layout { name: name.into(), path: path.into(), what, expected, found: found as usize })
-        } else {
-            Ok(())
-        }
-    };
+    let layout = |what, expected, found| check_size(name, path, what, expected, found);
     layout("plugin header", std::mem::size_of::<api::PluginHeader>(), header.size)?;
     if header.capabilities & api::CAPABILITY_AUTH != 0 {
         // SAFETY: a non-null vtable pointer in a header is a static in the library.

@@ -92,3 +92,18 @@ pub fn management_status(addr: SocketAddr, user: &str, password: &str) -> u16 {
     stream.read_to_string(&mut response).expect("read the response");
     response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line")
 }
+
+/// The port the resp plugin logged (`listening protocol=resp addr=...`), waited for.
+pub fn resp_port(broker: &Broker) -> u16 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = broker.log_tail();
+        if let Some(rest) = log.split("listening protocol=resp addr=").nth(1) {
+            let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            let address: SocketAddr = address.parse().expect("the RESP listening address");
+            return address.port();
+        }
+        assert!(std::time::Instant::now() < deadline, "the resp plugin did not log its address:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

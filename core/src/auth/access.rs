@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Authenticator, Principal};
 use crate::error::{Error, Result};
-use crate::name::VhostName;
+use crate::name::{UserName, VhostName};
 
 /// Answers remembered per session; when full, they are forgotten and asked again.
 const ACCESS_CACHE_ENTRIES_MAX: usize = 1024;
@@ -58,6 +58,11 @@ pub fn permission_name(kind: ResourceKind, name: &str) -> &str {
     } else {
         name
     }
+}
+
+/// The refusal of one permission, in RabbitMQ's words.
+pub fn refused(user: UserName, vhost: VhostName, kind: ResourceKind, name: &str, permission: Permission) -> Error {
+    Error::AccessRefused { kind, name: name.to_owned(), vhost, user, permission }
 }
 
 /// One session's view of its permissions in one vhost.
@@ -117,13 +122,7 @@ impl Access {
         if allowed {
             Ok(())
         } else {
-            Err(Error::AccessRefused {
-                kind,
-                name: name.to_owned(),
-                vhost: self.vhost.clone(),
-                user: self.principal.user.clone(),
-                permission,
-            })
+            Err(refused(self.principal.user.clone(), self.vhost.clone(), kind, name, permission))
         }
     }
 

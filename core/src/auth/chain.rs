@@ -72,13 +72,7 @@ impl Authenticator for AuthChain {
     ) -> Result<()> {
         match self.backends.get(principal.backend) {
             Some((_, backend)) => backend.authorize_resource(principal, vhost, kind, name, permission).await,
-            None => Err(Error::AccessRefused {
-                kind,
-                name: name.to_owned(),
-                vhost: vhost.clone(),
-                user: principal.user.clone(),
-                permission,
-            }),
+            None => Err(super::access::refused(principal.user.clone(), vhost.clone(), kind, name, permission)),
         }
     }
 }

@@ -219,13 +219,7 @@ impl Authenticator for InternalUsers {
         if allowed {
             Ok(())
         } else {
-            Err(Error::AccessRefused {
-                kind,
-                name: name.to_owned(),
-                vhost: vhost.clone(),
-                user: principal.user.clone(),
-                permission,
-            })
+            Err(super::access::refused(principal.user.clone(), vhost.clone(), kind, name, permission))
         }
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
-pub use access::{permission_name, Access, Permission, ResourceKind};
+pub use access::{permission_name, refused, Access, Permission, ResourceKind};
 pub use chain::AuthChain;
 pub use internal::{hash_password, InternalUsers, Permissions, User, PASSWORD_HASHING};
 
