@@ -1,5 +1,5 @@
-//! Feeds arbitrary bytes to the MQTT decoder, first as a CONNECT (with the 3.1 shim), then as
-//! later packets: it must never panic.
+//! Feeds arbitrary bytes to the MQTT decoder, first as a CONNECT (with the 3.1 shim and the
+//! MQTT 5 edge), then as later packets of that level: it must never panic.
 #![no_main]
 
 use bytes::BytesMut;
@@ -7,7 +7,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut buffer = BytesMut::from(data);
-    if let Ok(Some(_)) = warren_mqtt::codec::decode_connect(&mut buffer, 65_536) {
-        while let Ok(Some(_)) = warren_mqtt::codec::decode(&mut buffer, 65_536) {}
+    if let Ok(Some((_, level, _))) = warren_mqtt::codec::decode_connect(&mut buffer, 65_536) {
+        if level == warren_mqtt::codec::Level::V5 {
+            while let Ok(Some(_)) = warren_mqtt::v5::decode(&mut buffer, 65_536) {}
+        } else {
+            while let Ok(Some(_)) = warren_mqtt::codec::decode(&mut buffer, 65_536) {}
+        }
     }
 });

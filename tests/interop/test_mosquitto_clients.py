@@ -30,7 +30,7 @@ pytestmark = [
 ]
 
 TIMEOUT_S = 5.0
-PROTOCOLS = ["mqttv311", "mqttv31"]
+PROTOCOLS = ["mqttv5", "mqttv311", "mqttv31"]
 
 
 def connection_arguments(broker, username="guest", password="guest") -> list[str]:

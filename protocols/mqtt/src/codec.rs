@@ -17,6 +17,8 @@ pub enum Level {
     V31,
     /// MQTT 3.1.1 (`MQTT`, level 4).
     V311,
+    /// MQTT 5 (`MQTT`, level 5): read and written by `v5`, translated at the edge.
+    V5,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -40,14 +42,34 @@ pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<P
     }
 }
 
-/// Decodes the first packet, which must be a CONNECT, accepting 3.1 as well as 3.1.1.
-pub fn decode_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<(Packet, Level)>, CodecError> {
+/// The first packet, a CONNECT, with the level it came in and what an MQTT 5 one adds.
+pub type Connected = (Packet, Level, crate::v5::ConnectExtras);
+
+/// Decodes the first packet, which must be a CONNECT, accepting 3.1, 3.1.1 and 5.
+pub fn decode_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Connected>, CodecError> {
+    if is_mqtt5_connect(buffer) {
+        return Ok(
+            crate::v5::decode_connect(buffer, packet_bytes_max)?.map(|(packet, extras)| (packet, Level::V5, extras))
+        );
+    }
     let level = match rewrite_mqtt31_connect(buffer, packet_bytes_max) {
         Rewrite::Incomplete => return Ok(None),
         Rewrite::Rewritten => Level::V31,
         Rewrite::NotMqtt31 => Level::V311,
     };
-    Ok(decode(buffer, packet_bytes_max)?.map(|packet| (packet, level)))
+    Ok(decode(buffer, packet_bytes_max)?.map(|packet| (packet, level, crate::v5::ConnectExtras::default())))
+}
+
+/// Whether the buffer starts with a CONNECT whose header says `MQTT` level 5.
+fn is_mqtt5_connect(buffer: &[u8]) -> bool {
+    if buffer.first().is_none_or(|byte| byte >> 4 != 1) {
+        return false;
+    }
+    let Some((_, length_bytes)) = remaining_length(&buffer[1..]) else { return false };
+    let header = &buffer[1 + length_bytes..];
+    header.len() > MQTT311_HEADER.len()
+        && header[..MQTT311_HEADER.len() - 1] == MQTT311_HEADER[..MQTT311_HEADER.len() - 1]
+        && header[MQTT311_HEADER.len() - 1] == 5
 }
 
 enum Rewrite {
@@ -156,7 +178,7 @@ mod tests {
     #[test]
     fn mqtt311_connect_decodes() {
         let mut buffer = connect_bytes("device-1");
-        let (packet, level) = decode_connect(&mut buffer, 1024).expect("valid").expect("complete");
+        let (packet, level, _) = decode_connect(&mut buffer, 1024).expect("valid").expect("complete");
         assert_eq!(level, Level::V311);
         assert!(matches!(packet, Packet::Connect(connect) if connect.client_id == "device-1"));
     }
@@ -180,7 +202,7 @@ mod tests {
                 decoded = Some(result);
             }
         }
-        let (packet, level) = decoded.expect("decoded");
+        let (packet, level, _) = decoded.expect("decoded");
         assert_eq!(level, Level::V31);
         assert!(matches!(packet, Packet::Connect(connect) if connect.client_id == "old-device"));
     }

@@ -173,7 +173,7 @@ impl Session {
                 // so sessions that never come back do not hold messages for ever.
                 let mut arguments = Table::new();
                 if !self.clean_session {
-                    let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);
+                    let expiry_ms = i64::try_from(self.session_expiry.as_millis()).unwrap_or(i64::MAX);
                     arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
                 }
                 // A persistent session's queue is durable, as in RabbitMQ: with its bindings it
@@ -212,6 +212,11 @@ impl Session {
             }
         }
         self.sync_subscriptions();
+        if self.level == crate::codec::Level::V5 {
+            // MQTT 5's UNSUBACK has a reason code per filter.
+            crate::v5::encode_unsuback(unsubscribe.pkid, unsubscribe.topics.len(), &mut self.out);
+            return None;
+        }
         self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
     }
 }

@@ -1,4 +1,4 @@
-//! The MQTT 3.1 and 3.1.1 adapter. Publishes ride `amq.topic` (topic `a/b` is routing key
+//! The MQTT 3.1, 3.1.1 and 5 adapter (MQTT 5 translated at the edge, see `v5`). Publishes ride `amq.topic` (topic `a/b` is routing key
 //! `a.b`), and each session has a queue bound there once per subscription, as in RabbitMQ's MQTT
 //! plugin, so AMQP and MQTT peers exchange messages both ways.
 //!
@@ -9,6 +9,7 @@
 //! - `session`: CONNECT, authentication, takeover, keep-alive, the read loop.
 //! - `state`: what connections share: settings, the session registry, retained messages.
 //! - `translate`: topics and filters to routing and binding keys.
+//! - `v5`: MQTT 5 packets to and from the 3.1.1 forms the session works with.
 
 pub mod codec;
 mod inbound;
@@ -16,6 +17,7 @@ mod outbound;
 mod session;
 pub mod state;
 pub mod translate;
+pub mod v5;
 
 pub use session::serve;
 pub use state::{MqttConfig, MqttState};

@@ -86,6 +86,11 @@ pub(crate) struct Session {
     /// checks write on `amq.topic` to publish, and configure, write and read on the session queue
     /// and read on `amq.topic` to subscribe.
     pub(crate) permitted: Permitted,
+    /// The protocol level the client speaks: MQTT 5 packets are translated at the edge.
+    pub(crate) level: Level,
+    /// How long a persistent session outlives its connection (MQTT 5 clients choose, up to
+    /// the broker's `session_expiry`).
+    pub(crate) session_expiry: Duration,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -149,17 +154,17 @@ async fn accept<R: AsyncRead + Unpin>(
     connection: u64,
 ) -> Option<Session> {
     let deadline = Instant::now() + state.config.connect_timeout;
-    let (connect, level) = loop {
+    let (mut connect, level, extras) = loop {
         match codec::decode_connect(buffer, state.config.packet_bytes_max) {
-            Ok(Some((Packet::Connect(connect), level))) => break (connect, level),
-            Ok(Some((other, _))) => {
+            Ok(Some((Packet::Connect(connect), level, extras))) => break (connect, level, extras),
+            Ok(Some((other, _, _))) => {
                 warn!(%peer, packet = ?other, "first packet was not CONNECT");
                 return None;
             }
             Ok(None) => {}
             Err(codec::CodecError::UnsupportedLevel { level }) => {
                 warn!(%peer, level, "unsupported protocol level");
-                refuse(chunks, ConnectReturnCode::RefusedProtocolVersion).await;
+                refuse(chunks, ConnectReturnCode::RefusedProtocolVersion, Level::V311).await;
                 return None;
             }
             Err(error) => {
@@ -176,23 +181,44 @@ async fn accept<R: AsyncRead + Unpin>(
             }
         }
     };
+    // MQTT 5: a session outlives its connection only with a non-zero Session Expiry Interval,
+    // and for at most the broker's own `session_expiry`.
+    let mut session_expiry = state.config.session_expiry;
+    let mut granted_expiry = None;
+    if level == Level::V5 {
+        let asked = Duration::from_secs(u64::from(extras.session_expiry_seconds));
+        connect.clean_session = connect.clean_session || asked.is_zero();
+        if asked > session_expiry {
+            granted_expiry = Some(u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX));
+        }
+        session_expiry = session_expiry.min(asked).max(Duration::from_secs(1));
+    }
     match open(connect, level, peer, state, connection).await {
-        Ok((session, session_present)) => {
+        Ok((mut session, session_present)) => {
+            session.session_expiry = session_expiry;
+            let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
             let mut out = BytesMut::new();
-            codec::encode(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)), &mut out);
+            match level {
+                Level::V5 => crate::v5::encode_connack(&ack, granted_expiry, &mut out),
+                Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
+            }
             chunks.send(out.freeze()).await.ok()?;
             Some(session)
         }
         Err(code) => {
-            refuse(chunks, code).await;
+            refuse(chunks, code, level).await;
             None
         }
     }
 }
 
-async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode) {
+async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Level) {
     let mut out = BytesMut::new();
-    codec::encode(&Packet::ConnAck(ConnAck::new(code, false)), &mut out);
+    let ack = ConnAck::new(code, false);
+    match level {
+        Level::V5 => crate::v5::encode_connack(&ack, None, &mut out),
+        Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
+    }
     let _ = chunks.send(out.freeze()).await;
 }
 
@@ -205,8 +231,8 @@ async fn open(
     connection: u64,
 ) -> Result<(Session, bool), ConnectReturnCode> {
     if connect.protocol != mqttbytes::Protocol::V4 {
-        // mqttbytes' 3.1.1 reader would misread an MQTT 5 CONNECT's properties; MQTT 5 is not
-        // spoken yet, so refuse it with "unacceptable protocol version".
+        // An MQTT 5 CONNECT is translated to the 3.1.1 form before it gets here (`v5`); one that
+        // reached the 3.1.1 reader would have its properties misread.
         return Err(ConnectReturnCode::RefusedProtocolVersion);
     }
     if connect.client_id.is_empty() && !connect.clean_session {
@@ -263,6 +289,8 @@ async fn open(
         vhost,
         will: connect.last_will,
         permitted,
+        level,
+        session_expiry: state.config.session_expiry,
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -452,7 +480,11 @@ impl Session {
     /// Handles every complete packet in the buffer; `Some` when the connection must end.
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
         while self.paused_on.is_none() {
-            match codec::decode(buffer, self.state.config.packet_bytes_max) {
+            let decoded = match self.level {
+                Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max),
+                Level::V31 | Level::V311 => codec::decode(buffer, self.state.config.packet_bytes_max),
+            };
+            match decoded {
                 Ok(Some(packet)) => {
                     if let Some(end) = self.handle(packet) {
                         return Some(end);
@@ -537,7 +569,10 @@ impl Session {
     }
 
     pub(crate) fn send(&mut self, packet: Packet) -> Option<End> {
-        codec::encode(&packet, &mut self.out);
+        match self.level {
+            Level::V5 => crate::v5::encode(&packet, &mut self.out),
+            Level::V31 | Level::V311 => codec::encode(&packet, &mut self.out),
+        }
         None
     }
 
@@ -598,7 +633,7 @@ impl Session {
         let vhost = self.vhost.clone();
         let queue_name = self.queue_name();
         let generation = self.connection;
-        let expiry = state.config.session_expiry;
+        let expiry = self.session_expiry;
         let sweeper = runtime.spawn(async move {
             let mut wait = expiry + Duration::from_secs(1);
             loop {

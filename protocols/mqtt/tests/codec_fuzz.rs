@@ -1,4 +1,4 @@
-//! Seeded fuzzing of the MQTT codec (mqttbytes plus our 3.1 shim), run with every test: valid
+//! Seeded fuzzing of the MQTT codec (mqttbytes plus our 3.1 shim and MQTT 5 edge), run with every test: valid
 //! packet streams with random mutations, plus noise. Decoding must never panic.
 //! `WARREN_SEED` replays a failure; `WARREN_FUZZ_ROUNDS` runs longer.
 
@@ -33,6 +33,44 @@ fn mqtt31_corpus() -> Vec<u8> {
     bytes
 }
 
+/// An MQTT 5 stream: CONNECT with a session expiry, PUBLISH with properties, SUBSCRIBE,
+/// UNSUBSCRIBE and a DISCONNECT without a reason code.
+fn mqtt5_corpus() -> Vec<u8> {
+    use mqttbytes::v5;
+    let mut out = BytesMut::new();
+    let mut connect = v5::Connect::new("device5");
+    connect.login = Some(v5::Login::new("guest", "guest"));
+    connect.properties = Some(v5::ConnectProperties {
+        session_expiry_interval: Some(60),
+        receive_maximum: Some(10),
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: Vec::new(),
+        authentication_method: None,
+        authentication_data: None,
+    });
+    connect.write(&mut out).expect("encodes");
+    let mut publish = v5::Publish::new("a/b/c", QoS::ExactlyOnce, b"payload".to_vec());
+    publish.pkid = 9;
+    publish.properties = Some(v5::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: Some(30),
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![("k".into(), "v".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    });
+    publish.write(&mut out).expect("encodes");
+    v5::Subscribe::new("a/+/#", QoS::AtLeastOnce).write(&mut out).expect("encodes");
+    v5::Unsubscribe::new("a/+/#").write(&mut out).expect("encodes");
+    out.extend_from_slice(&[0xE0, 0x00]);
+    out.to_vec()
+}
+
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     let mut bytes = input.to_vec();
     for _ in 0..=rng.below(8) {
@@ -52,20 +90,25 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 
 fn decode_all(input: &[u8], rng: &mut Rng) {
     let mut buffer = BytesMut::new();
-    let mut first = true;
+    let mut level = None;
     let mut offset = 0;
     while offset < input.len() {
         let end = (offset + 1 + rng.below(256)).min(input.len());
         buffer.extend_from_slice(&input[offset..end]);
         offset = end;
         loop {
-            let result = if first {
-                codec::decode_connect(&mut buffer, PACKET_MAX).map(|packet| packet.map(|(packet, _)| packet))
-            } else {
-                codec::decode(&mut buffer, PACKET_MAX)
+            let result = match level {
+                None => codec::decode_connect(&mut buffer, PACKET_MAX).map(|connected| {
+                    connected.map(|(packet, connected_level, _)| {
+                        level = Some(connected_level);
+                        packet
+                    })
+                }),
+                Some(codec::Level::V5) => warren_mqtt::v5::decode(&mut buffer, PACKET_MAX),
+                Some(_) => codec::decode(&mut buffer, PACKET_MAX),
             };
             match result {
-                Ok(Some(_)) => first = false,
+                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => return,
             }
@@ -75,7 +118,7 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
 
 #[test]
 fn mutated_packet_streams_never_panic() {
-    let corpora = [corpus(), mqtt31_corpus()];
+    let corpora = [corpus(), mqtt31_corpus(), mqtt5_corpus()];
     fuzz_rounds(|rng, splits| {
         let corpus = &corpora[rng.below(corpora.len())];
         decode_all(&mutate(rng, corpus), splits);

@@ -1,0 +1,205 @@
+//! MQTT 5 at the edge: a v5 client's packets are read and written with mqttbytes' v5 codec and
+//! translated to and from the 3.1.1 packets the session works with, so every feature of the
+//! session (persistent sessions, retained messages, QoS 2, permissions, the store) serves MQTT 5
+//! clients too. What MQTT 5 adds beyond 3.1.1 is handled here or refused honestly:
+//!
+//! - CONNACK, SUBACK and UNSUBACK carry MQTT 5 reason codes; PUBACK/PUBREC/PUBREL/PUBCOMP
+//!   carry Success.
+//! - Session expiry: a session persists only when the client asks for it with a non-zero
+//!   Session Expiry Interval (clean start off), for at most the broker's `session_expiry`.
+//! - CONNACK tells the client what is not offered yet: no topic aliases (Topic Alias Maximum 0,
+//!   so a client may not send one), no shared subscriptions, no subscription identifiers.
+//!   Properties on PUBLISH (user properties, content type, expiry...) are not carried yet.
+
+use bytes::{BufMut, BytesMut};
+use mqttbytes::v4::{self, Packet};
+use mqttbytes::v5;
+use mqttbytes::QoS;
+
+use crate::codec::CodecError;
+
+/// What an MQTT 5 CONNECT asked for beyond what its 3.1.1 form holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectExtras {
+    /// Seconds the session outlives the connection; 0 (the default) ends it with the connection.
+    pub session_expiry_seconds: u32,
+}
+
+fn decode_error(error: mqttbytes::Error, packet_bytes_max: usize) -> CodecError {
+    match error {
+        mqttbytes::Error::PayloadSizeLimitExceeded(_) => CodecError::TooLarge { packet_bytes_max },
+        mqttbytes::Error::InvalidProtocolLevel(level) => CodecError::UnsupportedLevel { level },
+        reason => CodecError::Malformed { reason },
+    }
+}
+
+/// Decodes an MQTT 5 CONNECT into its 3.1.1 form and the extras.
+pub fn decode_connect(
+    buffer: &mut BytesMut,
+    packet_bytes_max: usize,
+) -> Result<Option<(Packet, ConnectExtras)>, CodecError> {
+    let packet = match v5::read(buffer, packet_bytes_max) {
+        Ok(packet) => packet,
+        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(error) => return Err(decode_error(error, packet_bytes_max)),
+    };
+    let v5::Packet::Connect(connect) = packet else {
+        return Ok(Some((v4::Packet::PingReq, ConnectExtras::default())));
+    };
+    let extras = ConnectExtras {
+        session_expiry_seconds: connect.properties.as_ref().and_then(|p| p.session_expiry_interval).unwrap_or(0),
+    };
+    let last_will = connect.last_will.map(|will| v4::LastWill {
+        topic: will.topic,
+        message: will.message,
+        qos: will.qos,
+        retain: will.retain,
+    });
+    let login = connect.login.map(|login| v4::Login { username: login.username, password: login.password });
+    let translated = v4::Connect {
+        protocol: mqttbytes::Protocol::V4,
+        keep_alive: connect.keep_alive,
+        client_id: connect.client_id,
+        clean_session: connect.clean_session,
+        last_will,
+        login,
+    };
+    Ok(Some((Packet::Connect(translated), extras)))
+}
+
+/// Decodes one packet of an MQTT 5 session into its 3.1.1 form.
+pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
+    // A DISCONNECT with no reason code (remaining length 0) means "normal disconnection" in
+    // MQTT 5; mqttbytes' v5 reader wants a payload, so it is taken here.
+    if buffer.len() >= 2 && buffer[0] == 0xE0 && buffer[1] == 0 {
+        let _ = buffer.split_to(2);
+        return Ok(Some(Packet::Disconnect));
+    }
+    let packet = match v5::read(buffer, packet_bytes_max) {
+        Ok(packet) => packet,
+        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(error) => return Err(decode_error(error, packet_bytes_max)),
+    };
+    Ok(Some(match packet {
+        v5::Packet::Publish(publish) => {
+            if publish.properties.as_ref().is_some_and(|properties| properties.topic_alias.is_some()) {
+                // CONNACK said Topic Alias Maximum 0: sending one is a protocol error (3.3.2.3.4).
+                return Err(CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol });
+            }
+            let mut translated = v4::Publish::from_bytes(publish.topic, publish.qos, publish.payload);
+            translated.dup = publish.dup;
+            translated.retain = publish.retain;
+            translated.pkid = publish.pkid;
+            Packet::Publish(translated)
+        }
+        v5::Packet::PubAck(ack) => Packet::PubAck(v4::PubAck::new(ack.pkid)),
+        v5::Packet::PubRec(received) => Packet::PubRec(v4::PubRec::new(received.pkid)),
+        v5::Packet::PubRel(released) => Packet::PubRel(v4::PubRel::new(released.pkid)),
+        v5::Packet::PubComp(completed) => Packet::PubComp(v4::PubComp::new(completed.pkid)),
+        v5::Packet::Subscribe(subscribe) => {
+            let filters =
+                subscribe.filters.into_iter().map(|filter| v4::SubscribeFilter::new(filter.path, filter.qos)).collect();
+            Packet::Subscribe(v4::Subscribe { pkid: subscribe.pkid, filters })
+        }
+        v5::Packet::Unsubscribe(unsubscribe) => {
+            Packet::Unsubscribe(v4::Unsubscribe { pkid: unsubscribe.pkid, topics: unsubscribe.filters })
+        }
+        v5::Packet::PingReq => Packet::PingReq,
+        v5::Packet::Disconnect(_) => Packet::Disconnect,
+        // A second CONNECT, or packets only a server sends: the session treats them as the
+        // protocol violations they are.
+        v5::Packet::Connect(_) => Packet::Connect(v4::Connect::new("")),
+        v5::Packet::ConnAck(_) | v5::Packet::SubAck(_) | v5::Packet::UnsubAck(_) | v5::Packet::PingResp => {
+            Packet::PingResp
+        }
+    }))
+}
+
+/// The MQTT 5 reason code for a 3.1.1 CONNACK return code.
+fn connect_reason(code: v4::ConnectReturnCode) -> v5::ConnectReturnCode {
+    match code {
+        v4::ConnectReturnCode::Success => v5::ConnectReturnCode::Success,
+        v4::ConnectReturnCode::RefusedProtocolVersion => v5::ConnectReturnCode::UnsupportedProtocolVersion,
+        v4::ConnectReturnCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
+        v4::ConnectReturnCode::ServiceUnavailable => v5::ConnectReturnCode::ServerUnavailable,
+        v4::ConnectReturnCode::BadUserNamePassword => v5::ConnectReturnCode::BadUserNamePassword,
+        v4::ConnectReturnCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
+    }
+}
+
+/// What CONNACK tells an MQTT 5 client about this server.
+fn connack_properties(session_expiry_seconds: Option<u32>) -> v5::ConnAckProperties {
+    let mut properties = v5::ConnAckProperties::new();
+    properties.session_expiry_interval = session_expiry_seconds;
+    properties.topic_alias_max = Some(0);
+    properties.shared_subscription_available = Some(0);
+    properties.subscription_identifiers_available = Some(0);
+    properties
+}
+
+/// Encodes a CONNACK for an MQTT 5 client; `session_expiry_seconds` when the server grants
+/// less than the client asked.
+pub fn encode_connack(ack: &v4::ConnAck, session_expiry_seconds: Option<u32>, out: &mut BytesMut) {
+    let mut connack = v5::ConnAck::new(connect_reason(ack.code), ack.session_present);
+    // A v5 CONNACK always has a properties length; mqttbytes writes one only for `Some`.
+    connack.properties = Some(if ack.code == v4::ConnectReturnCode::Success {
+        connack_properties(session_expiry_seconds)
+    } else {
+        v5::ConnAckProperties::new()
+    });
+    connack.write(out).expect("a CONNACK encodes");
+}
+
+/// Encodes an UNSUBACK with one Success per filter.
+pub fn encode_unsuback(packet_id: u16, filters: usize, out: &mut BytesMut) {
+    let unsuback =
+        v5::UnsubAck { pkid: packet_id, reasons: vec![v5::UnsubAckReason::Success; filters], properties: None };
+    unsuback.write(out).expect("an UNSUBACK encodes");
+}
+
+/// Encodes a packet the session built in its 3.1.1 form for an MQTT 5 client.
+pub fn encode(packet: &Packet, out: &mut BytesMut) {
+    let result = match packet {
+        Packet::ConnAck(ack) => {
+            encode_connack(ack, None, out);
+            Ok(0)
+        }
+        Packet::Publish(publish) => {
+            let mut translated = v5::Publish::new(publish.topic.clone(), publish.qos, Vec::new());
+            translated.payload = publish.payload.clone();
+            translated.dup = publish.dup;
+            translated.retain = publish.retain;
+            translated.pkid = publish.pkid;
+            translated.write(out)
+        }
+        Packet::PubAck(ack) => v5::PubAck::new(ack.pkid).write(out),
+        Packet::PubRec(received) => v5::PubRec::new(received.pkid).write(out),
+        Packet::PubRel(released) => v5::PubRel::new(released.pkid).write(out),
+        Packet::PubComp(completed) => v5::PubComp::new(completed.pkid).write(out),
+        Packet::SubAck(ack) => {
+            let codes = ack.return_codes.iter().map(|code| subscribe_reason(*code)).collect();
+            v5::SubAck::new(ack.pkid, codes).write(out)
+        }
+        Packet::UnsubAck(ack) => {
+            // Only reached when the filter count is unknown: one reason still makes a valid
+            // packet for a single-filter UNSUBSCRIBE, the common case.
+            encode_unsuback(ack.pkid, 1, out);
+            Ok(0)
+        }
+        Packet::PingResp => {
+            out.put_slice(&[0xD0, 0x00]);
+            Ok(2)
+        }
+        other => unreachable!("the broker never sends {other:?}"),
+    };
+    result.expect("broker packets encode");
+}
+
+fn subscribe_reason(code: v4::SubscribeReasonCode) -> v5::SubscribeReasonCode {
+    match code {
+        v4::SubscribeReasonCode::Success(QoS::AtMostOnce) => v5::SubscribeReasonCode::QoS0,
+        v4::SubscribeReasonCode::Success(QoS::AtLeastOnce) => v5::SubscribeReasonCode::QoS1,
+        v4::SubscribeReasonCode::Success(QoS::ExactlyOnce) => v5::SubscribeReasonCode::QoS2,
+        v4::SubscribeReasonCode::Failure => v5::SubscribeReasonCode::Unspecified,
+    }
+}

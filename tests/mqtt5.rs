@@ -1,0 +1,167 @@
+//! MQTT 5 clients (rumqttc's v5 client) against a real `warren`: CONNACK, SUBACK and UNSUBACK
+//! reason codes, publish and subscribe at QoS 0-2, AMQP to MQTT 5 and back, refused logins,
+//! and session expiry deciding whether a session outlives its connection.
+
+mod common;
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::BasicProperties;
+use rumqttc::v5::mqttbytes::v5::{ConnectProperties, ConnectReturnCode, Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+
+use common::{within, Broker};
+
+fn options(broker: &Broker, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", broker.mqtt_port());
+    options.set_credentials("guest", "guest");
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// Polls until a packet `pick` accepts arrives; connection errors fail the test.
+async fn next<T>(events: &mut EventLoop, what: &str, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+    within(what, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(packet)) => {
+                    if let Some(found) = pick(packet) {
+                        return found;
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(error) => panic!("{what}: connection error {error:?}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop, bool) {
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let connack = next(&mut events, "CONNACK", |packet| match packet {
+        Packet::ConnAck(connack) => Some(connack),
+        _ => None,
+    })
+    .await;
+    assert_eq!(connack.code, ConnectReturnCode::Success);
+    let properties = connack.properties.expect("an MQTT 5 CONNACK with properties");
+    assert_eq!(properties.topic_alias_max, Some(0), "no topic aliases offered");
+    (client, events, connack.session_present)
+}
+
+#[tokio::test]
+async fn mqtt5_clients_publish_and_subscribe_with_reason_codes() {
+    let broker = Broker::start();
+    let (subscriber, mut subscriber_events, _) = connect(options(&broker, "v5-subscriber")).await;
+    subscriber.subscribe("v5/+/temp", QoS::ExactlyOnce).await.expect("queue SUBSCRIBE");
+    let codes = next(&mut subscriber_events, "SUBACK", |packet| match packet {
+        Packet::SubAck(ack) => Some(ack.return_codes),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, [SubscribeReasonCode::Success(QoS::ExactlyOnce)]);
+
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-publisher")).await;
+    // rumqttc sends only while its event loop is polled: poll it on its own task.
+    let (acks, mut acked) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok(event) = publisher_events.poll().await {
+            if let Event::Incoming(Packet::PubAck(_) | Packet::PubComp(_)) = event {
+                let _ = acks.send(()).await;
+            }
+        }
+    });
+    for (qos, body) in [(QoS::AtMostOnce, "zero"), (QoS::AtLeastOnce, "one"), (QoS::ExactlyOnce, "two")] {
+        publisher.publish("v5/kitchen/temp", qos, false, body).await.expect("queue PUBLISH");
+        if qos != QoS::AtMostOnce {
+            within("the acknowledgement", acked.recv()).await.expect("the publisher's event loop runs");
+        }
+        let publish = next(&mut subscriber_events, "the delivery", |packet| match packet {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            (&publish.topic[..], &publish.payload[..], publish.qos),
+            (&b"v5/kitchen/temp"[..], body.as_bytes(), qos)
+        );
+    }
+
+    // AMQP to MQTT 5, through amq.topic.
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    channel
+        .basic_publish(
+            "amq.topic",
+            "v5.hall.temp",
+            BasicPublishOptions::default(),
+            b"from-amqp",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+    let publish = next(&mut subscriber_events, "the AMQP message", |packet| match packet {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await;
+    assert_eq!((&publish.topic[..], &publish.payload[..]), (&b"v5/hall/temp"[..], &b"from-amqp"[..]));
+
+    subscriber.unsubscribe("v5/+/temp").await.expect("queue UNSUBSCRIBE");
+    let reasons = next(&mut subscriber_events, "UNSUBACK", |packet| match packet {
+        Packet::UnsubAck(ack) => Some(ack.reasons.len()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reasons, 1, "one reason code per filter");
+}
+
+#[tokio::test]
+async fn mqtt5_wrong_password_gets_reason_code_134() {
+    let broker = Broker::start();
+    let mut options = options(&broker, "v5-wrong-password");
+    options.set_credentials("guest", "nope");
+    let (_client, mut events) = AsyncClient::new(options, 16);
+    let error = within("the refusal", async {
+        loop {
+            if let Err(error) = events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(matches!(error, ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword)), "{error:?}");
+}
+
+#[tokio::test]
+async fn mqtt5_session_expiry_decides_whether_the_session_outlives_the_connection() {
+    let broker = Broker::start();
+    for (client_id, expiry, outlives) in [("v5-no-expiry", None, false), ("v5-expiry", Some(3600), true)] {
+        let mut first = options(&broker, client_id);
+        first.set_clean_start(false);
+        first.set_connect_properties(ConnectProperties { session_expiry_interval: expiry, ..ConnectProperties::new() });
+        let (client, mut events, _) = connect(first.clone()).await;
+        client.subscribe("v5/expiry", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+        next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+        client.disconnect().await.expect("queue DISCONNECT");
+        let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+        // Poll until the broker has released the first connection's session.
+        let mut present = !outlives;
+        for _ in 0..50 {
+            let (again, mut again_events, session_present) = connect(first.clone()).await;
+            present = session_present;
+            again.disconnect().await.expect("queue DISCONNECT");
+            let _ = within("the disconnect", async { while again_events.poll().await.is_ok() {} }).await;
+            if present == outlives {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(present, outlives, "{client_id}: session present after reconnecting");
+    }
+}
