@@ -165,3 +165,71 @@ async fn mqtt5_session_expiry_decides_whether_the_session_outlives_the_connectio
         assert_eq!(present, outlives, "{client_id}: session present after reconnecting");
     }
 }
+
+#[tokio::test]
+async fn mqtt5_to_amqp_and_amqp_to_mqtt5_carry_properties() {
+    use lapin::types::{AMQPValue, FieldTable, ShortString};
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let broker = Broker::start();
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    common::declare_queue(&channel, "props-log").await;
+    common::bind(&channel, "props-log", "amq.topic", "props.#").await;
+
+    // MQTT 5 in, AMQP out.
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-props-publisher")).await;
+    let properties = PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: Some(60),
+        topic_alias: None,
+        response_topic: Some("replies/here".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"abc")),
+        user_properties: vec![("tenant".into(), "kitchen".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: Some("application/json".into()),
+    };
+    publisher
+        .publish_with_properties("props/in", QoS::AtLeastOnce, false, "{}", properties)
+        .await
+        .expect("queue PUBLISH");
+    next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let got = common::get_no_ack(&channel, "props-log").await.expect("the AMQP queue has it");
+    let amqp = &got.delivery.properties;
+    assert_eq!(amqp.content_type().as_ref().map(ShortString::as_str), Some("application/json"));
+    assert_eq!(amqp.reply_to().as_ref().map(ShortString::as_str), Some("replies.here"));
+    assert_eq!(amqp.correlation_id().as_ref().map(ShortString::as_str), Some("abc"));
+    assert_eq!(amqp.expiration().as_ref().map(ShortString::as_str), Some("60000"), "message expiry is the TTL");
+    let headers = amqp.headers().as_ref().expect("user properties are headers");
+    assert!(
+        matches!(headers.inner().get("tenant"), Some(AMQPValue::LongString(value)) if value.to_string() == "kitchen"),
+        "{headers:?}"
+    );
+
+    // AMQP in, MQTT 5 out.
+    let (subscriber, mut subscriber_events, _) = connect(options(&broker, "v5-props-subscriber")).await;
+    subscriber.subscribe("props/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut subscriber_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let mut headers = FieldTable::default();
+    headers.insert("source".into(), AMQPValue::LongString("amqp".into()));
+    let amqp_properties = lapin::BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_correlation_id("c-1".into())
+        .with_reply_to("answers.here".into())
+        .with_headers(headers);
+    channel
+        .basic_publish("amq.topic", "props.out", BasicPublishOptions::default(), b"hello", amqp_properties)
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+    let publish = next(&mut subscriber_events, "the delivery", |packet| match packet {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await;
+    let properties = publish.properties.expect("an MQTT 5 PUBLISH with properties");
+    assert_eq!(properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(properties.correlation_data.as_deref(), Some(&b"c-1"[..]));
+    assert_eq!(properties.response_topic.as_deref(), Some("answers/here"));
+    assert!(properties.user_properties.contains(&("source".into(), "amqp".into())), "{:?}", properties.user_properties);
+}

@@ -26,7 +26,12 @@ pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 const GRANTED_QOS_MAX: QoS = QoS::ExactlyOnce;
 
 impl Session {
-    pub(crate) fn publish(&mut self, publish: Publish) -> Option<End> {
+    /// A client's PUBLISH; `properties` are an MQTT 5 client's.
+    pub(crate) fn publish(
+        &mut self,
+        publish: Publish,
+        properties: Option<&mqttbytes::v5::PublishProperties>,
+    ) -> Option<End> {
         if publish.topic.is_empty() || mqttbytes::has_wildcards(&publish.topic) {
             return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
         }
@@ -52,7 +57,7 @@ impl Session {
                 Err(_) => {}
             }
         }
-        let mut published = self.route(&publish.topic, publish.payload, publish.qos);
+        let mut published = self.route(&publish.topic, publish.payload, publish.qos, properties);
         // A retained message is stored before its publish is acknowledged, like a queued one.
         published.lsn = published.lsn.max(retained_lsn);
         if published.unstored && publish.qos != QoS::AtMostOnce {
@@ -77,17 +82,26 @@ impl Session {
 
     /// Routes a message through `amq.topic`. QoS 1 and 2 messages are persistent, as RabbitMQ
     /// marks them.
-    pub(crate) fn route(&mut self, topic: &str, payload: Bytes, qos: QoS) -> Published {
+    pub(crate) fn route(
+        &mut self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        extra: Option<&mqttbytes::v5::PublishProperties>,
+    ) -> Published {
         let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
             return Published::default();
         };
         let mut headers = Table::new();
         headers.insert(QOS_HEADER, Value::U8(qos as u8));
-        let properties = Properties {
+        let mut properties = Properties {
             delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
             headers: Some(headers),
             ..Properties::default()
         };
+        if let Some(extra) = extra {
+            crate::v5::apply_publish_properties(extra, &mut properties);
+        }
         let message = Message {
             exchange: exchange.name().clone(),
             routing_key: translate::routing_key(topic),
@@ -118,7 +132,7 @@ impl Session {
             // Nobody waits for a will's acknowledgement; a store failure is logged by `retain`.
             let _ = self.state.retain(self.vhost.name(), &will.topic, retained);
         }
-        self.route(&will.topic, will.message, will.qos);
+        self.route(&will.topic, will.message, will.qos, None);
     }
 
     pub(crate) fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {

@@ -70,6 +70,9 @@ impl Session {
         };
         let qos = lower(message_qos(&delivery.message), subscription_qos);
         let mut publish = Publish::from_bytes(topic, qos, delivery.message.body.clone());
+        // Cheap: an Arc'd message's properties, kept for an MQTT 5 client's PUBLISH.
+        let message = delivery.message.clone();
+        let delivery_properties = &message.properties;
         if qos == QoS::AtMostOnce {
             delivery.queue.acked([&delivery.message]);
             delivery.consumer.settle(1);
@@ -85,7 +88,19 @@ impl Session {
                 Inflight::Queued { queue: delivery.queue, sequence: delivery.sequence, message: delivery.message };
             self.inflight.insert(publish.pkid, inflight);
         }
-        self.send(Packet::Publish(publish));
+        self.send_publish(publish, delivery_properties);
+    }
+
+    /// Sends a delivery: with its message's properties to an MQTT 5 client.
+    fn send_publish(&mut self, publish: Publish, properties: &warren_core::properties::Properties) {
+        match self.level {
+            crate::codec::Level::V5 => {
+                crate::v5::encode_publish(&publish, crate::v5::publish_properties(properties), &mut self.out)
+            }
+            _ => {
+                self.send(Packet::Publish(publish));
+            }
+        }
     }
 
     /// A free packet id: 1..=65535, skipping those in flight; `None` when all are.

@@ -482,10 +482,17 @@ impl Session {
         while self.paused_on.is_none() {
             let decoded = match self.level {
                 Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max),
-                Level::V31 | Level::V311 => codec::decode(buffer, self.state.config.packet_bytes_max),
+                Level::V31 | Level::V311 => {
+                    codec::decode(buffer, self.state.config.packet_bytes_max).map(|packet| packet.map(|p| (p, None)))
+                }
             };
             match decoded {
-                Ok(Some(packet)) => {
+                Ok(Some((Packet::Publish(publish), Some(properties)))) => {
+                    if let Some(end) = self.publish(publish, Some(&properties)) {
+                        return Some(end);
+                    }
+                }
+                Ok(Some((packet, _))) => {
                     if let Some(end) = self.handle(packet) {
                         return Some(end);
                     }
@@ -502,7 +509,7 @@ impl Session {
 
     fn handle(&mut self, packet: Packet) -> Option<End> {
         match packet {
-            Packet::Publish(publish) => self.publish(publish),
+            Packet::Publish(publish) => self.publish(publish, None),
             Packet::PubAck(ack) => self.acknowledged(ack.pkid),
             Packet::PubRel(release) => self.released(release.pkid),
             Packet::PubRec(received) => self.received(received.pkid),

@@ -9,14 +9,23 @@
 //!   Session Expiry Interval (clean start off), for at most the broker's `session_expiry`.
 //! - CONNACK tells the client what is not offered yet: no topic aliases (Topic Alias Maximum 0,
 //!   so a client may not send one), no shared subscriptions, no subscription identifiers.
-//!   Properties on PUBLISH (user properties, content type, expiry...) are not carried yet.
+//! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
+//!   correlation data (`correlation_id`), response topic (`reply_to`, in AMQP's dotted form),
+//!   message expiry (`expiration`, so it is the queue's TTL) and user properties (headers).
 
 use bytes::{BufMut, BytesMut};
 use mqttbytes::v4::{self, Packet};
 use mqttbytes::v5;
 use mqttbytes::QoS;
 
+use warren_core::properties::Properties;
+use warren_core::value::{Table, Value};
+
 use crate::codec::CodecError;
+use crate::translate;
+
+/// Headers the adapter uses itself, which are not user properties.
+const INTERNAL_HEADERS: [&str; 1] = [crate::inbound::QOS_HEADER];
 
 /// What an MQTT 5 CONNECT asked for beyond what its 3.1.1 form holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,20 +76,24 @@ pub fn decode_connect(
     Ok(Some((Packet::Connect(translated), extras)))
 }
 
+/// A decoded packet, with a PUBLISH's properties beside its 3.1.1 form.
+pub type Decoded = (Packet, Option<v5::PublishProperties>);
+
 /// Decodes one packet of an MQTT 5 session into its 3.1.1 form.
-pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
+pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Decoded>, CodecError> {
     // A DISCONNECT with no reason code (remaining length 0) means "normal disconnection" in
     // MQTT 5; mqttbytes' v5 reader wants a payload, so it is taken here.
     if buffer.len() >= 2 && buffer[0] == 0xE0 && buffer[1] == 0 {
         let _ = buffer.split_to(2);
-        return Ok(Some(Packet::Disconnect));
+        return Ok(Some((Packet::Disconnect, None)));
     }
     let packet = match v5::read(buffer, packet_bytes_max) {
         Ok(packet) => packet,
         Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
         Err(error) => return Err(decode_error(error, packet_bytes_max)),
     };
-    Ok(Some(match packet {
+    let mut properties = None;
+    let translated = match packet {
         v5::Packet::Publish(publish) => {
             if publish.properties.as_ref().is_some_and(|properties| properties.topic_alias.is_some()) {
                 // CONNACK said Topic Alias Maximum 0: sending one is a protocol error (3.3.2.3.4).
@@ -90,6 +103,7 @@ pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<P
             translated.dup = publish.dup;
             translated.retain = publish.retain;
             translated.pkid = publish.pkid;
+            properties = publish.properties;
             Packet::Publish(translated)
         }
         v5::Packet::PubAck(ack) => Packet::PubAck(v4::PubAck::new(ack.pkid)),
@@ -112,7 +126,90 @@ pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<P
         v5::Packet::ConnAck(_) | v5::Packet::SubAck(_) | v5::Packet::UnsubAck(_) | v5::Packet::PingResp => {
             Packet::PingResp
         }
-    }))
+    };
+    Ok(Some((translated, properties)))
+}
+
+/// Carries a PUBLISH's MQTT 5 properties into a message's AMQP properties.
+pub fn apply_publish_properties(from: &v5::PublishProperties, into: &mut Properties) {
+    if let Some(content_type) = &from.content_type {
+        into.content_type = Some(content_type.clone());
+    }
+    if let Some(response_topic) = &from.response_topic {
+        into.reply_to = Some(translate::routing_key(response_topic).to_string());
+    }
+    if let Some(correlation) = &from.correlation_data {
+        // AMQP's correlation-id is a short string: binary or longer data rides a header.
+        match std::str::from_utf8(correlation) {
+            Ok(text) if text.len() <= 255 => into.correlation_id = Some(text.to_owned()),
+            _ => into
+                .headers
+                .get_or_insert_with(Table::new)
+                .insert("x-correlation-data", Value::LongString(correlation.clone())),
+        }
+    }
+    if let Some(seconds) = from.message_expiry_interval {
+        into.expiration = Some((u64::from(seconds) * 1000).to_string());
+    }
+    for (key, value) in &from.user_properties {
+        into.headers.get_or_insert_with(Table::new).insert(key.as_str(), Value::string(value));
+    }
+}
+
+/// A message's AMQP properties as MQTT 5 PUBLISH properties; `None` when there are none.
+pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
+    let mut user_properties = Vec::new();
+    let mut correlation_data = from.correlation_id.as_ref().map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()));
+    if let Some(headers) = &from.headers {
+        for (key, value) in headers.iter() {
+            if key == "x-correlation-data" {
+                if let Value::LongString(bytes) = value {
+                    correlation_data = Some(bytes.clone());
+                }
+                continue;
+            }
+            if INTERNAL_HEADERS.contains(&key) {
+                continue;
+            }
+            if let Some(text) = value.as_str() {
+                user_properties.push((key.to_owned(), text.to_owned()));
+            }
+        }
+    }
+    let properties = v5::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: from
+            .expiration
+            .as_ref()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+        topic_alias: None,
+        response_topic: from
+            .reply_to
+            .as_ref()
+            .map(|reply_to| translate::topic(&warren_core::topic::RoutingKey::new(reply_to))),
+        correlation_data,
+        user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: from.content_type.clone(),
+    };
+    let empty = properties.message_expiry_interval.is_none()
+        && properties.response_topic.is_none()
+        && properties.correlation_data.is_none()
+        && properties.user_properties.is_empty()
+        && properties.content_type.is_none();
+    (!empty).then_some(properties)
+}
+
+/// Encodes a PUBLISH for an MQTT 5 client, with the message's properties.
+pub fn encode_publish(publish: &v4::Publish, properties: Option<v5::PublishProperties>, out: &mut BytesMut) {
+    let mut translated = v5::Publish::new(publish.topic.clone(), publish.qos, Vec::new());
+    translated.payload = publish.payload.clone();
+    translated.dup = publish.dup;
+    translated.retain = publish.retain;
+    translated.pkid = publish.pkid;
+    translated.properties = properties;
+    translated.write(out).expect("a PUBLISH encodes");
 }
 
 /// The MQTT 5 reason code for a 3.1.1 CONNACK return code.

@@ -104,7 +104,9 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
                         packet
                     })
                 }),
-                Some(codec::Level::V5) => warren_mqtt::v5::decode(&mut buffer, PACKET_MAX),
+                Some(codec::Level::V5) => {
+                    warren_mqtt::v5::decode(&mut buffer, PACKET_MAX).map(|decoded| decoded.map(|(packet, _)| packet))
+                }
                 Some(_) => codec::decode(&mut buffer, PACKET_MAX),
             };
             match result {
