@@ -48,7 +48,7 @@ async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop, bool) {
     .await;
     assert_eq!(connack.code, ConnectReturnCode::Success);
     let properties = connack.properties.expect("an MQTT 5 CONNACK with properties");
-    assert_eq!(properties.topic_alias_max, Some(0), "no topic aliases offered");
+    assert_eq!(properties.topic_alias_max, Some(64), "64 topic aliases offered");
     (client, events, connack.session_present)
 }
 
@@ -232,4 +232,118 @@ async fn mqtt5_to_amqp_and_amqp_to_mqtt5_carry_properties() {
     assert_eq!(properties.correlation_data.as_deref(), Some(&b"c-1"[..]));
     assert_eq!(properties.response_topic.as_deref(), Some("answers/here"));
     assert!(properties.user_properties.contains(&("source".into(), "amqp".into())), "{:?}", properties.user_properties);
+}
+
+/// Polls for `quiet` and returns the PUBLISH packets that arrived.
+async fn publishes_within(events: &mut EventLoop, quiet: Duration) -> Vec<rumqttc::v5::mqttbytes::v5::Publish> {
+    let mut publishes = Vec::new();
+    let deadline = tokio::time::Instant::now() + quiet;
+    while let Ok(polled) = tokio::time::timeout_at(deadline, events.poll()).await {
+        match polled {
+            Ok(Event::Incoming(Packet::Publish(publish))) => publishes.push(publish),
+            Ok(_) => {}
+            Err(error) => panic!("connection error {error:?}"),
+        }
+    }
+    publishes
+}
+
+async fn amqp_publish(channel: &lapin::Channel, key: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            "amq.topic",
+            key,
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+}
+
+#[tokio::test]
+async fn mqtt5_topic_aliases_receive_maximum_and_maximum_packet_size() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let broker = Broker::start();
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+
+    // Receive Maximum 2 and Maximum Packet Size 256, with acks left to the test.
+    let mut limited = options(&broker, "v5-limited");
+    limited.set_receive_maximum(Some(2)).set_max_packet_size(Some(256)).set_manual_acks(true);
+    let (client, mut events, _) = connect(limited).await;
+    client.subscribe("limits/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    amqp_publish(&channel, "limits.big", &[b'x'; 1024]).await;
+    for index in 0..4 {
+        amqp_publish(&channel, "limits.small", format!("small-{index}").as_bytes()).await;
+    }
+    let first = publishes_within(&mut events, Duration::from_millis(500)).await;
+    let bodies: Vec<&[u8]> = first.iter().map(|publish| &publish.payload[..]).collect();
+    assert_eq!(bodies, [&b"small-0"[..], b"small-1"], "the 1 KiB one is dropped; two in flight at most");
+    client.ack(&first[0]).await.expect("queue PUBACK");
+    let second = publishes_within(&mut events, Duration::from_millis(500)).await;
+    assert_eq!(second.len(), 1, "one acknowledgement, one more delivery");
+    assert_eq!(&second[0].payload[..], b"small-2");
+
+    // A topic alias: set with the topic, then used with an empty topic.
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-aliases")).await;
+    let aliased = |alias| PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: Some(alias),
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    };
+    common::declare_queue(&channel, "alias-log").await;
+    common::bind(&channel, "alias-log", "amq.topic", "aliases.#").await;
+    for (topic, body) in [("aliases/kitchen", "first"), ("", "second")] {
+        publisher
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, body, aliased(7))
+            .await
+            .expect("queue PUBLISH");
+        next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    }
+    for body in ["first", "second"] {
+        let got = common::get_no_ack(&channel, "alias-log").await.expect("routed");
+        assert_eq!((got.delivery.routing_key.as_str(), &got.delivery.data[..]), ("aliases.kitchen", body.as_bytes()));
+    }
+}
+
+/// An MQTT 5 CONNECT as guest, with no properties, on a raw socket; returns it after CONNACK.
+fn raw_v5_connect(broker: &Broker, client_id: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b1100_0010, 0, 60, 0];
+    for field in [client_id, "guest", "guest"] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    let mut stream = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(&packet).expect("CONNECT");
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).expect("CONNACK header");
+    assert_eq!(header[0], 0x20, "a CONNACK");
+    let mut rest = vec![0u8; usize::from(header[1])];
+    stream.read_exact(&mut rest).expect("CONNACK body");
+    assert_eq!(rest[1], 0, "accepted");
+    stream
+}
+
+#[test]
+fn mqtt5_takeover_is_told_with_disconnect_reason_session_taken_over() {
+    use std::io::Read;
+    let broker = Broker::start();
+    let mut first = raw_v5_connect(&broker, "v5-taken");
+    let _second = raw_v5_connect(&broker, "v5-taken");
+    let mut disconnect = [0u8; 3];
+    first.read_exact(&mut disconnect).expect("a DISCONNECT before the close");
+    assert_eq!(disconnect, [0xE0, 0x01, 0x8E], "reason 0x8E, session taken over");
 }

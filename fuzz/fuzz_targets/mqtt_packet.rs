@@ -9,7 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let mut buffer = BytesMut::from(data);
     if let Ok(Some((_, level, _))) = warren_mqtt::codec::decode_connect(&mut buffer, 65_536) {
         if level == warren_mqtt::codec::Level::V5 {
-            while let Ok(Some(_)) = warren_mqtt::v5::decode(&mut buffer, 65_536) {}
+            let mut aliases = warren_mqtt::v5::TopicAliases::default();
+            while let Ok(Some(_)) = warren_mqtt::v5::decode(&mut buffer, 65_536, &mut aliases) {}
         } else {
             while let Ok(Some(_)) = warren_mqtt::codec::decode(&mut buffer, 65_536) {}
         }

@@ -88,19 +88,35 @@ impl Session {
                 Inflight::Queued { queue: delivery.queue, sequence: delivery.sequence, message: delivery.message };
             self.inflight.insert(publish.pkid, inflight);
         }
-        self.send_publish(publish, delivery_properties);
+        let packet_id = publish.pkid;
+        let qos_above_zero = publish.qos != QoS::AtMostOnce;
+        if !self.send_publish(publish, delivery_properties) && qos_above_zero {
+            // Dropped for this client: settled as if acknowledged.
+            if let Some(Inflight::Queued { queue, message, .. }) = self.inflight.remove(&packet_id) {
+                self.settle(&queue, &message);
+            }
+        }
     }
 
-    /// Sends a delivery: with its message's properties to an MQTT 5 client.
-    fn send_publish(&mut self, publish: Publish, properties: &warren_core::properties::Properties) {
+    /// Sends a delivery: with its message's properties to an MQTT 5 client, unless it is larger
+    /// than that client's Maximum Packet Size, when it is dropped for the client (3.1.2.11.4):
+    /// `false` then.
+    fn send_publish(&mut self, publish: Publish, properties: &warren_core::properties::Properties) -> bool {
         match self.level {
             crate::codec::Level::V5 => {
-                crate::v5::encode_publish(&publish, crate::v5::publish_properties(properties), &mut self.out)
+                let mut encoded = bytes::BytesMut::new();
+                crate::v5::encode_publish(&publish, crate::v5::publish_properties(properties), &mut encoded);
+                if self.client_packet_bytes_max.is_some_and(|max| encoded.len() > max) {
+                    tracing::debug!(client_id = %self.client_id, bytes = encoded.len(), "delivery over the client's maximum packet size; dropped");
+                    return false;
+                }
+                self.out.extend_from_slice(&encoded);
             }
             _ => {
                 self.send(Packet::Publish(publish));
             }
         }
+        true
     }
 
     /// A free packet id: 1..=65535, skipping those in flight; `None` when all are.

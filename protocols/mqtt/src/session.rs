@@ -91,6 +91,13 @@ pub(crate) struct Session {
     /// How long a persistent session outlives its connection (MQTT 5 clients choose, up to
     /// the broker's `session_expiry`).
     pub(crate) session_expiry: Duration,
+    /// Unacknowledged QoS 1 and 2 deliveries at once: the broker's `prefetch`, or less if an
+    /// MQTT 5 client's Receive Maximum says so.
+    pub(crate) prefetch: u32,
+    /// The largest packet an MQTT 5 client accepts; larger deliveries are dropped for it.
+    pub(crate) client_packet_bytes_max: Option<usize>,
+    /// An MQTT 5 client's topic aliases.
+    pub(crate) aliases: crate::v5::TopicAliases,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -193,9 +200,10 @@ async fn accept<R: AsyncRead + Unpin>(
         }
         session_expiry = session_expiry.min(asked).max(Duration::from_secs(1));
     }
-    match open(connect, level, peer, state, connection).await {
+    match open(connect, level, extras, peer, state, connection).await {
         Ok((mut session, session_present)) => {
             session.session_expiry = session_expiry;
+            session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
             let mut out = BytesMut::new();
             match level {
@@ -226,6 +234,7 @@ async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Le
 async fn open(
     connect: Connect,
     level: Level,
+    extras: crate::v5::ConnectExtras,
     peer: SocketAddr,
     state: &Arc<MqttState>,
     connection: u64,
@@ -291,6 +300,9 @@ async fn open(
         permitted,
         level,
         session_expiry: state.config.session_expiry,
+        prefetch: state.config.prefetch,
+        client_packet_bytes_max: None,
+        aliases: crate::v5::TopicAliases::default(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -304,6 +316,11 @@ async fn open(
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
     };
+    // An MQTT 5 client's Receive Maximum narrows the delivery window, before the session's
+    // consumer is made.
+    if let Some(receive_maximum) = extras.receive_maximum.filter(|maximum| *maximum > 0) {
+        session.prefetch = session.prefetch.min(u32::from(receive_maximum));
+    }
     let (previous_subscriptions, released) = match previous {
         Some(entry) => (Some(entry.subscriptions), entry.released),
         None => (None, Vec::new()),
@@ -388,7 +405,7 @@ impl Session {
             exclusivity: warren_core::queue::Exclusivity::Shared,
             priority: 0,
             inbox: self.inbox.clone(),
-            prefetch: warren_core::queue::Credit::new(self.state.config.prefetch),
+            prefetch: warren_core::queue::Credit::new(self.prefetch),
             shared: None,
         });
         if queue.add_consumer(consumer.clone()).is_ok() {
@@ -481,7 +498,7 @@ impl Session {
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
         while self.paused_on.is_none() {
             let decoded = match self.level {
-                Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max),
+                Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max, &mut self.aliases),
                 Level::V31 | Level::V311 => {
                     codec::decode(buffer, self.state.config.packet_bytes_max).map(|packet| packet.map(|p| (p, None)))
                 }
@@ -587,6 +604,12 @@ impl Session {
     /// unacknowledged deliveries go back to the queue; a clean session's queue is deleted, a
     /// persistent one's is kept with its subscriptions.
     fn finish(&mut self, end: End) {
+        // MQTT 5 lets the server say why it closes (3.14); a closed socket has no one to tell.
+        if let (Level::V5, End::Abnormal(reason)) = (self.level, end) {
+            if let Some(code) = crate::v5::disconnect_reason(reason) {
+                crate::v5::encode_disconnect(code, &mut self.out);
+            }
+        }
         if end != End::Graceful {
             if let Some(will) = self.will.take() {
                 debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");

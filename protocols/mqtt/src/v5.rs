@@ -7,8 +7,12 @@
 //!   carry Success.
 //! - Session expiry: a session persists only when the client asks for it with a non-zero
 //!   Session Expiry Interval (clean start off), for at most the broker's `session_expiry`.
-//! - CONNACK tells the client what is not offered yet: no topic aliases (Topic Alias Maximum 0,
-//!   so a client may not send one), no shared subscriptions, no subscription identifiers.
+//! - Topic aliases from the client (up to `TOPIC_ALIASES_MAX`, stated in CONNACK); Receive
+//!   Maximum narrows the delivery window; deliveries over the client's Maximum Packet Size are
+//!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
+//!   protocol error, shutdown...).
+//! - CONNACK tells the client what is not offered yet: no shared subscriptions, no subscription
+//!   identifiers.
 //! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
 //!   correlation data (`correlation_id`), response topic (`reply_to`, in AMQP's dotted form),
 //!   message expiry (`expiration`, so it is the queue's TTL) and user properties (headers).
@@ -32,6 +36,40 @@ const INTERNAL_HEADERS: [&str; 1] = [crate::inbound::QOS_HEADER];
 pub struct ConnectExtras {
     /// Seconds the session outlives the connection; 0 (the default) ends it with the connection.
     pub session_expiry_seconds: u32,
+    /// The most unacknowledged QoS 1 and 2 publishes the client takes at once.
+    pub receive_maximum: Option<u16>,
+    /// The largest packet the client accepts; larger deliveries are dropped for it (3.1.2.11.4).
+    pub maximum_packet_size: Option<u32>,
+}
+
+/// Topic aliases a client may use towards the broker (CONNACK's Topic Alias Maximum).
+pub const TOPIC_ALIASES_MAX: u16 = 64;
+
+/// A connection's inbound topic aliases (3.3.2.3.4): alias → topic, set by a PUBLISH that has
+/// both, used by one with the alias and an empty topic.
+#[derive(Debug, Default)]
+pub struct TopicAliases {
+    topics: Vec<Option<String>>,
+}
+
+impl TopicAliases {
+    /// Resolves a PUBLISH's topic through its alias, recording a new mapping. `Err` for an alias
+    /// out of range or unknown: a protocol error.
+    fn resolve(&mut self, alias: u16, topic: String) -> Result<String, CodecError> {
+        let invalid = CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol };
+        if alias == 0 || alias > TOPIC_ALIASES_MAX {
+            return Err(invalid);
+        }
+        if self.topics.is_empty() {
+            self.topics = vec![None; usize::from(TOPIC_ALIASES_MAX) + 1];
+        }
+        let slot = &mut self.topics[usize::from(alias)];
+        if topic.is_empty() {
+            return slot.clone().ok_or(invalid);
+        }
+        *slot = Some(topic.clone());
+        Ok(topic)
+    }
 }
 
 fn decode_error(error: mqttbytes::Error, packet_bytes_max: usize) -> CodecError {
@@ -55,8 +93,11 @@ pub fn decode_connect(
     let v5::Packet::Connect(connect) = packet else {
         return Ok(Some((v4::Packet::PingReq, ConnectExtras::default())));
     };
+    let properties = connect.properties.as_ref();
     let extras = ConnectExtras {
-        session_expiry_seconds: connect.properties.as_ref().and_then(|p| p.session_expiry_interval).unwrap_or(0),
+        session_expiry_seconds: properties.and_then(|p| p.session_expiry_interval).unwrap_or(0),
+        receive_maximum: properties.and_then(|p| p.receive_maximum),
+        maximum_packet_size: properties.and_then(|p| p.max_packet_size),
     };
     let last_will = connect.last_will.map(|will| v4::LastWill {
         topic: will.topic,
@@ -80,7 +121,11 @@ pub fn decode_connect(
 pub type Decoded = (Packet, Option<v5::PublishProperties>);
 
 /// Decodes one packet of an MQTT 5 session into its 3.1.1 form.
-pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Decoded>, CodecError> {
+pub fn decode(
+    buffer: &mut BytesMut,
+    packet_bytes_max: usize,
+    aliases: &mut TopicAliases,
+) -> Result<Option<Decoded>, CodecError> {
     // A DISCONNECT with no reason code (remaining length 0) means "normal disconnection" in
     // MQTT 5; mqttbytes' v5 reader wants a payload, so it is taken here.
     if buffer.len() >= 2 && buffer[0] == 0xE0 && buffer[1] == 0 {
@@ -95,11 +140,11 @@ pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<D
     let mut properties = None;
     let translated = match packet {
         v5::Packet::Publish(publish) => {
-            if publish.properties.as_ref().is_some_and(|properties| properties.topic_alias.is_some()) {
-                // CONNACK said Topic Alias Maximum 0: sending one is a protocol error (3.3.2.3.4).
-                return Err(CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol });
-            }
-            let mut translated = v4::Publish::from_bytes(publish.topic, publish.qos, publish.payload);
+            let topic = match publish.properties.as_ref().and_then(|properties| properties.topic_alias) {
+                Some(alias) => aliases.resolve(alias, publish.topic)?,
+                None => publish.topic,
+            };
+            let mut translated = v4::Publish::from_bytes(topic, publish.qos, publish.payload);
             translated.dup = publish.dup;
             translated.retain = publish.retain;
             translated.pkid = publish.pkid;
@@ -201,6 +246,25 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
     (!empty).then_some(properties)
 }
 
+/// The DISCONNECT reason code for why the broker ends a session, when it can still say so.
+pub fn disconnect_reason(end: &str) -> Option<u8> {
+    Some(match end {
+        "keep-alive expired" => 0x8D,
+        "taken over by a new connection" => 0x8E,
+        "broker shutting down" => 0x8B,
+        "protocol violation" => 0x82,
+        "malformed packet" => 0x81,
+        "publish not authorised" => 0x87,
+        "message store failure" | "message store stopped" | "session queue deleted" => 0x83,
+        _ => return None,
+    })
+}
+
+/// A server DISCONNECT with a reason code and no properties (remaining length 1, 3.14.2.2).
+pub fn encode_disconnect(reason: u8, out: &mut BytesMut) {
+    out.put_slice(&[0xE0, 0x01, reason]);
+}
+
 /// Encodes a PUBLISH for an MQTT 5 client, with the message's properties.
 pub fn encode_publish(publish: &v4::Publish, properties: Option<v5::PublishProperties>, out: &mut BytesMut) {
     let mut translated = v5::Publish::new(publish.topic.clone(), publish.qos, Vec::new());
@@ -228,7 +292,7 @@ fn connect_reason(code: v4::ConnectReturnCode) -> v5::ConnectReturnCode {
 fn connack_properties(session_expiry_seconds: Option<u32>) -> v5::ConnAckProperties {
     let mut properties = v5::ConnAckProperties::new();
     properties.session_expiry_interval = session_expiry_seconds;
-    properties.topic_alias_max = Some(0);
+    properties.topic_alias_max = Some(TOPIC_ALIASES_MAX);
     properties.shared_subscription_available = Some(0);
     properties.subscription_identifiers_available = Some(0);
     properties

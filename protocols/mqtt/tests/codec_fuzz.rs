@@ -65,6 +65,21 @@ fn mqtt5_corpus() -> Vec<u8> {
         content_type: None,
     });
     publish.write(&mut out).expect("encodes");
+    // The same topic again through a topic alias (set, then used with an empty topic).
+    for topic in ["a/b/c", ""] {
+        let mut aliased = v5::Publish::new(topic, QoS::AtMostOnce, b"aliased".to_vec());
+        aliased.properties = Some(v5::PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: Some(3),
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            subscription_identifiers: Vec::new(),
+            content_type: None,
+        });
+        aliased.write(&mut out).expect("encodes");
+    }
     v5::Subscribe::new("a/+/#", QoS::AtLeastOnce).write(&mut out).expect("encodes");
     v5::Unsubscribe::new("a/+/#").write(&mut out).expect("encodes");
     out.extend_from_slice(&[0xE0, 0x00]);
@@ -91,6 +106,7 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 fn decode_all(input: &[u8], rng: &mut Rng) {
     let mut buffer = BytesMut::new();
     let mut level = None;
+    let mut aliases = warren_mqtt::v5::TopicAliases::default();
     let mut offset = 0;
     while offset < input.len() {
         let end = (offset + 1 + rng.below(256)).min(input.len());
@@ -104,9 +120,8 @@ fn decode_all(input: &[u8], rng: &mut Rng) {
                         packet
                     })
                 }),
-                Some(codec::Level::V5) => {
-                    warren_mqtt::v5::decode(&mut buffer, PACKET_MAX).map(|decoded| decoded.map(|(packet, _)| packet))
-                }
+                Some(codec::Level::V5) => warren_mqtt::v5::decode(&mut buffer, PACKET_MAX, &mut aliases)
+                    .map(|decoded| decoded.map(|(packet, _)| packet)),
                 Some(_) => codec::decode(&mut buffer, PACKET_MAX),
             };
             match result {
