@@ -347,3 +347,50 @@ fn mqtt5_takeover_is_told_with_disconnect_reason_session_taken_over() {
     first.read_exact(&mut disconnect).expect("a DISCONNECT before the close");
     assert_eq!(disconnect, [0xE0, 0x01, 0x8E], "reason 0x8E, session taken over");
 }
+
+/// A persistent MQTT 5 client whose will waits `delay_seconds`; its connection is dropped
+/// without DISCONNECT when the returned event loop goes.
+async fn client_with_delayed_will(broker: &Broker, client_id: &str, delay_seconds: u32) -> (AsyncClient, EventLoop) {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
+    let mut options = options(broker, client_id);
+    options.set_clean_start(false);
+    options.set_connect_properties(ConnectProperties { session_expiry_interval: Some(60), ..ConnectProperties::new() });
+    let properties = LastWillProperties {
+        delay_interval: Some(delay_seconds),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    options.set_last_will(LastWill::new("wills/device", "gone", QoS::AtLeastOnce, false, Some(properties)));
+    let (client, events, _) = connect(options).await;
+    (client, events)
+}
+
+#[tokio::test]
+async fn mqtt5_will_delay_waits_and_a_resumed_session_cancels_the_will() {
+    let broker = Broker::start();
+    let (watcher, mut watcher_events, _) = connect(options(&broker, "v5-will-watcher")).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut watcher_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+
+    // Dropped without DISCONNECT: the will comes after its 1 s delay, not at once.
+    let (client, events) = client_with_delayed_will(&broker, "v5-will-late", 1).await;
+    drop((client, events));
+    assert!(publishes_within(&mut watcher_events, Duration::from_millis(500)).await.is_empty(), "not before the delay");
+    let wills = publishes_within(&mut watcher_events, Duration::from_millis(2500)).await;
+    assert_eq!(wills.len(), 1, "the will after the delay");
+    assert_eq!(&wills[0].payload[..], b"gone");
+
+    // Dropped, then the session resumed within the 2 s delay: no will.
+    let (client, events) = client_with_delayed_will(&broker, "v5-will-back", 2).await;
+    drop((client, events));
+    // Whether or not the broker has seen the drop yet, the new connection takes the session.
+    let (_back, _back_events) = client_with_delayed_will(&broker, "v5-will-back", 2).await;
+    assert!(
+        publishes_within(&mut watcher_events, Duration::from_millis(3000)).await.is_empty(),
+        "the session came back"
+    );
+}

@@ -6,16 +6,18 @@ use mqttbytes::v4::{
     LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use mqttbytes::QoS;
+use std::sync::Arc;
 use tracing::warn;
 use warren_core::name::{ConnectionId, ExchangeName};
 use warren_core::properties::Properties;
 use warren_core::queue::{Durability, QueueOptions};
 use warren_core::value::{Table, Value};
 use warren_core::vhost::{Declare, Published};
-use warren_core::Message;
+
+use warren_core::{Message, Queue, Vhost};
 
 use crate::session::{End, Session};
-use crate::state::Retained;
+use crate::state::{MqttState, Retained};
 use crate::translate;
 
 /// The exchange every MQTT topic rides, as in RabbitMQ.
@@ -80,8 +82,7 @@ impl Session {
         self.send(Packet::PubComp(PubComp::new(packet_id)))
     }
 
-    /// Routes a message through `amq.topic`. QoS 1 and 2 messages are persistent, as RabbitMQ
-    /// marks them.
+    /// Routes a message through `amq.topic` (see `route_message`).
     pub(crate) fn route(
         &mut self,
         topic: &str,
@@ -89,31 +90,7 @@ impl Session {
         qos: QoS,
         extra: Option<&mqttbytes::v5::PublishProperties>,
     ) -> Published {
-        let Ok(exchange) = self.vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
-            return Published::default();
-        };
-        let mut headers = Table::new();
-        headers.insert(QOS_HEADER, Value::U8(qos as u8));
-        let mut properties = Properties {
-            delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
-            headers: Some(headers),
-            ..Properties::default()
-        };
-        if let Some(extra) = extra {
-            crate::v5::apply_publish_properties(extra, &mut properties);
-        }
-        let message = Message {
-            exchange: exchange.name().clone(),
-            routing_key: translate::routing_key(topic),
-            properties,
-            body: payload,
-            journal: None,
-        };
-        let mut queues = Vec::new();
-        if self.vhost.route(&exchange, &message, &mut queues).is_err() {
-            return Published::default();
-        }
-        let published = self.vhost.enqueue(message, &queues);
+        let (published, queues) = route_message(&self.vhost, topic, payload, qos, extra);
         for queue in queues {
             // A queue over its memory bound pauses this publisher, as for AMQP.
             if queue.is_full() && self.paused_on.is_none() {
@@ -127,12 +104,7 @@ impl Session {
         if !self.permitted.publish {
             return;
         }
-        if will.retain {
-            let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
-            // Nobody waits for a will's acknowledgement; a store failure is logged by `retain`.
-            let _ = self.state.retain(self.vhost.name(), &will.topic, retained);
-        }
-        self.route(&will.topic, will.message, will.qos, None);
+        publish_will(&self.state, &self.vhost, will);
     }
 
     pub(crate) fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
@@ -233,4 +205,51 @@ impl Session {
         }
         self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
     }
+}
+
+/// Routes a message through `amq.topic`: QoS 1 and 2 messages are persistent, as RabbitMQ marks
+/// them. Returns the outcome and the queues it reached. (A free function: a delayed will is
+/// published after its session is gone.)
+pub(crate) fn route_message(
+    vhost: &Vhost,
+    topic: &str,
+    payload: Bytes,
+    qos: QoS,
+    extra: Option<&mqttbytes::v5::PublishProperties>,
+) -> (Published, Vec<Arc<Queue>>) {
+    let Ok(exchange) = vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
+        return (Published::default(), Vec::new());
+    };
+    let mut headers = Table::new();
+    headers.insert(QOS_HEADER, Value::U8(qos as u8));
+    let mut properties = Properties {
+        delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
+        headers: Some(headers),
+        ..Properties::default()
+    };
+    if let Some(extra) = extra {
+        crate::v5::apply_publish_properties(extra, &mut properties);
+    }
+    let message = Message {
+        exchange: exchange.name().clone(),
+        routing_key: translate::routing_key(topic),
+        properties,
+        body: payload,
+        journal: None,
+    };
+    let mut queues = Vec::new();
+    if vhost.route(&exchange, &message, &mut queues).is_err() {
+        return (Published::default(), Vec::new());
+    }
+    (vhost.enqueue(message, &queues), queues)
+}
+
+/// Publishes a will (retained too, if it says so). Nobody waits for a will's acknowledgement;
+/// a store failure is logged by `retain`.
+pub(crate) fn publish_will(state: &MqttState, vhost: &Vhost, will: LastWill) {
+    if will.retain {
+        let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
+        let _ = state.retain(vhost.name(), &will.topic, retained);
+    }
+    route_message(vhost, &will.topic, will.message, will.qos, None);
 }

@@ -98,6 +98,8 @@ pub(crate) struct Session {
     pub(crate) client_packet_bytes_max: Option<usize>,
     /// An MQTT 5 client's topic aliases.
     pub(crate) aliases: crate::v5::TopicAliases,
+    /// How long an MQTT 5 will waits after an abnormal end, unless the session resumes first.
+    pub(crate) will_delay: Duration,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -204,6 +206,7 @@ async fn accept<R: AsyncRead + Unpin>(
         Ok((mut session, session_present)) => {
             session.session_expiry = session_expiry;
             session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
+            session.will_delay = Duration::from_secs(u64::from(extras.will_delay_seconds));
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
             let mut out = BytesMut::new();
             match level {
@@ -303,6 +306,7 @@ async fn open(
         prefetch: state.config.prefetch,
         client_packet_bytes_max: None,
         aliases: crate::v5::TopicAliases::default(),
+        will_delay: Duration::ZERO,
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -612,8 +616,12 @@ impl Session {
         }
         if end != End::Graceful {
             if let Some(will) = self.will.take() {
-                debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
-                self.publish_will(will);
+                if !self.will_delay.is_zero() && !self.clean_session && self.permitted.publish {
+                    self.publish_will_later(will);
+                } else {
+                    debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
+                    self.publish_will(will);
+                }
             }
         }
         self.release();
@@ -652,6 +660,34 @@ impl Session {
                 entry.sweeper = self.forget_when_expired(key);
             }
         }
+    }
+
+    /// MQTT 5's will delay (3.1.3.2.2): the will goes out after the delay, or when the session
+    /// ends if that is sooner, unless a connection resumes the session first.
+    fn publish_will_later(&self, will: mqttbytes::v4::LastWill) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let state = self.state.clone();
+        let vhost = self.vhost.clone();
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let generation = self.connection;
+        let delay = self.will_delay.min(self.session_expiry);
+        let shutdown = self.state.broker.shutdown().clone();
+        debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
+        runtime.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // A persistent session outlives a restart; its will waits with it.
+                _ = shutdown.cancelled() => return,
+            }
+            let resumed = {
+                let sessions = state.sessions.lock().expect("sessions lock poisoned");
+                sessions.get(&key).is_some_and(|entry| entry.connection.is_some() || entry.generation != generation)
+            };
+            if !resumed {
+                debug!(client_id = %key.1, topic = %will.topic, "publishing delayed last will");
+                crate::inbound::publish_will(&state, &vhost, will);
+            }
+        });
     }
 
     /// Removes the registry entry of a disconnected persistent session once its queue has

@@ -10,7 +10,7 @@
 //! - Topic aliases from the client (up to `TOPIC_ALIASES_MAX`, stated in CONNACK); Receive
 //!   Maximum narrows the delivery window; deliveries over the client's Maximum Packet Size are
 //!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
-//!   protocol error, shutdown...).
+//!   protocol error, shutdown...); will delay (the session schedules the will).
 //! - CONNACK tells the client what is not offered yet: no shared subscriptions, no subscription
 //!   identifiers.
 //! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
@@ -40,6 +40,8 @@ pub struct ConnectExtras {
     pub receive_maximum: Option<u16>,
     /// The largest packet the client accepts; larger deliveries are dropped for it (3.1.2.11.4).
     pub maximum_packet_size: Option<u32>,
+    /// Seconds the will waits after an abnormal disconnection (3.1.3.2.2).
+    pub will_delay_seconds: u32,
 }
 
 /// Topic aliases a client may use towards the broker (CONNACK's Topic Alias Maximum).
@@ -98,6 +100,12 @@ pub fn decode_connect(
         session_expiry_seconds: properties.and_then(|p| p.session_expiry_interval).unwrap_or(0),
         receive_maximum: properties.and_then(|p| p.receive_maximum),
         maximum_packet_size: properties.and_then(|p| p.max_packet_size),
+        will_delay_seconds: connect
+            .last_will
+            .as_ref()
+            .and_then(|will| will.properties.as_ref())
+            .and_then(|properties| properties.delay_interval)
+            .unwrap_or(0),
     };
     let last_will = connect.last_will.map(|will| v4::LastWill {
         topic: will.topic,
