@@ -394,3 +394,55 @@ async fn mqtt5_will_delay_waits_and_a_resumed_session_cancels_the_will() {
         "the session came back"
     );
 }
+
+#[tokio::test]
+async fn mqtt5_subscription_options_no_local_retain_as_published_and_retain_handling() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule};
+    let broker = Broker::start();
+    let (setter, mut setter_events, _) = connect(options(&broker, "v5-retainer")).await;
+    setter.publish("opts/retained", QoS::AtLeastOnce, true, "kept").await.expect("queue PUBLISH");
+    next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+
+    let (client, mut events, _) = connect(options(&broker, "v5-options")).await;
+    let filter = |path: &str, nolocal, preserve_retain, rule| Filter {
+        path: path.into(),
+        qos: QoS::AtLeastOnce,
+        nolocal,
+        preserve_retain,
+        retain_forward_rule: rule,
+    };
+    // Retain handling 2: no retained message on subscribe.
+    client
+        .subscribe_many([filter("opts/retained", false, false, RetainForwardRule::Never)])
+        .await
+        .expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    assert!(publishes_within(&mut events, Duration::from_millis(300)).await.is_empty(), "retain handling 2");
+    // Retain handling 1: only for a new subscription; this one exists, so nothing again.
+    client
+        .subscribe_many([filter("opts/retained", false, true, RetainForwardRule::OnNewSubscribe)])
+        .await
+        .expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    assert!(publishes_within(&mut events, Duration::from_millis(300)).await.is_empty(), "retain handling 1, not new");
+
+    // Retain As Published: a live retained publish keeps its RETAIN flag for this subscription.
+    setter.publish("opts/retained", QoS::AtLeastOnce, true, "again").await.expect("queue PUBLISH");
+    next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let live = publishes_within(&mut events, Duration::from_millis(500)).await;
+    assert_eq!(live.len(), 1);
+    assert!(live[0].retain, "retain as published");
+
+    // No Local: the client's own publishes skip its no-local subscription; others' do not.
+    client
+        .subscribe_many([filter("opts/chat", true, false, RetainForwardRule::OnEverySubscribe)])
+        .await
+        .expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    client.publish("opts/chat", QoS::AtLeastOnce, false, "mine").await.expect("queue PUBLISH");
+    setter.publish("opts/chat", QoS::AtLeastOnce, false, "theirs").await.expect("queue PUBLISH");
+    next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let chat = publishes_within(&mut events, Duration::from_millis(500)).await;
+    let bodies: Vec<&[u8]> = chat.iter().map(|publish| &publish.payload[..]).collect();
+    assert_eq!(bodies, [&b"theirs"[..]], "no local");
+}

@@ -24,6 +24,11 @@ use crate::translate;
 pub(crate) const TOPIC_EXCHANGE: &str = "amq.topic";
 /// The header that carries an MQTT publish's QoS to other MQTT subscribers.
 pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
+/// The connection an MQTT publish came from, for MQTT 5's No Local (set only while a session
+/// has such a subscription).
+pub(crate) const ORIGIN_HEADER: &str = "x-mqtt-origin";
+/// Set on a message published with RETAIN, for MQTT 5's Retain As Published.
+pub(crate) const RETAIN_HEADER: &str = "x-mqtt-retain";
 /// The highest QoS granted to subscriptions: QoS 2 both ways (RabbitMQ grants at most 1).
 const GRANTED_QOS_MAX: QoS = QoS::ExactlyOnce;
 
@@ -59,7 +64,8 @@ impl Session {
                 Err(_) => {}
             }
         }
-        let mut published = self.route(&publish.topic, publish.payload, publish.qos, properties);
+        let origin = Origin { connection: self.connection, retained: publish.retain };
+        let mut published = self.route(&publish.topic, publish.payload, publish.qos, properties, origin);
         // A retained message is stored before its publish is acknowledged, like a queued one.
         published.lsn = published.lsn.max(retained_lsn);
         if published.unstored && publish.qos != QoS::AtMostOnce {
@@ -89,8 +95,10 @@ impl Session {
         payload: Bytes,
         qos: QoS,
         extra: Option<&mqttbytes::v5::PublishProperties>,
+        origin: Origin,
     ) -> Published {
-        let (published, queues) = route_message(&self.vhost, topic, payload, qos, extra);
+        let state = &self.state;
+        let (published, queues) = route_message(state, &self.vhost, topic, payload, qos, extra, Some(origin));
         for queue in queues {
             // A queue over its memory bound pauses this publisher, as for AMQP.
             if queue.is_full() && self.paused_on.is_none() {
@@ -107,10 +115,16 @@ impl Session {
         publish_will(&self.state, &self.vhost, will);
     }
 
-    pub(crate) fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
+    /// SUBSCRIBE; `options` are an MQTT 5 client's, one per filter (empty otherwise).
+    pub(crate) fn subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        options: &[crate::v5::SubscriptionOptions],
+    ) -> Option<End> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut granted_filters = Vec::new();
-        for filter in subscribe.filters {
+        for (index, filter) in subscribe.filters.into_iter().enumerate() {
+            let options = options.get(index).copied().unwrap_or_default();
             if !mqttbytes::valid_filter(&filter.path) {
                 warn!(client_id = %self.client_id, filter = %filter.path, "invalid topic filter");
                 codes.push(SubscribeReasonCode::Failure);
@@ -131,9 +145,20 @@ impl Session {
             let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
             match self.bind(&filter.path) {
                 Ok(()) => {
+                    let existed = self.subscriptions.iter().any(|(existing, _)| *existing == filter.path);
                     self.subscriptions.retain(|(existing, _)| *existing != filter.path);
                     self.subscriptions.push((filter.path.clone(), granted));
-                    granted_filters.push((filter.path, granted));
+                    self.set_subscription_options(&filter.path, options);
+                    // Retain handling: 0 always sends retained messages, 1 only for a new
+                    // subscription, 2 never (3.8.3.1).
+                    let send_retained = match options.retain_handling {
+                        0 => true,
+                        1 => !existed,
+                        _ => false,
+                    };
+                    if send_retained {
+                        granted_filters.push((filter.path, granted));
+                    }
                     codes.push(SubscribeReasonCode::Success(granted));
                 }
                 Err(error) => {
@@ -187,8 +212,39 @@ impl Session {
         )
     }
 
+    /// Records a filter's MQTT 5 options (plain 3.1.1 subscriptions have none).
+    pub(crate) fn set_subscription_options(&mut self, filter: &str, options: crate::v5::SubscriptionOptions) {
+        let had_no_local = !self.no_local.is_empty();
+        if options.no_local {
+            self.no_local.insert(filter.to_owned());
+        } else {
+            self.no_local.remove(filter);
+        }
+        if options.retain_as_published {
+            self.retain_as_published.insert(filter.to_owned());
+        } else {
+            self.retain_as_published.remove(filter);
+        }
+        self.count_no_local(had_no_local);
+    }
+
+    /// Keeps `MqttState::no_local_sessions` in step with this session.
+    pub(crate) fn count_no_local(&self, had_no_local: bool) {
+        use std::sync::atomic::Ordering;
+        match (had_no_local, self.no_local.is_empty()) {
+            (false, false) => {
+                self.state.no_local_sessions.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, true) => {
+                self.state.no_local_sessions.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
     pub(crate) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
         for filter in &unsubscribe.topics {
+            self.set_subscription_options(filter, crate::v5::SubscriptionOptions::default());
             self.subscriptions.retain(|(existing, _)| existing != filter);
             if let Some(queue) = &self.queue {
                 let key = translate::binding_key(filter);
@@ -211,17 +267,27 @@ impl Session {
 /// them. Returns the outcome and the queues it reached. (A free function: a delayed will is
 /// published after its session is gone.)
 pub(crate) fn route_message(
+    state: &MqttState,
     vhost: &Vhost,
     topic: &str,
     payload: Bytes,
     qos: QoS,
     extra: Option<&mqttbytes::v5::PublishProperties>,
+    origin: Option<Origin>,
 ) -> (Published, Vec<Arc<Queue>>) {
     let Ok(exchange) = vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
         return (Published::default(), Vec::new());
     };
     let mut headers = Table::new();
     headers.insert(QOS_HEADER, Value::U8(qos as u8));
+    if let Some(origin) = origin {
+        if state.no_local_sessions.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            headers.insert(ORIGIN_HEADER, Value::I64(i64::try_from(origin.connection).unwrap_or(i64::MAX)));
+        }
+        if origin.retained {
+            headers.insert(RETAIN_HEADER, Value::Bool(true));
+        }
+    }
     let mut properties = Properties {
         delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
         headers: Some(headers),
@@ -251,5 +317,12 @@ pub(crate) fn publish_will(state: &MqttState, vhost: &Vhost, will: LastWill) {
         let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
         let _ = state.retain(vhost.name(), &will.topic, retained);
     }
-    route_message(vhost, &will.topic, will.message, will.qos, None);
+    route_message(state, vhost, &will.topic, will.message, will.qos, None, None);
+}
+
+/// Where an MQTT publish came from, for MQTT 5's No Local and Retain As Published.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin {
+    pub(crate) connection: u64,
+    pub(crate) retained: bool,
 }

@@ -56,12 +56,20 @@ impl Session {
 
     fn deliver(&mut self, delivery: Delivery) {
         let topic = translate::topic(&delivery.message.routing_key);
-        let subscription_qos = self
+        // MQTT 5's No Local: this connection's own messages skip those subscriptions.
+        let own = !self.no_local.is_empty()
+            && message_header(&delivery.message, crate::inbound::ORIGIN_HEADER)
+                .and_then(Value::as_i64)
+                .is_some_and(|origin| u64::try_from(origin) == Ok(self.connection));
+        let matching: Vec<&(String, QoS)> = self
             .subscriptions
             .iter()
             .filter(|(filter, _)| translate::topic_matches(&topic, filter))
-            .map(|(_, qos)| *qos)
-            .reduce(higher);
+            .filter(|(filter, _)| !(own && self.no_local.contains(filter)))
+            .collect();
+        let retain_as_published = message_header(&delivery.message, crate::inbound::RETAIN_HEADER).is_some()
+            && matching.iter().any(|(filter, _)| self.retain_as_published.contains(filter));
+        let subscription_qos = matching.iter().map(|(_, qos)| *qos).reduce(higher);
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
             delivery.queue.acked([&delivery.message]);
@@ -70,6 +78,7 @@ impl Session {
         };
         let qos = lower(message_qos(&delivery.message), subscription_qos);
         let mut publish = Publish::from_bytes(topic, qos, delivery.message.body.clone());
+        publish.retain = retain_as_published;
         // Cheap: an Arc'd message's properties, kept for an MQTT 5 client's PUBLISH.
         let message = delivery.message.clone();
         let delivery_properties = &message.properties;
@@ -224,6 +233,10 @@ impl Session {
     pub(crate) fn requeue_inbox(&mut self) {
         self.inbox.return_undelivered();
     }
+}
+
+fn message_header<'a>(message: &'a Message, name: &str) -> Option<&'a Value> {
+    message.properties.headers.as_ref().and_then(|headers| headers.get(name))
 }
 
 /// The QoS a message was published with: MQTT's own header, else QoS 1 for persistent

@@ -100,6 +100,10 @@ pub(crate) struct Session {
     pub(crate) aliases: crate::v5::TopicAliases,
     /// How long an MQTT 5 will waits after an abnormal end, unless the session resumes first.
     pub(crate) will_delay: Duration,
+    /// MQTT 5 filters subscribed with No Local: this connection's own messages skip them.
+    pub(crate) no_local: HashSet<String>,
+    /// MQTT 5 filters subscribed with Retain As Published.
+    pub(crate) retain_as_published: HashSet<String>,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -307,6 +311,8 @@ async fn open(
         client_packet_bytes_max: None,
         aliases: crate::v5::TopicAliases::default(),
         will_delay: Duration::ZERO,
+        no_local: HashSet::new(),
+        retain_as_published: HashSet::new(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -508,8 +514,13 @@ impl Session {
                 }
             };
             match decoded {
-                Ok(Some((Packet::Publish(publish), Some(properties)))) => {
+                Ok(Some((Packet::Publish(publish), Some(crate::v5::Extra::Publish(properties))))) => {
                     if let Some(end) = self.publish(publish, Some(&properties)) {
+                        return Some(end);
+                    }
+                }
+                Ok(Some((Packet::Subscribe(subscribe), Some(crate::v5::Extra::Subscribe(options))))) => {
+                    if let Some(end) = self.subscribe(subscribe, &options) {
                         return Some(end);
                     }
                 }
@@ -535,7 +546,7 @@ impl Session {
             Packet::PubRel(release) => self.released(release.pkid),
             Packet::PubRec(received) => self.received(received.pkid),
             Packet::PubComp(completed) => self.completed(completed.pkid),
-            Packet::Subscribe(subscribe) => self.subscribe(subscribe),
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe, &[]),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
             Packet::PingReq => self.send(Packet::PingResp),
             Packet::Disconnect => Some(End::Graceful),
@@ -628,6 +639,9 @@ impl Session {
     }
 
     fn release(&mut self) {
+        let had_no_local = !self.no_local.is_empty();
+        self.no_local.clear();
+        self.count_no_local(had_no_local);
         // Detach, requeue, then serve others, so the requeued messages keep their places.
         if let (Some(queue), Some(consumer)) = (&self.queue, &self.consumer) {
             queue.detach_consumer(consumer.id, &self.inbox);

@@ -100,6 +100,9 @@ pub struct MqttState {
     pub(crate) config: MqttConfig,
     pub(crate) sessions: Mutex<HashMap<SessionKey, SessionEntry>>,
     pub(crate) retained: Mutex<HashMap<VhostName, HashMap<String, Retained>>>,
+    /// Sessions with an MQTT 5 No Local subscription. While there are none, publishes carry no
+    /// origin header, so the common case pays nothing for the feature.
+    pub(crate) no_local_sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl MqttState {
@@ -109,6 +112,7 @@ impl MqttState {
             config,
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
+            no_local_sessions: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

@@ -10,7 +10,8 @@
 //! - Topic aliases from the client (up to `TOPIC_ALIASES_MAX`, stated in CONNACK); Receive
 //!   Maximum narrows the delivery window; deliveries over the client's Maximum Packet Size are
 //!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
-//!   protocol error, shutdown...); will delay (the session schedules the will).
+//!   protocol error, shutdown...); will delay (the session schedules the will); subscription
+//!   options (No Local, Retain As Published, Retain Handling), applied by the session.
 //! - CONNACK tells the client what is not offered yet: no shared subscriptions, no subscription
 //!   identifiers.
 //! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
@@ -29,7 +30,8 @@ use crate::codec::CodecError;
 use crate::translate;
 
 /// Headers the adapter uses itself, which are not user properties.
-const INTERNAL_HEADERS: [&str; 1] = [crate::inbound::QOS_HEADER];
+const INTERNAL_HEADERS: [&str; 3] =
+    [crate::inbound::QOS_HEADER, crate::inbound::ORIGIN_HEADER, crate::inbound::RETAIN_HEADER];
 
 /// What an MQTT 5 CONNECT asked for beyond what its 3.1.1 form holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,8 +127,28 @@ pub fn decode_connect(
     Ok(Some((Packet::Connect(translated), extras)))
 }
 
-/// A decoded packet, with a PUBLISH's properties beside its 3.1.1 form.
-pub type Decoded = (Packet, Option<v5::PublishProperties>);
+/// What an MQTT 5 packet carries beyond its 3.1.1 form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Extra {
+    /// A PUBLISH's properties.
+    Publish(v5::PublishProperties),
+    /// A SUBSCRIBE's options, one per filter, in order.
+    Subscribe(Vec<SubscriptionOptions>),
+}
+
+/// MQTT 5 subscription options (3.8.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    /// Messages this connection published are not delivered back to it.
+    pub no_local: bool,
+    /// Deliveries keep the RETAIN flag they were published with.
+    pub retain_as_published: bool,
+    /// 0: send retained messages on subscribe; 1: only for a new subscription; 2: never.
+    pub retain_handling: u8,
+}
+
+/// A decoded packet in its 3.1.1 form, with what MQTT 5 added.
+pub type Decoded = (Packet, Option<Extra>);
 
 /// Decodes one packet of an MQTT 5 session into its 3.1.1 form.
 pub fn decode(
@@ -145,7 +167,7 @@ pub fn decode(
         Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
         Err(error) => return Err(decode_error(error, packet_bytes_max)),
     };
-    let mut properties = None;
+    let mut extra = None;
     let translated = match packet {
         v5::Packet::Publish(publish) => {
             let topic = match publish.properties.as_ref().and_then(|properties| properties.topic_alias) {
@@ -156,7 +178,7 @@ pub fn decode(
             translated.dup = publish.dup;
             translated.retain = publish.retain;
             translated.pkid = publish.pkid;
-            properties = publish.properties;
+            extra = publish.properties.map(Extra::Publish);
             Packet::Publish(translated)
         }
         v5::Packet::PubAck(ack) => Packet::PubAck(v4::PubAck::new(ack.pkid)),
@@ -164,6 +186,20 @@ pub fn decode(
         v5::Packet::PubRel(released) => Packet::PubRel(v4::PubRel::new(released.pkid)),
         v5::Packet::PubComp(completed) => Packet::PubComp(v4::PubComp::new(completed.pkid)),
         v5::Packet::Subscribe(subscribe) => {
+            let options = subscribe
+                .filters
+                .iter()
+                .map(|filter| SubscriptionOptions {
+                    no_local: filter.nolocal,
+                    retain_as_published: filter.preserve_retain,
+                    retain_handling: match filter.retain_forward_rule {
+                        v5::RetainForwardRule::OnEverySubscribe => 0,
+                        v5::RetainForwardRule::OnNewSubscribe => 1,
+                        v5::RetainForwardRule::Never => 2,
+                    },
+                })
+                .collect();
+            extra = Some(Extra::Subscribe(options));
             let filters =
                 subscribe.filters.into_iter().map(|filter| v4::SubscribeFilter::new(filter.path, filter.qos)).collect();
             Packet::Subscribe(v4::Subscribe { pkid: subscribe.pkid, filters })
@@ -180,7 +216,7 @@ pub fn decode(
             Packet::PingResp
         }
     };
-    Ok(Some((translated, properties)))
+    Ok(Some((translated, extra)))
 }
 
 /// Carries a PUBLISH's MQTT 5 properties into a message's AMQP properties.
