@@ -446,3 +446,48 @@ async fn mqtt5_subscription_options_no_local_retain_as_published_and_retain_hand
     let bodies: Vec<&[u8]> = chat.iter().map(|publish| &publish.payload[..]).collect();
     assert_eq!(bodies, [&b"theirs"[..]], "no local");
 }
+
+#[tokio::test]
+async fn mqtt5_shared_subscriptions_split_messages_between_members() {
+    let broker = Broker::start();
+    let mut members = Vec::new();
+    for id in ["v5-worker-a", "v5-worker-b"] {
+        let (client, mut events, _) = connect(options(&broker, id)).await;
+        client.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+        let codes = next(&mut events, "SUBACK", |packet| match packet {
+            Packet::SubAck(ack) => Some(ack.return_codes),
+            _ => None,
+        })
+        .await;
+        assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+        members.push((client, events));
+    }
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    for index in 0..10 {
+        amqp_publish(&channel, "jobs.build", format!("job-{index}").as_bytes()).await;
+    }
+    let mut received = Vec::new();
+    let mut per_member = Vec::new();
+    for (_, events) in &mut members {
+        let publishes = publishes_within(events, Duration::from_millis(700)).await;
+        per_member.push(publishes.len());
+        received.extend(publishes.into_iter().map(|publish| String::from_utf8_lossy(&publish.payload).into_owned()));
+    }
+    received.sort();
+    let mut expected: Vec<String> = (0..10).map(|index| format!("job-{index}")).collect();
+    expected.sort();
+    assert_eq!(received, expected, "each message to one member");
+    assert!(per_member.iter().all(|count| *count > 0), "both members served: {per_member:?}");
+
+    // The group's queue goes with its last member.
+    for (client, events) in &mut members {
+        client.unsubscribe("$share/workers/jobs/#").await.expect("queue UNSUBSCRIBE");
+        next(events, "UNSUBACK", |packet| matches!(packet, Packet::UnsubAck(_)).then_some(())).await;
+    }
+    let channel = common::open_channel(&connection).await;
+    let gone = channel
+        .queue_declare("mqtt-shared-workers-jobs/#", common::passive(), lapin::types::FieldTable::default())
+        .await;
+    assert_eq!(gone.err().and_then(|error| common::reply_code(&error)), Some(404));
+}

@@ -125,6 +125,22 @@ impl Session {
         let mut granted_filters = Vec::new();
         for (index, filter) in subscribe.filters.into_iter().enumerate() {
             let options = options.get(index).copied().unwrap_or_default();
+            if let Some((group, inner)) = crate::shared::parse(&filter.path) {
+                let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
+                let result = if inner.is_empty() || !self.permitted.subscribe {
+                    Err(None)
+                } else {
+                    self.subscribe_shared(&filter.path, group, inner, granted).map_err(Some)
+                };
+                match result {
+                    Ok(()) => codes.push(SubscribeReasonCode::Success(granted)),
+                    Err(error) => {
+                        warn!(client_id = %self.client_id, filter = %filter.path, ?error, "shared subscription refused");
+                        codes.push(SubscribeReasonCode::Failure);
+                    }
+                }
+                continue;
+            }
             if !mqttbytes::valid_filter(&filter.path) {
                 warn!(client_id = %self.client_id, filter = %filter.path, "invalid topic filter");
                 codes.push(SubscribeReasonCode::Failure);
@@ -244,6 +260,10 @@ impl Session {
 
     pub(crate) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
         for filter in &unsubscribe.topics {
+            if crate::shared::parse(filter).is_some() {
+                self.unsubscribe_shared(filter);
+                continue;
+            }
             self.set_subscription_options(filter, crate::v5::SubscriptionOptions::default());
             self.subscriptions.retain(|(existing, _)| existing != filter);
             if let Some(queue) = &self.queue {

@@ -7,6 +7,7 @@
 //! - `inbound`: PUBLISH (QoS 0-2), PUBREL, SUBSCRIBE, UNSUBSCRIBE and the last will.
 //! - `outbound`: deliveries, packet ids, PUBACK, retained messages on subscribe.
 //! - `session`: CONNECT, authentication, takeover, keep-alive, the read loop.
+//! - `shared`: shared subscriptions (`$share/{group}/{filter}`).
 //! - `state`: what connections share: settings, the session registry, retained messages.
 //! - `translate`: topics and filters to routing and binding keys.
 //! - `v5`: MQTT 5 packets to and from the 3.1.1 forms the session works with.
@@ -15,6 +16,7 @@ pub mod codec;
 mod inbound;
 mod outbound;
 mod session;
+mod shared;
 pub mod state;
 pub mod translate;
 pub mod v5;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use mqttbytes::v4::{Packet, PubRel, Publish};
 use mqttbytes::QoS;
-use warren_core::queue::{InboxItem, Requeue};
+use warren_core::queue::{Consumer, InboxItem, Requeue};
 use warren_core::value::Value;
 use warren_core::{Delivery, Message, Queue};
 
@@ -29,7 +29,7 @@ const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 pub(crate) enum Inflight {
     /// From the session queue: settled on PUBACK (QoS 1) or PUBREC (QoS 2), requeued if the
     /// connection goes first.
-    Queued { queue: Arc<Queue>, sequence: u64, message: Arc<Message> },
+    Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message> },
     /// A retained message sent on subscribe: nothing to settle.
     Retained,
     /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited.
@@ -69,7 +69,9 @@ impl Session {
             .collect();
         let retain_as_published = message_header(&delivery.message, crate::inbound::RETAIN_HEADER).is_some()
             && matching.iter().any(|(filter, _)| self.retain_as_published.contains(filter));
-        let subscription_qos = matching.iter().map(|(_, qos)| *qos).reduce(higher);
+        // A delivery through a shared subscription's queue has that subscription's QoS.
+        let shared_qos = self.shared_qos(&delivery.queue);
+        let subscription_qos = shared_qos.or_else(|| matching.iter().map(|(_, qos)| *qos).reduce(higher));
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
             delivery.queue.acked([&delivery.message]);
@@ -93,16 +95,20 @@ impl Session {
             };
             publish.pkid = packet_id;
             publish.dup = delivery.redelivered;
-            let inflight =
-                Inflight::Queued { queue: delivery.queue, sequence: delivery.sequence, message: delivery.message };
+            let inflight = Inflight::Queued {
+                queue: delivery.queue,
+                consumer: delivery.consumer,
+                sequence: delivery.sequence,
+                message: delivery.message,
+            };
             self.inflight.insert(publish.pkid, inflight);
         }
         let packet_id = publish.pkid;
         let qos_above_zero = publish.qos != QoS::AtMostOnce;
         if !self.send_publish(publish, delivery_properties) && qos_above_zero {
             // Dropped for this client: settled as if acknowledged.
-            if let Some(Inflight::Queued { queue, message, .. }) = self.inflight.remove(&packet_id) {
-                self.settle(&queue, &message);
+            if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
+                settle(&queue, &consumer, &message);
             }
         }
     }
@@ -141,23 +147,16 @@ impl Session {
     }
 
     pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
-        if let Some(Inflight::Queued { queue, message, .. }) = self.inflight.remove(&packet_id) {
-            self.settle(&queue, &message);
+        if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
+            settle(&queue, &consumer, &message);
         }
         None
-    }
-
-    fn settle(&self, queue: &Queue, message: &Arc<Message>) {
-        queue.acked([message]);
-        if let Some(consumer) = &self.consumer {
-            consumer.settle(1);
-        }
     }
 
     /// PUBREC for an outbound QoS 2 publish: the client has it, so it leaves the queue; PUBREL.
     pub(crate) fn received(&mut self, packet_id: u16) -> Option<End> {
         match self.inflight.remove(&packet_id) {
-            Some(Inflight::Queued { queue, message, .. }) => self.settle(&queue, &message),
+            Some(Inflight::Queued { queue, consumer, message, .. }) => settle(&queue, &consumer, &message),
             Some(Inflight::Retained | Inflight::Released) => {}
             None => {
                 // Not ours (or already completed): the spec leaves it; answering keeps a
@@ -223,7 +222,7 @@ impl Session {
     /// not messages any more; the registry keeps them for a persistent session.)
     pub(crate) fn requeue_inflight(&mut self) {
         for (_, inflight) in self.inflight.drain() {
-            if let Inflight::Queued { queue, sequence, message } = inflight {
+            if let Inflight::Queued { queue, sequence, message, .. } = inflight {
                 queue.requeue([Requeue { sequence, message, redelivered: true }]);
             }
         }
@@ -233,6 +232,12 @@ impl Session {
     pub(crate) fn requeue_inbox(&mut self) {
         self.inbox.return_undelivered();
     }
+}
+
+/// A delivery the client has: it leaves its queue, and its consumer's window opens by one.
+fn settle(queue: &Queue, consumer: &Consumer, message: &Arc<Message>) {
+    queue.acked([message]);
+    consumer.settle(1);
 }
 
 fn message_header<'a>(message: &'a Message, name: &str) -> Option<&'a Value> {

@@ -104,6 +104,8 @@ pub(crate) struct Session {
     pub(crate) no_local: HashSet<String>,
     /// MQTT 5 filters subscribed with Retain As Published.
     pub(crate) retain_as_published: HashSet<String>,
+    /// Shared subscriptions, by their `$share/...` filter.
+    pub(crate) shared: HashMap<String, crate::shared::SharedSubscription>,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -313,6 +315,7 @@ async fn open(
         will_delay: Duration::ZERO,
         no_local: HashSet::new(),
         retain_as_published: HashSet::new(),
+        shared: HashMap::new(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -646,8 +649,10 @@ impl Session {
         if let (Some(queue), Some(consumer)) = (&self.queue, &self.consumer) {
             queue.detach_consumer(consumer.id, &self.inbox);
         }
+        self.detach_shared();
         self.requeue_inflight();
         self.requeue_inbox();
+        self.release_shared();
         if let Some(queue) = &self.queue {
             queue.dispatch();
         }

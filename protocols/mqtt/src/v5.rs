@@ -12,8 +12,8 @@
 //!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
 //!   protocol error, shutdown...); will delay (the session schedules the will); subscription
 //!   options (No Local, Retain As Published, Retain Handling), applied by the session.
-//! - CONNACK tells the client what is not offered yet: no shared subscriptions, no subscription
-//!   identifiers.
+//! - Shared subscriptions (see `shared`); CONNACK tells the client what is not offered yet: no
+//!   subscription identifiers.
 //! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
 //!   correlation data (`correlation_id`), response topic (`reply_to`, in AMQP's dotted form),
 //!   message expiry (`expiration`, so it is the queue's TTL) and user properties (headers).
@@ -337,7 +337,7 @@ fn connack_properties(session_expiry_seconds: Option<u32>) -> v5::ConnAckPropert
     let mut properties = v5::ConnAckProperties::new();
     properties.session_expiry_interval = session_expiry_seconds;
     properties.topic_alias_max = Some(TOPIC_ALIASES_MAX);
-    properties.shared_subscription_available = Some(0);
+    properties.shared_subscription_available = Some(1);
     properties.subscription_identifiers_available = Some(0);
     properties
 }
