@@ -491,3 +491,66 @@ async fn mqtt5_shared_subscriptions_split_messages_between_members() {
         .await;
     assert_eq!(gone.err().and_then(|error| common::reply_code(&error)), Some(404));
 }
+
+/// An HTTP request to the management API as guest; returns the status.
+fn management(broker: &Broker, method: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(broker.http_addr).expect("connect to HTTP");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line")
+}
+
+#[tokio::test]
+async fn mqtt5_puback_reason_codes_say_no_subscribers_and_not_authorised() {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason;
+    let broker = Broker::start();
+    let (client, mut events, _) = connect(options(&broker, "v5-reasons")).await;
+    client.publish("nobody/listens", QoS::AtLeastOnce, false, "x").await.expect("queue PUBLISH");
+    let reason = next(&mut events, "PUBACK", |packet| match packet {
+        Packet::PubAck(ack) => Some(ack.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::NoMatchingSubscribers);
+    client.subscribe("somebody/listens", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    client.publish("somebody/listens", QoS::AtLeastOnce, false, "x").await.expect("queue PUBLISH");
+    let reason = next(&mut events, "PUBACK", |packet| match packet {
+        Packet::PubAck(ack) => Some(ack.reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, PubAckReason::Success);
+
+    // A user without write on amq.topic: MQTT 5 refuses that PUBLISH and keeps the connection.
+    assert_eq!(management(&broker, "PUT", "/api/users/reader", r#"{"password":"reader-pass","tags":""}"#), 201);
+    let permissions = r#"{"configure":".*","write":"^mqtt-subscription-","read":".*"}"#;
+    assert_eq!(management(&broker, "PUT", "/api/permissions/%2F/reader", permissions), 201);
+    let mut reader = options(&broker, "v5-reader");
+    reader.set_credentials("reader", "reader-pass");
+    let (reader, mut reader_events, _) = connect(reader).await;
+    reader.publish("any/topic", QoS::AtLeastOnce, false, "x").await.expect("queue PUBLISH");
+    // rumqttc reports a failed PUBACK as an error of its own state machine, with the reason.
+    let error = within("the refused PUBACK", async {
+        loop {
+            if let Err(error) = reader_events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::v5::StateError::PubAckFail { reason: PubAckReason::NotAuthorized })
+        ),
+        "{error:?}"
+    );
+}

@@ -43,6 +43,11 @@ impl Session {
             return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
         }
         if !self.permitted.publish {
+            if self.level == crate::codec::Level::V5 && publish.qos != QoS::AtMostOnce {
+                // MQTT 5 refuses one PUBLISH with a reason code: 0x87, not authorised.
+                warn!(client_id = %self.client_id, "no write permission on amq.topic; publish refused");
+                return self.acknowledge(publish.pkid, publish.qos, None, crate::v5::REASON_NOT_AUTHORIZED);
+            }
             // MQTT 3.1.1 has no way to refuse one PUBLISH: RabbitMQ closes the connection.
             warn!(client_id = %self.client_id, "no write permission on amq.topic; disconnecting");
             return Some(End::Abnormal("publish not authorised"));
@@ -65,20 +70,44 @@ impl Session {
             }
         }
         let origin = Origin { connection: self.connection, retained: publish.retain };
-        let mut published = self.route(&publish.topic, publish.payload, publish.qos, properties, origin);
+        let (mut published, routed) = self.route(&publish.topic, publish.payload, publish.qos, properties, origin);
         // A retained message is stored before its publish is acknowledged, like a queued one.
         published.lsn = published.lsn.max(retained_lsn);
         if published.unstored && publish.qos != QoS::AtMostOnce {
             warn!(client_id = %self.client_id, "message store failure; disconnecting");
             return Some(End::Abnormal("message store failure"));
         }
-        // The acknowledgement means the message is safe: a persistent one waits for the disk.
-        match publish.qos {
+        // MQTT 5 says more than "received": no subscriber, or a queue over its limit.
+        let reason = if published.rejected {
+            crate::v5::REASON_QUOTA_EXCEEDED
+        } else if routed == 0 {
+            crate::v5::REASON_NO_MATCHING_SUBSCRIBERS
+        } else {
+            crate::v5::REASON_SUCCESS
+        };
+        self.acknowledge(publish.pkid, publish.qos, published.lsn, reason)
+    }
+
+    /// PUBACK (QoS 1) or PUBREC (QoS 2), with an MQTT 5 reason code for a v5 client. The
+    /// acknowledgement means the message is safe: a persistent one waits for the disk.
+    fn acknowledge(
+        &mut self,
+        packet_id: u16,
+        qos: QoS,
+        lsn: Option<warren_core::journal::Lsn>,
+        reason: u8,
+    ) -> Option<End> {
+        if self.level == crate::codec::Level::V5 && reason != crate::v5::REASON_SUCCESS {
+            self.ack_reasons.insert(packet_id, reason);
+        }
+        match qos {
             QoS::AtMostOnce => None,
-            QoS::AtLeastOnce => self.send_after_sync(published.lsn, Packet::PubAck(PubAck::new(publish.pkid))),
+            QoS::AtLeastOnce => self.send_after_sync(lsn, Packet::PubAck(PubAck::new(packet_id))),
             QoS::ExactlyOnce => {
-                self.incoming_qos2.insert(publish.pkid);
-                self.send_after_sync(published.lsn, Packet::PubRec(PubRec::new(publish.pkid)))
+                if reason < 0x80 {
+                    self.incoming_qos2.insert(packet_id);
+                }
+                self.send_after_sync(lsn, Packet::PubRec(PubRec::new(packet_id)))
             }
         }
     }
@@ -96,16 +125,17 @@ impl Session {
         qos: QoS,
         extra: Option<&mqttbytes::v5::PublishProperties>,
         origin: Origin,
-    ) -> Published {
+    ) -> (Published, usize) {
         let state = &self.state;
         let (published, queues) = route_message(state, &self.vhost, topic, payload, qos, extra, Some(origin));
+        let routed = queues.len();
         for queue in queues {
             // A queue over its memory bound pauses this publisher, as for AMQP.
             if queue.is_full() && self.paused_on.is_none() {
                 self.paused_on = Some(queue);
             }
         }
-        published
+        (published, routed)
     }
 
     pub(crate) fn publish_will(&mut self, will: LastWill) {

@@ -104,6 +104,9 @@ pub(crate) struct Session {
     pub(crate) no_local: HashSet<String>,
     /// MQTT 5 filters subscribed with Retain As Published.
     pub(crate) retain_as_published: HashSet<String>,
+    /// MQTT 5 reason codes for PUBACKs and PUBRECs not yet sent, by packet id (Success is not
+    /// recorded).
+    pub(crate) ack_reasons: HashMap<u16, u8>,
     /// Shared subscriptions, by their `$share/...` filter.
     pub(crate) shared: HashMap<String, crate::shared::SharedSubscription>,
     /// The session's queue, bound to `amq.topic` once per subscription.
@@ -316,6 +319,7 @@ async fn open(
         no_local: HashSet::new(),
         retain_as_published: HashSet::new(),
         shared: HashMap::new(),
+        ack_reasons: HashMap::new(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -612,7 +616,17 @@ impl Session {
 
     pub(crate) fn send(&mut self, packet: Packet) -> Option<End> {
         match self.level {
-            Level::V5 => crate::v5::encode(&packet, &mut self.out),
+            Level::V5 => {
+                let reason = match &packet {
+                    Packet::PubAck(ack) => self.ack_reasons.remove(&ack.pkid),
+                    Packet::PubRec(received) => self.ack_reasons.remove(&received.pkid),
+                    _ => None,
+                };
+                match reason {
+                    Some(reason) => crate::v5::encode_ack_with_reason(&packet, reason, &mut self.out),
+                    None => crate::v5::encode(&packet, &mut self.out),
+                }
+            }
             Level::V31 | Level::V311 => codec::encode(&packet, &mut self.out),
         }
         None

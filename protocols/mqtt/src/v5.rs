@@ -290,6 +290,25 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
     (!empty).then_some(properties)
 }
 
+/// PUBACK/PUBREC reason codes (3.4.2.1).
+pub const REASON_SUCCESS: u8 = 0x00;
+pub const REASON_NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+pub const REASON_NOT_AUTHORIZED: u8 = 0x87;
+pub const REASON_QUOTA_EXCEEDED: u8 = 0x97;
+
+/// A PUBACK or PUBREC with a reason code and no properties (remaining length 3).
+pub fn encode_ack_with_reason(packet: &Packet, reason: u8, out: &mut BytesMut) {
+    let (first_byte, packet_id) = match packet {
+        Packet::PubAck(ack) => (0x40, ack.pkid),
+        Packet::PubRec(received) => (0x50, received.pkid),
+        other => return encode(other, out),
+    };
+    out.put_u8(first_byte);
+    out.put_u8(3);
+    out.put_u16(packet_id);
+    out.put_u8(reason);
+}
+
 /// The DISCONNECT reason code for why the broker ends a session, when it can still say so.
 pub fn disconnect_reason(end: &str) -> Option<u8> {
     Some(match end {
