@@ -554,3 +554,23 @@ async fn mqtt5_puback_reason_codes_say_no_subscribers_and_not_authorised() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn mqtt5_subscription_identifiers_come_back_on_deliveries() {
+    use rumqttc::v5::mqttbytes::v5::SubscribeProperties;
+    let broker = Broker::start();
+    let (client, mut events, _) = connect(options(&broker, "v5-identifiers")).await;
+    let properties = SubscribeProperties { id: Some(42), user_properties: Vec::new() };
+    client.subscribe_with_properties("ids/#", QoS::AtLeastOnce, properties).await.expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    amqp_publish(&channel, "ids.one", b"tagged").await;
+    let publish = next(&mut events, "the delivery", |packet| match packet {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await;
+    let properties = publish.properties.expect("properties with the identifier");
+    assert_eq!(properties.subscription_identifiers, [42]);
+}

@@ -295,6 +295,7 @@ impl Session {
                 continue;
             }
             self.set_subscription_options(filter, crate::v5::SubscriptionOptions::default());
+            self.subscription_ids.remove(filter);
             self.subscriptions.retain(|(existing, _)| existing != filter);
             if let Some(queue) = &self.queue {
                 let key = translate::binding_key(filter);

@@ -72,6 +72,8 @@ impl Session {
         // A delivery through a shared subscription's queue has that subscription's QoS.
         let shared_qos = self.shared_qos(&delivery.queue);
         let subscription_qos = shared_qos.or_else(|| matching.iter().map(|(_, qos)| *qos).reduce(higher));
+        let identifiers: Vec<usize> =
+            matching.iter().filter_map(|(filter, _)| self.subscription_ids.get(filter).copied()).collect();
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
             delivery.queue.acked([&delivery.message]);
@@ -105,7 +107,7 @@ impl Session {
         }
         let packet_id = publish.pkid;
         let qos_above_zero = publish.qos != QoS::AtMostOnce;
-        if !self.send_publish(publish, delivery_properties) && qos_above_zero {
+        if !self.send_publish(publish, delivery_properties, identifiers) && qos_above_zero {
             // Dropped for this client: settled as if acknowledged.
             if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
                 settle(&queue, &consumer, &message);
@@ -116,11 +118,21 @@ impl Session {
     /// Sends a delivery: with its message's properties to an MQTT 5 client, unless it is larger
     /// than that client's Maximum Packet Size, when it is dropped for the client (3.1.2.11.4):
     /// `false` then.
-    fn send_publish(&mut self, publish: Publish, properties: &warren_core::properties::Properties) -> bool {
+    fn send_publish(
+        &mut self,
+        publish: Publish,
+        properties: &warren_core::properties::Properties,
+        identifiers: Vec<usize>,
+    ) -> bool {
         match self.level {
             crate::codec::Level::V5 => {
                 let mut encoded = bytes::BytesMut::new();
-                crate::v5::encode_publish(&publish, crate::v5::publish_properties(properties), &mut encoded);
+                let mut v5_properties = crate::v5::publish_properties(properties);
+                if !identifiers.is_empty() {
+                    v5_properties.get_or_insert_with(crate::v5::empty_publish_properties).subscription_identifiers =
+                        identifiers;
+                }
+                crate::v5::encode_publish(&publish, v5_properties, &mut encoded);
                 if self.client_packet_bytes_max.is_some_and(|max| encoded.len() > max) {
                     tracing::debug!(client_id = %self.client_id, bytes = encoded.len(), "delivery over the client's maximum packet size; dropped");
                     return false;

@@ -107,6 +107,8 @@ pub(crate) struct Session {
     /// MQTT 5 reason codes for PUBACKs and PUBRECs not yet sent, by packet id (Success is not
     /// recorded).
     pub(crate) ack_reasons: HashMap<u16, u8>,
+    /// MQTT 5 subscription identifiers, by filter: sent back on the deliveries each matches.
+    pub(crate) subscription_ids: HashMap<String, usize>,
     /// Shared subscriptions, by their `$share/...` filter.
     pub(crate) shared: HashMap<String, crate::shared::SharedSubscription>,
     /// The session's queue, bound to `amq.topic` once per subscription.
@@ -219,7 +221,7 @@ async fn accept<R: AsyncRead + Unpin>(
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
             let mut out = BytesMut::new();
             match level {
-                Level::V5 => crate::v5::encode_connack(&ack, granted_expiry, &mut out),
+                Level::V5 => crate::v5::encode_connack(&ack, granted_expiry, packet_bytes_max(state), &mut out),
                 Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
             }
             chunks.send(out.freeze()).await.ok()?;
@@ -232,11 +234,16 @@ async fn accept<R: AsyncRead + Unpin>(
     }
 }
 
+/// The broker's maximum packet size, as CONNACK states it.
+fn packet_bytes_max(state: &MqttState) -> u32 {
+    u32::try_from(state.config.packet_bytes_max).unwrap_or(u32::MAX)
+}
+
 async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Level) {
     let mut out = BytesMut::new();
     let ack = ConnAck::new(code, false);
     match level {
-        Level::V5 => crate::v5::encode_connack(&ack, None, &mut out),
+        Level::V5 => crate::v5::encode_connack(&ack, None, u32::MAX, &mut out),
         Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
     }
     let _ = chunks.send(out.freeze()).await;
@@ -320,6 +327,7 @@ async fn open(
         retain_as_published: HashSet::new(),
         shared: HashMap::new(),
         ack_reasons: HashMap::new(),
+        subscription_ids: HashMap::new(),
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -526,7 +534,13 @@ impl Session {
                         return Some(end);
                     }
                 }
-                Ok(Some((Packet::Subscribe(subscribe), Some(crate::v5::Extra::Subscribe(options))))) => {
+                Ok(Some((Packet::Subscribe(subscribe), Some(crate::v5::Extra::Subscribe(options, identifier))))) => {
+                    for filter in &subscribe.filters {
+                        match identifier {
+                            Some(identifier) => self.subscription_ids.insert(filter.path.clone(), identifier),
+                            None => self.subscription_ids.remove(&filter.path),
+                        };
+                    }
                     if let Some(end) = self.subscribe(subscribe, &options) {
                         return Some(end);
                     }

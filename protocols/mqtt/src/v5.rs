@@ -12,8 +12,8 @@
 //!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
 //!   protocol error, shutdown...); will delay (the session schedules the will); subscription
 //!   options (No Local, Retain As Published, Retain Handling), applied by the session.
-//! - Shared subscriptions (see `shared`); CONNACK tells the client what is not offered yet: no
-//!   subscription identifiers.
+//! - Shared subscriptions (see `shared`); subscription identifiers, sent back on the
+//!   deliveries each subscription matches; CONNACK states the broker's maximum packet size.
 //! - PUBLISH properties map onto AMQP's, as RabbitMQ's MQTT 5 support maps them: content type,
 //!   correlation data (`correlation_id`), response topic (`reply_to`, in AMQP's dotted form),
 //!   message expiry (`expiration`, so it is the queue's TTL) and user properties (headers).
@@ -132,8 +132,8 @@ pub fn decode_connect(
 pub enum Extra {
     /// A PUBLISH's properties.
     Publish(v5::PublishProperties),
-    /// A SUBSCRIBE's options, one per filter, in order.
-    Subscribe(Vec<SubscriptionOptions>),
+    /// A SUBSCRIBE's options, one per filter, in order, and its subscription identifier.
+    Subscribe(Vec<SubscriptionOptions>, Option<usize>),
 }
 
 /// MQTT 5 subscription options (3.8.3.1).
@@ -199,7 +199,8 @@ pub fn decode(
                     },
                 })
                 .collect();
-            extra = Some(Extra::Subscribe(options));
+            let identifier = subscribe.properties.as_ref().and_then(|properties| properties.id);
+            extra = Some(Extra::Subscribe(options, identifier));
             let filters =
                 subscribe.filters.into_iter().map(|filter| v4::SubscribeFilter::new(filter.path, filter.qos)).collect();
             Packet::Subscribe(v4::Subscribe { pkid: subscribe.pkid, filters })
@@ -328,6 +329,20 @@ pub fn encode_disconnect(reason: u8, out: &mut BytesMut) {
     out.put_slice(&[0xE0, 0x01, reason]);
 }
 
+/// PUBLISH properties with nothing set.
+pub fn empty_publish_properties() -> v5::PublishProperties {
+    v5::PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    }
+}
+
 /// Encodes a PUBLISH for an MQTT 5 client, with the message's properties.
 pub fn encode_publish(publish: &v4::Publish, properties: Option<v5::PublishProperties>, out: &mut BytesMut) {
     let mut translated = v5::Publish::new(publish.topic.clone(), publish.qos, Vec::new());
@@ -352,22 +367,28 @@ fn connect_reason(code: v4::ConnectReturnCode) -> v5::ConnectReturnCode {
 }
 
 /// What CONNACK tells an MQTT 5 client about this server.
-fn connack_properties(session_expiry_seconds: Option<u32>) -> v5::ConnAckProperties {
+fn connack_properties(session_expiry_seconds: Option<u32>, packet_bytes_max: u32) -> v5::ConnAckProperties {
     let mut properties = v5::ConnAckProperties::new();
     properties.session_expiry_interval = session_expiry_seconds;
     properties.topic_alias_max = Some(TOPIC_ALIASES_MAX);
+    properties.max_packet_size = Some(packet_bytes_max);
     properties.shared_subscription_available = Some(1);
-    properties.subscription_identifiers_available = Some(0);
+
     properties
 }
 
 /// Encodes a CONNACK for an MQTT 5 client; `session_expiry_seconds` when the server grants
 /// less than the client asked.
-pub fn encode_connack(ack: &v4::ConnAck, session_expiry_seconds: Option<u32>, out: &mut BytesMut) {
+pub fn encode_connack(
+    ack: &v4::ConnAck,
+    session_expiry_seconds: Option<u32>,
+    packet_bytes_max: u32,
+    out: &mut BytesMut,
+) {
     let mut connack = v5::ConnAck::new(connect_reason(ack.code), ack.session_present);
     // A v5 CONNACK always has a properties length; mqttbytes writes one only for `Some`.
     connack.properties = Some(if ack.code == v4::ConnectReturnCode::Success {
-        connack_properties(session_expiry_seconds)
+        connack_properties(session_expiry_seconds, packet_bytes_max)
     } else {
         v5::ConnAckProperties::new()
     });
@@ -385,7 +406,7 @@ pub fn encode_unsuback(packet_id: u16, filters: usize, out: &mut BytesMut) {
 pub fn encode(packet: &Packet, out: &mut BytesMut) {
     let result = match packet {
         Packet::ConnAck(ack) => {
-            encode_connack(ack, None, out);
+            encode_connack(ack, None, u32::MAX, out);
             Ok(0)
         }
         Packet::Publish(publish) => {
