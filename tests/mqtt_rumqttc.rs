@@ -1154,6 +1154,7 @@ async fn a_persistent_session_survives_a_broker_crash() {
     let broker = Broker::start();
     let mut device = connect_mqtt(persistent_mqtt_options(&broker, "durable-device")).await;
     device.subscribe("fleet/+/alerts", QoS::AtLeastOnce).await;
+    device.subscribe("fleet/+/urgent", QoS::ExactlyOnce).await;
     device.disconnect().await;
     let mut publisher = connect_mqtt(mqtt_options(&broker, "fleet-publisher")).await;
     for index in 0..5 {
@@ -1175,6 +1176,10 @@ async fn a_persistent_session_survives_a_broker_crash() {
     publisher.publish("fleet/truck9/alerts", QoS::AtLeastOnce, false, b"after").await;
     let received = device.next_publish().await;
     assert_eq!((received.topic.as_str(), &received.payload[..]), ("fleet/truck9/alerts", &b"after"[..]));
+    // Each subscription keeps its granted QoS across the restart (stored with its binding).
+    publisher.publish("fleet/truck9/urgent", QoS::ExactlyOnce, false, b"urgent").await;
+    let received = device.next_publish().await;
+    assert_eq!((received.topic.as_str(), received.qos), ("fleet/truck9/urgent", QoS::ExactlyOnce));
 }
 
 /// Retained messages are stored: after a crash a new subscriber gets the last retained message

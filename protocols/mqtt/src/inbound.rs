@@ -29,6 +29,8 @@ pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 pub(crate) const ORIGIN_HEADER: &str = "x-mqtt-origin";
 /// Set on a message published with RETAIN, for MQTT 5's Retain As Published.
 pub(crate) const RETAIN_HEADER: &str = "x-mqtt-retain";
+/// The binding argument that keeps a subscription's granted QoS.
+pub(crate) const SUBSCRIPTION_QOS_ARGUMENT: &str = "x-mqtt-subscription-qos";
 /// The highest QoS granted to subscriptions: QoS 2 both ways (RabbitMQ grants at most 1).
 const GRANTED_QOS_MAX: QoS = QoS::ExactlyOnce;
 
@@ -189,7 +191,7 @@ impl Session {
                 continue;
             }
             let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
-            match self.bind(&filter.path) {
+            match self.bind(&filter.path, granted) {
                 Ok(()) => {
                     let existed = self.subscriptions.iter().any(|(existing, _)| *existing == filter.path);
                     self.subscriptions.retain(|(existing, _)| *existing != filter.path);
@@ -222,7 +224,9 @@ impl Session {
     }
 
     /// Binds the session queue (created on first use) to `amq.topic` for a filter.
-    fn bind(&mut self, filter: &str) -> Result<(), warren_core::Error> {
+    /// The granted QoS is kept in the binding's arguments, so a persistent session's
+    /// subscriptions come back at their QoS after a restart (`Session::resume`).
+    fn bind(&mut self, filter: &str, granted: QoS) -> Result<(), warren_core::Error> {
         let queue = match &self.queue {
             Some(queue) => queue.clone(),
             None => {
@@ -249,13 +253,29 @@ impl Session {
             }
         };
         let key = translate::binding_key(filter);
+        // A subscription again, at another QoS: its binding is replaced, not doubled.
+        self.unbind(&queue, filter);
+        let mut arguments = Table::new();
+        arguments.insert(SUBSCRIPTION_QOS_ARGUMENT, Value::U8(granted as u8));
         self.vhost.bind_queue(
             queue.name(),
             &ExchangeName::new(TOPIC_EXCHANGE),
             key,
-            Table::new(),
+            arguments,
             ConnectionId(self.connection),
         )
+    }
+
+    /// Removes a filter's binding from the session queue, whatever arguments it was made with.
+    fn unbind(&self, queue: &Queue, filter: &str) {
+        let key = translate::binding_key(filter);
+        let exchange = ExchangeName::new(TOPIC_EXCHANGE);
+        for binding in queue.bindings() {
+            if binding.exchange == exchange && binding.key == key {
+                let connection = ConnectionId(self.connection);
+                let _ = self.vhost.unbind_queue(queue.name(), &exchange, key.clone(), binding.arguments, connection);
+            }
+        }
     }
 
     /// Records a filter's MQTT 5 options (plain 3.1.1 subscriptions have none).
@@ -297,11 +317,8 @@ impl Session {
             self.set_subscription_options(filter, crate::v5::SubscriptionOptions::default());
             self.subscription_ids.remove(filter);
             self.subscriptions.retain(|(existing, _)| existing != filter);
-            if let Some(queue) = &self.queue {
-                let key = translate::binding_key(filter);
-                let exchange = ExchangeName::new(TOPIC_EXCHANGE);
-                let _ =
-                    self.vhost.unbind_queue(queue.name(), &exchange, key, Table::new(), ConnectionId(self.connection));
+            if let Some(queue) = self.queue.clone() {
+                self.unbind(&queue, filter);
             }
         }
         self.sync_subscriptions();

@@ -409,7 +409,18 @@ impl Session {
                 .bindings()
                 .iter()
                 .filter(|binding| binding.exchange.as_str() == crate::inbound::TOPIC_EXCHANGE)
-                .map(|binding| (translate::filter_of(&binding.key), QoS::AtLeastOnce))
+                .map(|binding| {
+                    let granted = binding
+                        .arguments
+                        .get(crate::inbound::SUBSCRIPTION_QOS_ARGUMENT)
+                        .and_then(warren_core::value::Value::as_i64);
+                    let qos = match granted {
+                        Some(0) => QoS::AtMostOnce,
+                        Some(2) => QoS::ExactlyOnce,
+                        _ => QoS::AtLeastOnce,
+                    };
+                    (translate::filter_of(&binding.key), qos)
+                })
                 .collect()
         });
         self.attach(queue);

@@ -72,7 +72,7 @@ pub(crate) struct SessionEntry {
     /// Subscriptions of a persistent session, kept while it is disconnected.
     pub subscriptions: Vec<(String, QoS)>,
     /// Outbound QoS 2 packet ids between PUBREC and PUBCOMP: the next connection of a
-    /// persistent session resends PUBREL for them. In memory only, like the granted QoS.
+    /// persistent session resends PUBREL for them. In memory only, not across a restart.
     pub released: Vec<u16>,
 }
 
