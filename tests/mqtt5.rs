@@ -343,9 +343,9 @@ fn mqtt5_takeover_is_told_with_disconnect_reason_session_taken_over() {
     let broker = Broker::start();
     let mut first = raw_v5_connect(&broker, "v5-taken");
     let _second = raw_v5_connect(&broker, "v5-taken");
-    let mut disconnect = [0u8; 3];
+    let mut disconnect = [0u8; 4];
     first.read_exact(&mut disconnect).expect("a DISCONNECT before the close");
-    assert_eq!(disconnect, [0xE0, 0x01, 0x8E], "reason 0x8E, session taken over");
+    assert_eq!(disconnect, [0xE0, 0x02, 0x8E, 0x00], "reason 0x8E, session taken over");
 }
 
 /// A persistent MQTT 5 client whose will waits `delay_seconds`; its connection is dropped
@@ -487,7 +487,7 @@ async fn mqtt5_shared_subscriptions_split_messages_between_members() {
     }
     let channel = common::open_channel(&connection).await;
     let gone = channel
-        .queue_declare("mqtt-shared-workers-jobs/#", common::passive(), lapin::types::FieldTable::default())
+        .queue_declare("mqtt-shared-workers/jobs/#", common::passive(), lapin::types::FieldTable::default())
         .await;
     assert_eq!(gone.err().and_then(|error| common::reply_code(&error)), Some(404));
 }
@@ -573,4 +573,105 @@ async fn mqtt5_subscription_identifiers_come_back_on_deliveries() {
     .await;
     let properties = publish.properties.expect("properties with the identifier");
     assert_eq!(properties.subscription_identifiers, [42]);
+}
+
+#[tokio::test]
+async fn mqtt5_clean_start_and_session_expiry_are_separate() {
+    let broker = Broker::start();
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-separate-publisher")).await;
+    // Clean Start with an expiry (paho's default on a first connect): the session still
+    // outlives the connection.
+    let mut first = options(&broker, "v5-separate");
+    first.set_clean_start(true);
+    first.set_connect_properties(ConnectProperties { session_expiry_interval: Some(60), ..ConnectProperties::new() });
+    let (client, mut events, _) = connect(first).await;
+    client.subscribe("separate/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    client.disconnect().await.expect("queue DISCONNECT");
+    let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+    publisher.publish("separate/while-away", QoS::AtLeastOnce, false, "kept").await.expect("queue PUBLISH");
+    next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+
+    // Clean Start off with no expiry: the existing session is resumed (and ends with this one).
+    let mut again = options(&broker, "v5-separate");
+    again.set_clean_start(false);
+    let (_again, mut again_events, session_present) = connect(again).await;
+    assert!(session_present, "resumed, not discarded");
+    let publish = next(&mut again_events, "the message kept while away", |packet| match packet {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&publish.payload[..], b"kept");
+}
+
+/// An MQTT 5 CONNECT as guest with a QoS 1 will on `topic`, on a raw socket, after CONNACK.
+fn raw_v5_connect_with_will(broker: &Broker, client_id: &str, topic: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b1100_1110, 0, 60, 0];
+    let field = |body: &mut Vec<u8>, value: &[u8]| {
+        body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        body.extend_from_slice(value);
+    };
+    field(&mut body, client_id.as_bytes());
+    body.push(0); // will properties: none
+    field(&mut body, topic.as_bytes());
+    field(&mut body, b"will");
+    field(&mut body, b"guest");
+    field(&mut body, b"guest");
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    let mut stream = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(&packet).expect("CONNECT");
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).expect("CONNACK header");
+    let mut rest = vec![0u8; usize::from(header[1])];
+    stream.read_exact(&mut rest).expect("CONNACK body");
+    assert_eq!((header[0], rest[1]), (0x20, 0), "accepted");
+    stream
+}
+
+#[tokio::test]
+async fn mqtt5_disconnect_reason_decides_the_will() {
+    use std::io::{Read, Write};
+    let broker = Broker::start();
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    common::declare_queue(&channel, "wills-seen").await;
+    common::bind(&channel, "wills-seen", "amq.topic", "reasons.#").await;
+
+    // 0x04, "disconnect with will message": the will is published.
+    let mut with_will = raw_v5_connect_with_will(&broker, "v5-reason-will", "reasons/with");
+    with_will.write_all(&[0xE0, 0x01, 0x04]).expect("DISCONNECT 0x04");
+    let mut rest = Vec::new();
+    let _ = with_will.read_to_end(&mut rest);
+    // 0x00 in the one-byte form: normal, the will is discarded.
+    let mut normal = raw_v5_connect_with_will(&broker, "v5-reason-normal", "reasons/normal");
+    normal.write_all(&[0xE0, 0x01, 0x00]).expect("DISCONNECT 0x00");
+    let _ = normal.read_to_end(&mut rest);
+    // A marker through the same exchange, after both.
+    amqp_publish(&channel, "reasons.marker", b"marker").await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let got = common::get_no_ack(&channel, "wills-seen").await.expect("a message");
+        keys.push(got.delivery.routing_key.to_string());
+    }
+    assert_eq!(keys, ["reasons.with", "reasons.marker"], "only the 0x04 disconnect's will");
+}
+
+#[test]
+fn mqtt5_pubrec_for_an_unknown_id_is_answered_without_taking_the_id() {
+    use std::io::{Read, Write};
+    let broker = Broker::start();
+    let mut client = raw_v5_connect(&broker, "v5-unknown-pubrec");
+    client.write_all(&[0x50, 0x02, 0x00, 0x09]).expect("PUBREC 9");
+    let mut pubrel = [0u8; 4];
+    client.read_exact(&mut pubrel).expect("PUBREL");
+    assert_eq!(pubrel, [0x62, 0x02, 0x00, 0x09]);
+    // Still serving: PINGREQ, PINGRESP.
+    client.write_all(&[0xC0, 0x00]).expect("PINGREQ");
+    let mut pingresp = [0u8; 2];
+    client.read_exact(&mut pingresp).expect("PINGRESP");
+    assert_eq!(pingresp, [0xD0, 0x00]);
 }

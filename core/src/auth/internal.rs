@@ -85,7 +85,12 @@ fn verify_password(hash: &str, password: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct InternalUsers {
     users: RwLock<HashMap<UserName, User>>,
+    /// Permission patterns compiled once: every connection asks, and most share a few patterns.
+    patterns: std::sync::Mutex<HashMap<String, Option<regex::Regex>>>,
 }
+
+/// Compiled permission patterns kept; beyond this they are forgotten and compiled again.
+const PATTERNS_MAX: usize = 1024;
 
 impl InternalUsers {
     /// The database RabbitMQ starts with: `guest`/`guest`, administrator with every permission
@@ -158,6 +163,18 @@ impl InternalUsers {
         }
     }
 
+    /// Whether `name` matches a permission pattern (an invalid pattern matches nothing).
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        let mut patterns = self.patterns.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !patterns.contains_key(pattern) {
+            if patterns.len() >= PATTERNS_MAX {
+                patterns.clear();
+            }
+            patterns.insert(pattern.to_owned(), regex::Regex::new(pattern).ok());
+        }
+        patterns.get(pattern).and_then(Option::as_ref).is_some_and(|regex| regex.is_match(name))
+    }
+
     /// Replaces the whole database (restoring stored definitions).
     pub fn replace_all(&self, users: Vec<User>) {
         *self.write() = users.into_iter().map(|user| (user.name.clone(), user)).collect();
@@ -212,10 +229,7 @@ impl Authenticator for InternalUsers {
                     Permission::Read => granted.read.clone(),
                 },
             );
-        let allowed = pattern
-            .filter(|pattern| !pattern.is_empty())
-            .and_then(|pattern| regex::Regex::new(&pattern).ok())
-            .is_some_and(|regex| regex.is_match(name));
+        let allowed = pattern.filter(|pattern| !pattern.is_empty()).is_some_and(|pattern| self.matches(&pattern, name));
         if allowed {
             Ok(())
         } else {

@@ -159,13 +159,16 @@ impl Session {
             let options = options.get(index).copied().unwrap_or_default();
             if let Some((group, inner)) = crate::shared::parse(&filter.path) {
                 let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
-                let result = if inner.is_empty() || !self.permitted.subscribe {
+                let result = if inner.is_empty() || !self.permitted.share {
                     Err(None)
                 } else {
                     self.subscribe_shared(&filter.path, group, inner, granted).map_err(Some)
                 };
                 match result {
-                    Ok(()) => codes.push(SubscribeReasonCode::Success(granted)),
+                    Ok(()) => {
+                        self.record_identifier(&filter.path);
+                        codes.push(SubscribeReasonCode::Success(granted));
+                    }
                     Err(error) => {
                         warn!(client_id = %self.client_id, filter = %filter.path, ?error, "shared subscription refused");
                         codes.push(SubscribeReasonCode::Failure);
@@ -180,7 +183,7 @@ impl Session {
             }
             // A level that is literally `*` has no form in a stored AMQP binding key (it would
             // come back as a wildcard after a restart), so a persistent session cannot use it.
-            if !self.clean_session && filter.path.split('/').any(|level| level == "*") {
+            if !self.ends_with_connection && filter.path.split('/').any(|level| level == "*") {
                 warn!(client_id = %self.client_id, filter = %filter.path, "a `*` level cannot be stored; refused");
                 codes.push(SubscribeReasonCode::Failure);
                 continue;
@@ -197,6 +200,7 @@ impl Session {
                     self.subscriptions.retain(|(existing, _)| *existing != filter.path);
                     self.subscriptions.push((filter.path.clone(), granted));
                     self.set_subscription_options(&filter.path, options);
+                    self.record_identifier(&filter.path);
                     // Retain handling: 0 always sends retained messages, 1 only for a new
                     // subscription, 2 never (3.8.3.1).
                     let send_retained = match options.retain_handling {
@@ -233,14 +237,14 @@ impl Session {
                 // A persistent session's queue expires after `session_expiry` without its client,
                 // so sessions that never come back do not hold messages for ever.
                 let mut arguments = Table::new();
-                if !self.clean_session {
+                if !self.ends_with_connection {
                     let expiry_ms = i64::try_from(self.session_expiry.as_millis()).unwrap_or(i64::MAX);
                     arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
                 }
                 // A persistent session's queue is durable, as in RabbitMQ: with its bindings it
                 // survives a restart, and its QoS 1 messages (persistent) are journaled. The
                 // subscriptions are read back from the bindings (`Session::resume`).
-                let durability = if self.clean_session { Durability::Transient } else { Durability::Durable };
+                let durability = if self.ends_with_connection { Durability::Transient } else { Durability::Durable };
                 let options = QueueOptions { durability, exclusive_owner: None, auto_delete: false, arguments };
                 let declared = self.vhost.declare_queue(
                     &self.queue_name(),
@@ -253,25 +257,28 @@ impl Session {
             }
         };
         let key = translate::binding_key(filter);
-        // A subscription again, at another QoS: its binding is replaced, not doubled.
-        self.unbind(&queue, filter);
         let mut arguments = Table::new();
         arguments.insert(SUBSCRIPTION_QOS_ARGUMENT, Value::U8(granted as u8));
+        // A subscription again, at another QoS, replaces its binding: the new one first, so
+        // nothing routed meanwhile misses the queue (3.8.4), then the old one goes.
         self.vhost.bind_queue(
             queue.name(),
             &ExchangeName::new(TOPIC_EXCHANGE),
             key,
-            arguments,
+            arguments.clone(),
             ConnectionId(self.connection),
-        )
+        )?;
+        self.unbind(&queue, filter, Some(&arguments));
+        Ok(())
     }
 
-    /// Removes a filter's binding from the session queue, whatever arguments it was made with.
-    fn unbind(&self, queue: &Queue, filter: &str) {
+    /// Removes a filter's bindings from the session queue, whatever arguments they were made
+    /// with, except the one with `keep`.
+    fn unbind(&self, queue: &Queue, filter: &str, keep: Option<&Table>) {
         let key = translate::binding_key(filter);
         let exchange = ExchangeName::new(TOPIC_EXCHANGE);
         for binding in queue.bindings() {
-            if binding.exchange == exchange && binding.key == key {
+            if binding.exchange == exchange && binding.key == key && keep != Some(&binding.arguments) {
                 let connection = ConnectionId(self.connection);
                 let _ = self.vhost.unbind_queue(queue.name(), &exchange, key.clone(), binding.arguments, connection);
             }
@@ -294,6 +301,18 @@ impl Session {
         self.count_no_local(had_no_local);
     }
 
+    /// Records (or clears) the identifier of the SUBSCRIBE that granted a filter.
+    fn record_identifier(&mut self, filter: &str) {
+        match self.pending_identifier {
+            Some(identifier) => {
+                self.subscription_ids.insert(filter.to_owned(), identifier);
+            }
+            None => {
+                self.subscription_ids.remove(filter);
+            }
+        }
+    }
+
     /// Keeps `MqttState::no_local_sessions` in step with this session.
     pub(crate) fn count_no_local(&self, had_no_local: bool) {
         use std::sync::atomic::Ordering;
@@ -312,13 +331,14 @@ impl Session {
         for filter in &unsubscribe.topics {
             if crate::shared::parse(filter).is_some() {
                 self.unsubscribe_shared(filter);
+                self.subscription_ids.remove(filter);
                 continue;
             }
             self.set_subscription_options(filter, crate::v5::SubscriptionOptions::default());
             self.subscription_ids.remove(filter);
             self.subscriptions.retain(|(existing, _)| existing != filter);
             if let Some(queue) = self.queue.clone() {
-                self.unbind(&queue, filter);
+                self.unbind(&queue, filter, None);
             }
         }
         self.sync_subscriptions();

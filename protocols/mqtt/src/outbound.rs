@@ -32,8 +32,10 @@ pub(crate) enum Inflight {
     Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message> },
     /// A retained message sent on subscribe: nothing to settle.
     Retained,
-    /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited.
-    Released,
+    /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited. The
+    /// delivery's window slot comes back only at PUBCOMP, as Receive Maximum counts it (4.9);
+    /// `None` for ids resumed from an earlier connection.
+    Released { consumer: Option<Arc<Consumer>> },
 }
 
 impl Session {
@@ -42,7 +44,12 @@ impl Session {
     /// end because its queue was deleted.
     pub(crate) fn drain_inbox(&mut self) -> Option<End> {
         let mut items = Vec::with_capacity(DRAIN_BATCH);
-        while self.out.len() < OUTPUT_BYTES_MAX && self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0 {
+        // With every packet id in use, deliveries wait in the inbox until one frees (draining
+        // them only to put them back would spin).
+        while !self.ids_exhausted
+            && self.out.len() < OUTPUT_BYTES_MAX
+            && self.inbox.drain_into(&mut items, DRAIN_BATCH) > 0
+        {
             for item in items.drain(..) {
                 match item {
                     InboxItem::Delivery(delivery) => self.deliver(delivery),
@@ -55,6 +62,11 @@ impl Session {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
+        if !self.consumes(&delivery.queue) {
+            // From a shared subscription left while this was in the inbox: back to the group.
+            delivery.return_to_queue();
+            return;
+        }
         let topic = translate::topic(&delivery.message.routing_key);
         // MQTT 5's No Local: this connection's own messages skip those subscriptions.
         let own = !self.no_local.is_empty()
@@ -91,7 +103,9 @@ impl Session {
             delivery.consumer.settle(1);
         } else {
             let Some(packet_id) = self.next_packet_id() else {
-                // Every id is in flight (only retained messages can do that): try again later.
+                // Every id is in flight: back in the queue, and no more draining until an
+                // acknowledgement frees one.
+                self.ids_exhausted = true;
                 delivery.return_to_queue();
                 return;
             };
@@ -162,30 +176,48 @@ impl Session {
         if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
             settle(&queue, &consumer, &message);
         }
+        self.id_freed()
+    }
+
+    /// A packet id came free: deliveries held for want of one may go.
+    fn id_freed(&mut self) -> Option<End> {
+        if std::mem::take(&mut self.ids_exhausted) {
+            return self.drain_inbox();
+        }
         None
     }
 
     /// PUBREC for an outbound QoS 2 publish: the client has it, so it leaves the queue; PUBREL.
     pub(crate) fn received(&mut self, packet_id: u16) -> Option<End> {
-        match self.inflight.remove(&packet_id) {
-            Some(Inflight::Queued { queue, consumer, message, .. }) => settle(&queue, &consumer, &message),
-            Some(Inflight::Retained | Inflight::Released) => {}
-            None => {
-                // Not ours (or already completed): the spec leaves it; answering keeps a
-                // confused client moving rather than stuck.
-                tracing::debug!(client_id = %self.client_id, packet_id, "PUBREC for an unknown packet id");
+        let released = match self.inflight.remove(&packet_id) {
+            Some(Inflight::Queued { queue, consumer, message, .. }) => {
+                // The client has it: it leaves the queue now; the window slot waits for PUBCOMP.
+                queue.acked([&message]);
+                Inflight::Released { consumer: Some(consumer) }
             }
-        }
-        self.inflight.insert(packet_id, Inflight::Released);
+            Some(Inflight::Retained) => Inflight::Released { consumer: None },
+            Some(released @ Inflight::Released { .. }) => released,
+            None => {
+                // Not ours (or already completed): answered, but nothing is recorded, so a
+                // client cannot fill the id space this way.
+                tracing::debug!(client_id = %self.client_id, packet_id, "PUBREC for an unknown packet id");
+                return self.send(Packet::PubRel(PubRel::new(packet_id)));
+            }
+        };
+        self.inflight.insert(packet_id, released);
         self.sync_released();
         self.send(Packet::PubRel(PubRel::new(packet_id)))
     }
 
-    /// PUBCOMP: the QoS 2 exchange for this packet id is over.
+    /// PUBCOMP: the QoS 2 exchange for this packet id is over; its window slot comes back.
     pub(crate) fn completed(&mut self, packet_id: u16) -> Option<End> {
-        if matches!(self.inflight.get(&packet_id), Some(Inflight::Released)) {
+        if let Some(Inflight::Released { consumer }) = self.inflight.get(&packet_id) {
+            if let Some(consumer) = consumer {
+                consumer.settle(1);
+            }
             self.inflight.remove(&packet_id);
             self.sync_released();
+            return self.id_freed();
         }
         None
     }
@@ -194,7 +226,7 @@ impl Session {
     /// PUBREC and PUBCOMP (section 4.4).
     pub(crate) fn resume_released(&mut self, released: Vec<u16>) {
         for packet_id in released {
-            self.inflight.insert(packet_id, Inflight::Released);
+            self.inflight.insert(packet_id, Inflight::Released { consumer: None });
             self.send(Packet::PubRel(PubRel::new(packet_id)));
         }
     }
@@ -204,7 +236,7 @@ impl Session {
         let mut ids: Vec<u16> = self
             .inflight
             .iter()
-            .filter(|(_, inflight)| matches!(inflight, Inflight::Released))
+            .filter(|(_, inflight)| matches!(inflight, Inflight::Released { .. }))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();

@@ -47,6 +47,8 @@ pub(crate) enum End {
 pub(crate) struct Permitted {
     pub(crate) publish: bool,
     pub(crate) subscribe: bool,
+    /// Join shared subscriptions: configure, write and read on `mqtt-shared-` queues.
+    pub(crate) share: bool,
 }
 
 /// The queue of a client id's session, as RabbitMQ names it.
@@ -68,7 +70,16 @@ impl Permitted {
             ])
             .await
             .is_ok();
-        Permitted { publish, subscribe }
+        let share = access
+            .check_all(&[
+                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Configure),
+                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Write),
+                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Read),
+                (ResourceKind::Exchange, topic, Permission::Read),
+            ])
+            .await
+            .is_ok();
+        Permitted { publish, subscribe, share }
     }
 }
 
@@ -77,7 +88,12 @@ pub(crate) struct Session {
     pub(crate) peer: SocketAddr,
     pub(crate) connection: u64,
     pub(crate) client_id: String,
+    /// Clean session (3.1.1) or Clean Start (MQTT 5): an existing session is discarded at
+    /// connect.
     pub(crate) clean_session: bool,
+    /// The session ends with this connection: a 3.1.1 clean session, or an MQTT 5 Session
+    /// Expiry Interval of 0 (3.1.2.11.2). Otherwise its queue is durable and outlives it.
+    pub(crate) ends_with_connection: bool,
     keep_alive: Duration,
     pub(crate) vhost: Arc<Vhost>,
     pub(crate) will: Option<LastWill>,
@@ -104,11 +120,18 @@ pub(crate) struct Session {
     pub(crate) no_local: HashSet<String>,
     /// MQTT 5 filters subscribed with Retain As Published.
     pub(crate) retain_as_published: HashSet<String>,
+    /// Every packet id is in use: the inbox is not drained until one frees.
+    pub(crate) ids_exhausted: bool,
+    /// The session's delivery window (prefetch, or MQTT 5's Receive Maximum), shared by its
+    /// queue's consumer and its shared subscriptions' consumers.
+    pub(crate) window: Option<Arc<warren_core::queue::Credit>>,
     /// MQTT 5 reason codes for PUBACKs and PUBRECs not yet sent, by packet id (Success is not
     /// recorded).
     pub(crate) ack_reasons: HashMap<u16, u8>,
     /// MQTT 5 subscription identifiers, by filter: sent back on the deliveries each matches.
     pub(crate) subscription_ids: HashMap<String, usize>,
+    /// The identifier of the SUBSCRIBE being handled.
+    pub(crate) pending_identifier: Option<usize>,
     /// Shared subscriptions, by their `$share/...` filter.
     pub(crate) shared: HashMap<String, crate::shared::SharedSubscription>,
     /// The session's queue, bound to `amq.topic` once per subscription.
@@ -174,7 +197,7 @@ async fn accept<R: AsyncRead + Unpin>(
     connection: u64,
 ) -> Option<Session> {
     let deadline = Instant::now() + state.config.connect_timeout;
-    let (mut connect, level, extras) = loop {
+    let (connect, level, extras) = loop {
         match codec::decode_connect(buffer, state.config.packet_bytes_max) {
             Ok(Some((Packet::Connect(connect), level, extras))) => break (connect, level, extras),
             Ok(Some((other, _, _))) => {
@@ -205,9 +228,12 @@ async fn accept<R: AsyncRead + Unpin>(
     // and for at most the broker's own `session_expiry`.
     let mut session_expiry = state.config.session_expiry;
     let mut granted_expiry = None;
+    let mut ends_with_connection = connect.clean_session;
     if level == Level::V5 {
         let asked = Duration::from_secs(u64::from(extras.session_expiry_seconds));
-        connect.clean_session = connect.clean_session || asked.is_zero();
+        // Clean Start decides what happens to an existing session now; the expiry decides
+        // whether this one outlives the connection. MQTT 5 keeps them apart (3.1.2.4, 3.1.2.11).
+        ends_with_connection = asked.is_zero();
         if asked > session_expiry {
             granted_expiry = Some(u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX));
         }
@@ -216,6 +242,7 @@ async fn accept<R: AsyncRead + Unpin>(
     match open(connect, level, extras, peer, state, connection).await {
         Ok((mut session, session_present)) => {
             session.session_expiry = session_expiry;
+            session.ends_with_connection = ends_with_connection;
             session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
             session.will_delay = Duration::from_secs(u64::from(extras.will_delay_seconds));
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
@@ -294,12 +321,16 @@ async fn open(
             sweeper: None,
             subscriptions: Vec::new(),
             released: Vec::new(),
+            will: None,
         };
         sessions.insert(key, entry)
     };
     if let Some(previous) = &previous {
         if let Some(sweeper) = &previous.sweeper {
             sweeper.abort();
+        }
+        if let Some(will) = &previous.will {
+            will.abort();
         }
         if previous.connection.is_some() {
             info!(%client_id, "session taken over by a new connection");
@@ -313,6 +344,7 @@ async fn open(
         connection,
         client_id,
         clean_session: connect.clean_session,
+        ends_with_connection: connect.clean_session,
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will,
@@ -327,7 +359,10 @@ async fn open(
         retain_as_published: HashSet::new(),
         shared: HashMap::new(),
         ack_reasons: HashMap::new(),
+        ids_exhausted: false,
+        window: None,
         subscription_ids: HashMap::new(),
+        pending_identifier: None,
         queue: None,
         consumer: None,
         subscriptions: Vec::new(),
@@ -432,6 +467,12 @@ impl Session {
         session_queue_name(&self.client_id)
     }
 
+    /// The session's delivery window, made on first use (after Receive Maximum is known).
+    pub(crate) fn window(&mut self) -> Arc<warren_core::queue::Credit> {
+        let prefetch = self.prefetch;
+        self.window.get_or_insert_with(|| warren_core::queue::Credit::new(prefetch)).clone()
+    }
+
     /// Starts consuming from the session queue.
     pub(crate) fn attach(&mut self, queue: Arc<Queue>) {
         let consumer = Arc::new(Consumer {
@@ -441,8 +482,9 @@ impl Session {
             exclusivity: warren_core::queue::Exclusivity::Shared,
             priority: 0,
             inbox: self.inbox.clone(),
-            prefetch: warren_core::queue::Credit::new(self.prefetch),
-            shared: None,
+            // The limit is the session's window, shared with its shared subscriptions.
+            prefetch: warren_core::queue::Credit::new(0),
+            shared: Some(self.window()),
         });
         if queue.add_consumer(consumer.clone()).is_ok() {
             self.consumer = Some(consumer);
@@ -545,14 +587,17 @@ impl Session {
                         return Some(end);
                     }
                 }
+                Ok(Some((Packet::Disconnect, Some(crate::v5::Extra::Disconnect(reason))))) if reason != 0 => {
+                    // Any reason but "normal disconnection" keeps the will (3.14.4).
+                    debug!(client_id = %self.client_id, reason, "client disconnected with a reason; the will stands");
+                    return Some(End::Abnormal("client disconnected with a reason"));
+                }
                 Ok(Some((Packet::Subscribe(subscribe), Some(crate::v5::Extra::Subscribe(options, identifier))))) => {
-                    for filter in &subscribe.filters {
-                        match identifier {
-                            Some(identifier) => self.subscription_ids.insert(filter.path.clone(), identifier),
-                            None => self.subscription_ids.remove(&filter.path),
-                        };
-                    }
-                    if let Some(end) = self.subscribe(subscribe, &options) {
+                    // Recorded for each filter the SUBSCRIBE grants (`record_identifier`).
+                    self.pending_identifier = identifier;
+                    let end = self.subscribe(subscribe, &options);
+                    self.pending_identifier = None;
+                    if let Some(end) = end {
                         return Some(end);
                     }
                 }
@@ -669,7 +714,7 @@ impl Session {
         }
         if end != End::Graceful {
             if let Some(will) = self.will.take() {
-                if !self.will_delay.is_zero() && !self.clean_session && self.permitted.publish {
+                if !self.will_delay.is_zero() && !self.ends_with_connection && self.permitted.publish {
                     self.publish_will_later(will);
                 } else {
                     debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
@@ -702,7 +747,7 @@ impl Session {
             // A newer connection took the session over; it owns the queue now.
             return;
         }
-        if self.clean_session {
+        if self.ends_with_connection {
             sessions.remove(&key);
             drop(sessions);
             if let Some(queue) = self.queue.take() {
@@ -731,10 +776,13 @@ impl Session {
         let delay = self.will_delay.min(self.session_expiry);
         let shutdown = self.state.broker.shutdown().clone();
         debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
-        runtime.spawn(async move {
+        let task_state = state.clone();
+        let task_key = key.clone();
+        let task = runtime.spawn(async move {
+            let (state, key) = (task_state, task_key);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                // A persistent session outlives a restart; its will waits with it.
+                // Not stored: a delayed will still pending at shutdown is dropped.
                 _ = shutdown.cancelled() => return,
             }
             let resumed = {
@@ -746,6 +794,12 @@ impl Session {
                 crate::inbound::publish_will(&state, &vhost, will);
             }
         });
+        // Held by the session's registry entry, so a connection that takes the session back
+        // aborts it; without an entry it runs to its end, bounded by the delay.
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation) {
+            entry.will = Some(task.abort_handle());
+        }
     }
 
     /// Removes the registry entry of a disconnected persistent session once its queue has

@@ -1,7 +1,9 @@
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 4.8.2, which Mosquitto also accepts
 //! from 3.1.1 clients): the members of a group consume one queue, bound to `amq.topic` with the
 //! filter, so each message goes to one of them. The queue is transient and goes with its last
-//! member. Retained messages are not sent on a shared subscription (4.8.2).
+//! member. Retained messages are not sent on a shared subscription (4.8.2). Joining needs the
+//! configure, write and read permissions on the group queues' names (`mqtt-shared-...`), checked
+//! at connect.
 
 use std::sync::Arc;
 
@@ -36,9 +38,13 @@ pub(crate) fn parse(path: &str) -> Option<(&str, &str)> {
     Some((group, filter))
 }
 
-/// The group's queue: one per vhost, group and filter.
+/// What every group queue's name starts with: permissions on it are checked at connect.
+pub(crate) const QUEUE_PREFIX: &str = "mqtt-shared-";
+
+/// The group's queue: one per vhost, group and filter. A group has no `/`, so the first `/`
+/// separates it from the filter and no two subscriptions share a name.
 fn queue_name(group: &str, filter: &str) -> QueueName {
-    QueueName::from(format!("mqtt-shared-{group}-{filter}"))
+    QueueName::from(format!("{QUEUE_PREFIX}{group}/{filter}"))
 }
 
 impl Session {
@@ -76,8 +82,8 @@ impl Session {
             exclusivity: Exclusivity::Shared,
             priority: 0,
             inbox: self.inbox.clone(),
-            prefetch: Credit::new(self.prefetch),
-            shared: None,
+            prefetch: Credit::new(0),
+            shared: Some(self.window()),
         });
         queue.add_consumer(consumer.clone())?;
         self.shared.insert(path.to_owned(), SharedSubscription { queue, consumer, qos });
@@ -109,6 +115,11 @@ impl Session {
                 shared.queue.dispatch();
             }
         }
+    }
+
+    /// Whether the session consumes this queue now: its own, or a shared subscription's.
+    pub(crate) fn consumes(&self, queue: &Queue) -> bool {
+        self.queue.as_ref().is_some_and(|own| std::ptr::eq(Arc::as_ptr(own), queue)) || self.shared_qos(queue).is_some()
     }
 
     /// The shared subscription a delivery came through, if any.

@@ -74,6 +74,9 @@ pub(crate) struct SessionEntry {
     /// Outbound QoS 2 packet ids between PUBREC and PUBCOMP: the next connection of a
     /// persistent session resends PUBREL for them. In memory only, not across a restart.
     pub released: Vec<u16>,
+    /// A delayed will waiting to be published; aborted when a connection takes the session
+    /// back (it would not be published then anyway).
+    pub will: Option<tokio::task::AbortHandle>,
 }
 
 /// A topic's retained message.

@@ -134,6 +134,8 @@ pub enum Extra {
     Publish(v5::PublishProperties),
     /// A SUBSCRIBE's options, one per filter, in order, and its subscription identifier.
     Subscribe(Vec<SubscriptionOptions>, Option<usize>),
+    /// A DISCONNECT's reason code: anything but 0x00 keeps the will (3.14.4).
+    Disconnect(u8),
 }
 
 /// MQTT 5 subscription options (3.8.3.1).
@@ -156,15 +158,30 @@ pub fn decode(
     packet_bytes_max: usize,
     aliases: &mut TopicAliases,
 ) -> Result<Option<Decoded>, CodecError> {
-    // A DISCONNECT with no reason code (remaining length 0) means "normal disconnection" in
-    // MQTT 5; mqttbytes' v5 reader wants a payload, so it is taken here.
-    if buffer.len() >= 2 && buffer[0] == 0xE0 && buffer[1] == 0 {
-        let _ = buffer.split_to(2);
-        return Ok(Some((Packet::Disconnect, None)));
+    // Two packets mqttbytes 0.6 reads wrongly are taken here: a DISCONNECT with no properties
+    // (remaining length 0 or 1, both valid in MQTT 5), and UNSUBSCRIBE (its reader prints to
+    // stderr, which a client must not be able to make the broker do).
+    if buffer.first() == Some(&0xE0) && buffer.len() >= 2 && buffer[1] <= 1 {
+        let reason = if buffer[1] == 1 {
+            if buffer.len() < 3 {
+                return Ok(None);
+            }
+            buffer[2]
+        } else {
+            0
+        };
+        let _ = buffer.split_to(2 + usize::from(buffer[1]));
+        return Ok(Some((Packet::Disconnect, Some(Extra::Disconnect(reason)))));
     }
+    if buffer.first() == Some(&0xA2) {
+        return decode_unsubscribe(buffer, packet_bytes_max).map(|packet| packet.map(|packet| (packet, None)));
+    }
+    let length_before = buffer.len();
     let packet = match v5::read(buffer, packet_bytes_max) {
         Ok(packet) => packet,
-        Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        // Incomplete only if the frame is still there: once mqttbytes has taken a whole frame,
+        // running out of bytes inside it is a malformed packet, not a wait for more.
+        Err(mqttbytes::Error::InsufficientBytes(_)) if buffer.len() == length_before => return Ok(None),
         Err(error) => return Err(decode_error(error, packet_bytes_max)),
     };
     let mut extra = None;
@@ -209,7 +226,10 @@ pub fn decode(
             Packet::Unsubscribe(v4::Unsubscribe { pkid: unsubscribe.pkid, topics: unsubscribe.filters })
         }
         v5::Packet::PingReq => Packet::PingReq,
-        v5::Packet::Disconnect(_) => Packet::Disconnect,
+        v5::Packet::Disconnect(disconnect) => {
+            extra = Some(Extra::Disconnect(disconnect.reason_code as u8));
+            Packet::Disconnect
+        }
         // A second CONNECT, or packets only a server sends: the session treats them as the
         // protocol violations they are.
         v5::Packet::Connect(_) => Packet::Connect(v4::Connect::new("")),
@@ -218,6 +238,53 @@ pub fn decode(
         }
     };
     Ok(Some((translated, extra)))
+}
+
+/// An MQTT 5 UNSUBSCRIBE: packet id, properties (skipped), then the topic filters (3.10).
+fn decode_unsubscribe(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
+    let malformed = || CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol };
+    let Some((remaining, length_bytes)) = variable_integer(&buffer[1..]) else {
+        return if buffer.len() > 5 { Err(malformed()) } else { Ok(None) };
+    };
+    if remaining > packet_bytes_max {
+        return Err(CodecError::TooLarge { packet_bytes_max });
+    }
+    let total = 1 + length_bytes + remaining;
+    if buffer.len() < total {
+        return Ok(None);
+    }
+    let frame = buffer.split_to(total);
+    let body = &frame[1 + length_bytes..];
+    let (Some(id_bytes), rest) = (body.get(..2), body.get(2..).unwrap_or_default()) else { return Err(malformed()) };
+    let packet_id = u16::from_be_bytes([id_bytes[0], id_bytes[1]]);
+    let (properties_length, used) = variable_integer(rest).ok_or_else(malformed)?;
+    let mut rest = rest.get(used + properties_length..).ok_or_else(malformed)?;
+    let mut topics = Vec::new();
+    while !rest.is_empty() {
+        let length = usize::from(u16::from_be_bytes([
+            *rest.first().ok_or_else(malformed)?,
+            *rest.get(1).ok_or_else(malformed)?,
+        ]));
+        let topic = rest.get(2..2 + length).ok_or_else(malformed)?;
+        topics.push(String::from_utf8(topic.to_vec()).map_err(|_| malformed())?);
+        rest = &rest[2 + length..];
+    }
+    if packet_id == 0 || topics.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(Packet::Unsubscribe(v4::Unsubscribe { pkid: packet_id, topics })))
+}
+
+/// A variable byte integer (1.5.5): (value, bytes used); `None` if incomplete or too long.
+fn variable_integer(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (index, byte) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7F) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
 }
 
 /// Carries a PUBLISH's MQTT 5 properties into a message's AMQP properties.
@@ -261,7 +328,7 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
             if INTERNAL_HEADERS.contains(&key) {
                 continue;
             }
-            if let Some(text) = value.as_str() {
+            if let Some(text) = value.as_str().filter(|text| fits(text.len()) && fits(key.len())) {
                 user_properties.push((key.to_owned(), text.to_owned()));
             }
         }
@@ -277,11 +344,12 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
         response_topic: from
             .reply_to
             .as_ref()
-            .map(|reply_to| translate::topic(&warren_core::topic::RoutingKey::new(reply_to))),
-        correlation_data,
+            .map(|reply_to| translate::topic(&warren_core::topic::RoutingKey::new(reply_to)))
+            .filter(|topic| fits(topic.len())),
+        correlation_data: correlation_data.filter(|data| fits(data.len())),
         user_properties,
         subscription_identifiers: Vec::new(),
-        content_type: from.content_type.clone(),
+        content_type: from.content_type.clone().filter(|text| fits(text.len())),
     };
     let empty = properties.message_expiry_interval.is_none()
         && properties.response_topic.is_none()
@@ -324,9 +392,11 @@ pub fn disconnect_reason(end: &str) -> Option<u8> {
     })
 }
 
-/// A server DISCONNECT with a reason code and no properties (remaining length 1, 3.14.2.2).
+/// A server DISCONNECT with a reason code and no properties (3.14.2.2).
 pub fn encode_disconnect(reason: u8, out: &mut BytesMut) {
-    out.put_slice(&[0xE0, 0x01, reason]);
+    // With an empty property length: also valid, and readable by clients on mqttbytes 0.6,
+    // which (like our own reader once did) cannot take the one-byte form.
+    out.put_slice(&[0xE0, 0x02, reason, 0x00]);
 }
 
 /// PUBLISH properties with nothing set.
@@ -341,6 +411,12 @@ pub fn empty_publish_properties() -> v5::PublishProperties {
         subscription_identifiers: Vec::new(),
         content_type: None,
     }
+}
+
+/// Whether a string or binary value fits an MQTT field (a 16-bit length, 1.5.4/1.5.6). Longer
+/// values from other protocols are left out rather than corrupting the packet.
+fn fits(length: usize) -> bool {
+    length <= usize::from(u16::MAX)
 }
 
 /// Encodes a PUBLISH for an MQTT 5 client, with the message's properties.
