@@ -165,7 +165,10 @@ where
     let writer_task = tokio::spawn(write_loop(writer, chunk_receiver, state.config.write_timeout));
     let mut buffer = warren_net::ReadSizer::buffer();
     let connection = state.broker.next_connection_id().0;
-    let Some(mut session) = accept(&mut reader, &mut buffer, &chunks, peer, &state, connection).await else {
+    // Boxed: CONNECT handling (login, permission checks) needs a large future only briefly, and
+    // inline it would size every connection's task for its whole life.
+    let accepted = Box::pin(accept(&mut reader, &mut buffer, &chunks, peer, &state, connection)).await;
+    let Some(mut session) = accepted else {
         drop(chunks);
         let _ = writer_task.await;
         return;
