@@ -120,8 +120,9 @@ fn rewrite_mqtt31_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Rew
     Rewrite::Rewritten
 }
 
-/// Decodes the variable-length "remaining length" field: (value, bytes used).
-fn remaining_length(bytes: &[u8]) -> Option<(usize, usize)> {
+/// Decodes a variable byte integer (1.5.5), such as the "remaining length" field: (value,
+/// bytes used); `None` if incomplete or longer than four bytes.
+pub(crate) fn remaining_length(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut value = 0usize;
     for (index, byte) in bytes.iter().take(4).enumerate() {
         value |= usize::from(byte & 0x7F) << (7 * index);

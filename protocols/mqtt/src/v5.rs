@@ -243,7 +243,7 @@ pub fn decode(
 /// An MQTT 5 UNSUBSCRIBE: packet id, properties (skipped), then the topic filters (3.10).
 fn decode_unsubscribe(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
     let malformed = || CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol };
-    let Some((remaining, length_bytes)) = variable_integer(&buffer[1..]) else {
+    let Some((remaining, length_bytes)) = crate::codec::remaining_length(&buffer[1..]) else {
         return if buffer.len() > 5 { Err(malformed()) } else { Ok(None) };
     };
     if remaining > packet_bytes_max {
@@ -257,7 +257,7 @@ fn decode_unsubscribe(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<
     let body = &frame[1 + length_bytes..];
     let (Some(id_bytes), rest) = (body.get(..2), body.get(2..).unwrap_or_default()) else { return Err(malformed()) };
     let packet_id = u16::from_be_bytes([id_bytes[0], id_bytes[1]]);
-    let (properties_length, used) = variable_integer(rest).ok_or_else(malformed)?;
+    let (properties_length, used) = crate::codec::remaining_length(rest).ok_or_else(malformed)?;
     let mut rest = rest.get(used + properties_length..).ok_or_else(malformed)?;
     let mut topics = Vec::new();
     while !rest.is_empty() {
@@ -273,18 +273,6 @@ fn decode_unsubscribe(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<
         return Err(malformed());
     }
     Ok(Some(Packet::Unsubscribe(v4::Unsubscribe { pkid: packet_id, topics })))
-}
-
-/// A variable byte integer (1.5.5): (value, bytes used); `None` if incomplete or too long.
-fn variable_integer(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0usize;
-    for (index, byte) in bytes.iter().take(4).enumerate() {
-        value |= usize::from(byte & 0x7F) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((value, index + 1));
-        }
-    }
-    None
 }
 
 /// Carries a PUBLISH's MQTT 5 properties into a message's AMQP properties.
