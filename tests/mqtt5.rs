@@ -675,3 +675,66 @@ fn mqtt5_pubrec_for_an_unknown_id_is_answered_without_taking_the_id() {
     client.read_exact(&mut pingresp).expect("PINGRESP");
     assert_eq!(pingresp, [0xD0, 0x00]);
 }
+
+/// A raw MQTT 5 CONNECT (clean start off, the given session expiry); returns the stream and
+/// CONNACK's session-present flag.
+fn raw_v5_persistent(broker: &Broker, client_id: &str, expiry_seconds: u32) -> (std::net::TcpStream, bool) {
+    use std::io::{Read, Write};
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b1100_0000, 0, 60, 5, 0x11];
+    body.extend_from_slice(&expiry_seconds.to_be_bytes());
+    for field in [client_id, "guest", "guest"] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    let mut stream = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(&packet).expect("CONNECT");
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).expect("CONNACK header");
+    let mut rest = vec![0u8; usize::from(header[1])];
+    stream.read_exact(&mut rest).expect("CONNACK body");
+    assert_eq!((header[0], rest[1]), (0x20, 0), "accepted");
+    (stream, rest[0] & 1 == 1)
+}
+
+#[test]
+fn mqtt5_a_disconnect_can_end_the_session() {
+    use std::io::{Read, Write};
+    let broker = Broker::start();
+    for (client_id, disconnect, outlives) in [
+        ("v5-ends-normally", vec![0xE0, 0x00], true),
+        // Reason 0, properties: Session Expiry Interval 0.
+        ("v5-ends-at-disconnect", vec![0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 0], false),
+    ] {
+        let (mut stream, _) = raw_v5_persistent(&broker, client_id, 600);
+        // SUBSCRIBE id 1, no properties, one filter at QoS 1, so the session has a queue.
+        let mut subscribe = vec![0x82, 0, 0, 1, 0, 0, 5];
+        subscribe.extend_from_slice(b"ends/");
+        subscribe.push(1);
+        subscribe[1] = (subscribe.len() - 2) as u8;
+        stream.write_all(&subscribe).expect("SUBSCRIBE");
+        let mut suback = [0u8; 6];
+        stream.read_exact(&mut suback).expect("SUBACK");
+        stream.write_all(&disconnect).expect("DISCONNECT");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let (_again, present) = raw_v5_persistent(&broker, client_id, 600);
+        assert_eq!(present, outlives, "{client_id}");
+    }
+}
+
+#[tokio::test]
+async fn mqtt5_an_empty_client_id_is_assigned_one() {
+    let broker = Broker::start();
+    let (client, mut events) = AsyncClient::new(options(&broker, ""), 16);
+    let connack = next(&mut events, "CONNACK", |packet| match packet {
+        Packet::ConnAck(connack) => Some(connack),
+        _ => None,
+    })
+    .await;
+    let assigned = connack.properties.and_then(|properties| properties.assigned_client_identifier);
+    assert!(assigned.as_deref().is_some_and(|id| id.starts_with("warren-")), "{assigned:?}");
+    drop(client);
+}

@@ -242,6 +242,7 @@ async fn accept<R: AsyncRead + Unpin>(
         }
         session_expiry = session_expiry.min(asked).max(Duration::from_secs(1));
     }
+    let empty_client_id = connect.client_id.is_empty();
     match open(connect, level, extras, peer, state, connection).await {
         Ok((mut session, session_present)) => {
             session.session_expiry = session_expiry;
@@ -251,7 +252,10 @@ async fn accept<R: AsyncRead + Unpin>(
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
             let mut out = BytesMut::new();
             match level {
-                Level::V5 => crate::v5::encode_connack(&ack, granted_expiry, packet_bytes_max(state), &mut out),
+                Level::V5 => {
+                    let assigned = empty_client_id.then_some(session.client_id.as_str());
+                    crate::v5::encode_connack(&ack, granted_expiry, packet_bytes_max(state), assigned, &mut out)
+                }
                 Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
             }
             chunks.send(out.freeze()).await.ok()?;
@@ -273,7 +277,7 @@ async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Le
     let mut out = BytesMut::new();
     let ack = ConnAck::new(code, false);
     match level {
-        Level::V5 => crate::v5::encode_connack(&ack, None, u32::MAX, &mut out),
+        Level::V5 => crate::v5::encode_connack(&ack, None, u32::MAX, None, &mut out),
         Level::V31 | Level::V311 => codec::encode(&Packet::ConnAck(ack), &mut out),
     }
     let _ = chunks.send(out.freeze()).await;
@@ -590,7 +594,14 @@ impl Session {
                         return Some(end);
                     }
                 }
-                Ok(Some((Packet::Disconnect, Some(crate::v5::Extra::Disconnect(reason))))) if reason != 0 => {
+                Ok(Some((Packet::Disconnect, Some(crate::v5::Extra::Disconnect(reason, expiry))))) => {
+                    // A DISCONNECT may end the session with the connection (3.14.2.2.2).
+                    if expiry == Some(0) {
+                        self.ends_with_connection = true;
+                    }
+                    if reason == 0 {
+                        return Some(End::Graceful);
+                    }
                     // Any reason but "normal disconnection" keeps the will (3.14.4).
                     debug!(client_id = %self.client_id, reason, "client disconnected with a reason; the will stands");
                     return Some(End::Abnormal("client disconnected with a reason"));

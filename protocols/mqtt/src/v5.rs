@@ -134,8 +134,9 @@ pub enum Extra {
     Publish(v5::PublishProperties),
     /// A SUBSCRIBE's options, one per filter, in order, and its subscription identifier.
     Subscribe(Vec<SubscriptionOptions>, Option<usize>),
-    /// A DISCONNECT's reason code: anything but 0x00 keeps the will (3.14.4).
-    Disconnect(u8),
+    /// A DISCONNECT's reason code (anything but 0x00 keeps the will, 3.14.4) and the Session
+    /// Expiry Interval it sets, if any (3.14.2.2.2).
+    Disconnect(u8, Option<u32>),
 }
 
 /// MQTT 5 subscription options (3.8.3.1).
@@ -171,7 +172,7 @@ pub fn decode(
             0
         };
         let _ = buffer.split_to(2 + usize::from(buffer[1]));
-        return Ok(Some((Packet::Disconnect, Some(Extra::Disconnect(reason)))));
+        return Ok(Some((Packet::Disconnect, Some(Extra::Disconnect(reason, None)))));
     }
     if buffer.first() == Some(&0xA2) {
         return decode_unsubscribe(buffer, packet_bytes_max).map(|packet| packet.map(|packet| (packet, None)));
@@ -227,7 +228,8 @@ pub fn decode(
         }
         v5::Packet::PingReq => Packet::PingReq,
         v5::Packet::Disconnect(disconnect) => {
-            extra = Some(Extra::Disconnect(disconnect.reason_code as u8));
+            let expiry = disconnect.properties.as_ref().and_then(|properties| properties.session_expiry_interval);
+            extra = Some(Extra::Disconnect(disconnect.reason_code as u8, expiry));
             Packet::Disconnect
         }
         // A second CONNECT, or packets only a server sends: the session treats them as the
@@ -447,12 +449,16 @@ pub fn encode_connack(
     ack: &v4::ConnAck,
     session_expiry_seconds: Option<u32>,
     packet_bytes_max: u32,
+    assigned_client_id: Option<&str>,
     out: &mut BytesMut,
 ) {
     let mut connack = v5::ConnAck::new(connect_reason(ack.code), ack.session_present);
     // A v5 CONNACK always has a properties length; mqttbytes writes one only for `Some`.
     connack.properties = Some(if ack.code == v4::ConnectReturnCode::Success {
-        connack_properties(session_expiry_seconds, packet_bytes_max)
+        let mut properties = connack_properties(session_expiry_seconds, packet_bytes_max);
+        // A client that sent an empty client id is told the one it got (3.2.2.3.7).
+        properties.assigned_client_identifier = assigned_client_id.map(str::to_owned);
+        properties
     } else {
         v5::ConnAckProperties::new()
     });
@@ -470,7 +476,7 @@ pub fn encode_unsuback(packet_id: u16, filters: usize, out: &mut BytesMut) {
 pub fn encode(packet: &Packet, out: &mut BytesMut) {
     let result = match packet {
         Packet::ConnAck(ack) => {
-            encode_connack(ack, None, u32::MAX, out);
+            encode_connack(ack, None, u32::MAX, None, out);
             Ok(0)
         }
         Packet::Publish(publish) => {
