@@ -738,3 +738,49 @@ async fn mqtt5_an_empty_client_id_is_assigned_one() {
     assert!(assigned.as_deref().is_some_and(|id| id.starts_with("warren-")), "{assigned:?}");
     drop(client);
 }
+
+#[tokio::test]
+async fn mqtt5_suback_and_unsuback_say_why() {
+    let broker = Broker::start();
+    let (client, mut events, _) = connect(options(&broker, "v5-unsuback-reasons")).await;
+    client.unsubscribe("why/never").await.expect("queue UNSUBSCRIBE");
+    // 0x11 is not an error in MQTT 5, but rumqttc reports any reason but Success as one.
+    let error = within("the UNSUBACK", async {
+        loop {
+            if let Err(error) = events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::v5::StateError::UnsubFail {
+                reason: rumqttc::v5::mqttbytes::v5::UnsubAckReason::NoSubscriptionExisted
+            })
+        ),
+        "{error:?}"
+    );
+
+    let (client, mut events, _) = connect(options(&broker, "v5-suback-reasons")).await;
+    client.subscribe("why/#/bad", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    // rumqttc reports a failed SUBACK as an error of its own, with the reason code.
+    let error = within("the refused SUBACK", async {
+        loop {
+            if let Err(error) = events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::v5::StateError::SubFail {
+                reason: SubscribeReasonCode::TopicFilterInvalid
+            })
+        ),
+        "{error:?}"
+    );
+}

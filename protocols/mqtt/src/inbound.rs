@@ -154,24 +154,33 @@ impl Session {
         options: &[crate::v5::SubscriptionOptions],
     ) -> Option<End> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
+        // MQTT 5 says why a filter failed (3.9.3); 3.1.1 only that it did.
+        let mut reasons: Vec<u8> = Vec::with_capacity(subscribe.filters.len());
         let mut granted_filters = Vec::new();
         for (index, filter) in subscribe.filters.into_iter().enumerate() {
             let options = options.get(index).copied().unwrap_or_default();
             if let Some((group, inner)) = crate::shared::parse(&filter.path) {
                 let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
-                let result = if inner.is_empty() || !self.permitted.share {
-                    Err(None)
+                let result = if inner.is_empty() {
+                    Err(crate::v5::REASON_TOPIC_FILTER_INVALID)
+                } else if !self.permitted.share {
+                    Err(crate::v5::REASON_NOT_AUTHORIZED)
                 } else {
-                    self.subscribe_shared(&filter.path, group, inner, granted).map_err(Some)
+                    self.subscribe_shared(&filter.path, group, inner, granted).map_err(|error| {
+                        warn!(client_id = %self.client_id, %error, "shared subscription failed");
+                        crate::v5::REASON_UNSPECIFIED
+                    })
                 };
                 match result {
                     Ok(()) => {
                         self.record_identifier(&filter.path);
                         codes.push(SubscribeReasonCode::Success(granted));
+                        reasons.push(granted as u8);
                     }
-                    Err(error) => {
-                        warn!(client_id = %self.client_id, filter = %filter.path, ?error, "shared subscription refused");
+                    Err(reason) => {
+                        warn!(client_id = %self.client_id, filter = %filter.path, reason, "shared subscription refused");
                         codes.push(SubscribeReasonCode::Failure);
+                        reasons.push(reason);
                     }
                 }
                 continue;
@@ -179,6 +188,7 @@ impl Session {
             if !mqttbytes::valid_filter(&filter.path) {
                 warn!(client_id = %self.client_id, filter = %filter.path, "invalid topic filter");
                 codes.push(SubscribeReasonCode::Failure);
+                reasons.push(crate::v5::REASON_TOPIC_FILTER_INVALID);
                 continue;
             }
             // A level that is literally `*` has no form in a stored AMQP binding key (it would
@@ -186,11 +196,13 @@ impl Session {
             if !self.ends_with_connection && filter.path.split('/').any(|level| level == "*") {
                 warn!(client_id = %self.client_id, filter = %filter.path, "a `*` level cannot be stored; refused");
                 codes.push(SubscribeReasonCode::Failure);
+                reasons.push(crate::v5::REASON_IMPLEMENTATION_SPECIFIC);
                 continue;
             }
             if !self.permitted.subscribe {
                 warn!(client_id = %self.client_id, filter = %filter.path, "no permission to subscribe");
                 codes.push(SubscribeReasonCode::Failure);
+                reasons.push(crate::v5::REASON_NOT_AUTHORIZED);
                 continue;
             }
             let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
@@ -212,15 +224,21 @@ impl Session {
                         granted_filters.push((filter.path, granted));
                     }
                     codes.push(SubscribeReasonCode::Success(granted));
+                    reasons.push(granted as u8);
                 }
                 Err(error) => {
                     warn!(client_id = %self.client_id, %error, "subscribe failed");
                     codes.push(SubscribeReasonCode::Failure);
+                    reasons.push(crate::v5::REASON_UNSPECIFIED);
                 }
             }
         }
         self.sync_subscriptions();
-        self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+        if self.level == crate::codec::Level::V5 {
+            crate::v5::encode_suback(subscribe.pkid, &reasons, &mut self.out);
+        } else {
+            self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)));
+        }
         for (filter, granted) in granted_filters {
             self.send_retained(&filter, granted);
         }
@@ -328,6 +346,14 @@ impl Session {
     }
 
     pub(crate) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Option<End> {
+        // MQTT 5 says whether each filter was subscribed (3.11.3).
+        let existed: Vec<bool> = unsubscribe
+            .topics
+            .iter()
+            .map(|filter| {
+                self.shared.contains_key(filter) || self.subscriptions.iter().any(|(existing, _)| existing == filter)
+            })
+            .collect();
         for filter in &unsubscribe.topics {
             if crate::shared::parse(filter).is_some() {
                 self.unsubscribe_shared(filter);
@@ -344,7 +370,7 @@ impl Session {
         self.sync_subscriptions();
         if self.level == crate::codec::Level::V5 {
             // MQTT 5's UNSUBACK has a reason code per filter.
-            crate::v5::encode_unsuback(unsubscribe.pkid, unsubscribe.topics.len(), &mut self.out);
+            crate::v5::encode_unsuback(unsubscribe.pkid, &existed, &mut self.out);
             return None;
         }
         self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))

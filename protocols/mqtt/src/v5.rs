@@ -354,6 +354,10 @@ pub const REASON_SUCCESS: u8 = 0x00;
 pub const REASON_NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
 pub const REASON_NOT_AUTHORIZED: u8 = 0x87;
 pub const REASON_QUOTA_EXCEEDED: u8 = 0x97;
+/// SUBACK reason codes for failures (3.9.3).
+pub const REASON_UNSPECIFIED: u8 = 0x80;
+pub const REASON_IMPLEMENTATION_SPECIFIC: u8 = 0x83;
+pub const REASON_TOPIC_FILTER_INVALID: u8 = 0x8F;
 
 /// A PUBACK or PUBREC with a reason code and no properties (remaining length 3).
 pub fn encode_ack_with_reason(packet: &Packet, reason: u8, out: &mut BytesMut) {
@@ -465,11 +469,23 @@ pub fn encode_connack(
     connack.write(out).expect("a CONNACK encodes");
 }
 
-/// Encodes an UNSUBACK with one Success per filter.
-pub fn encode_unsuback(packet_id: u16, filters: usize, out: &mut BytesMut) {
-    let unsuback =
-        v5::UnsubAck { pkid: packet_id, reasons: vec![v5::UnsubAckReason::Success; filters], properties: None };
+/// Encodes an UNSUBACK: per filter, Success, or No Subscription Existed (0x11).
+pub fn encode_unsuback(packet_id: u16, existed: &[bool], out: &mut BytesMut) {
+    let reasons = existed
+        .iter()
+        .map(|existed| if *existed { v5::UnsubAckReason::Success } else { v5::UnsubAckReason::NoSubscriptionExisted })
+        .collect();
+    let unsuback = v5::UnsubAck { pkid: packet_id, reasons, properties: None };
     unsuback.write(out).expect("an UNSUBACK encodes");
+}
+
+/// Encodes a SUBACK from reason codes: the granted QoS, or why the filter failed.
+pub fn encode_suback(packet_id: u16, reasons: &[u8], out: &mut BytesMut) {
+    let codes = reasons
+        .iter()
+        .map(|reason| v5::SubscribeReasonCode::try_from(*reason).unwrap_or(v5::SubscribeReasonCode::Unspecified))
+        .collect();
+    v5::SubAck::new(packet_id, codes).write(out).expect("a SUBACK encodes");
 }
 
 /// Encodes a packet the session built in its 3.1.1 form for an MQTT 5 client.
@@ -498,7 +514,7 @@ pub fn encode(packet: &Packet, out: &mut BytesMut) {
         Packet::UnsubAck(ack) => {
             // Only reached when the filter count is unknown: one reason still makes a valid
             // packet for a single-filter UNSUBSCRIBE, the common case.
-            encode_unsuback(ack.pkid, 1, out);
+            encode_unsuback(ack.pkid, &[true], out);
             Ok(0)
         }
         Packet::PingResp => {
