@@ -73,19 +73,29 @@ impl Session {
             && message_header(&delivery.message, crate::inbound::ORIGIN_HEADER)
                 .and_then(Value::as_i64)
                 .is_some_and(|origin| u64::try_from(origin) == Ok(self.connection));
-        let matching: Vec<&(String, QoS)> = self
-            .subscriptions
-            .iter()
-            .filter(|(filter, _)| translate::topic_matches(&topic, filter))
-            .filter(|(filter, _)| !(own && self.no_local.contains(filter)))
-            .collect();
-        let retain_as_published = message_header(&delivery.message, crate::inbound::RETAIN_HEADER).is_some()
-            && matching.iter().any(|(filter, _)| self.retain_as_published.contains(filter));
-        // A delivery through a shared subscription's queue has that subscription's QoS.
+        let wanted =
+            |filter: &String| translate::topic_matches(&topic, filter) && !(own && self.no_local.contains(filter));
+        // A delivery through a shared subscription's queue has that subscription's QoS; one
+        // through the session queue, the highest of the subscriptions it matches. No vector
+        // is built on this path: the MQTT 5 extras are looked at only when some are in use.
         let shared_qos = self.shared_qos(&delivery.queue);
-        let subscription_qos = shared_qos.or_else(|| matching.iter().map(|(_, qos)| *qos).reduce(higher));
-        let identifiers: Vec<usize> =
-            matching.iter().filter_map(|(filter, _)| self.subscription_ids.get(filter).copied()).collect();
+        let subscription_qos = shared_qos.or_else(|| {
+            self.subscriptions.iter().filter(|(filter, _)| wanted(filter)).map(|(_, qos)| *qos).reduce(higher)
+        });
+        let ordinary = shared_qos.is_none();
+        let retain_as_published = ordinary
+            && !self.retain_as_published.is_empty()
+            && message_header(&delivery.message, crate::inbound::RETAIN_HEADER).is_some()
+            && self.subscriptions.iter().any(|(filter, _)| wanted(filter) && self.retain_as_published.contains(filter));
+        let identifiers: Vec<usize> = if ordinary && !self.subscription_ids.is_empty() {
+            self.subscriptions
+                .iter()
+                .filter(|(filter, _)| wanted(filter))
+                .filter_map(|(filter, _)| self.subscription_ids.get(filter).copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
             delivery.queue.acked([&delivery.message]);
@@ -140,18 +150,20 @@ impl Session {
     ) -> bool {
         match self.level {
             crate::codec::Level::V5 => {
-                let mut encoded = bytes::BytesMut::new();
                 let mut v5_properties = crate::v5::publish_properties(properties);
                 if !identifiers.is_empty() {
                     v5_properties.get_or_insert_with(crate::v5::empty_publish_properties).subscription_identifiers =
                         identifiers;
                 }
-                crate::v5::encode_publish(&publish, v5_properties, &mut encoded);
-                if self.client_packet_bytes_max.is_some_and(|max| encoded.len() > max) {
-                    tracing::debug!(client_id = %self.client_id, bytes = encoded.len(), "delivery over the client's maximum packet size; dropped");
+                // Encoded in place; taken back off the output if it is too large for the client.
+                let start = self.out.len();
+                crate::v5::encode_publish(publish, v5_properties, &mut self.out);
+                let length = self.out.len() - start;
+                if self.client_packet_bytes_max.is_some_and(|max| length > max) {
+                    self.out.truncate(start);
+                    tracing::debug!(client_id = %self.client_id, bytes = length, "delivery over the client's maximum packet size; dropped");
                     return false;
                 }
-                self.out.extend_from_slice(&encoded);
             }
             _ => {
                 self.send(Packet::Publish(publish));

@@ -414,13 +414,16 @@ fn fits(length: usize) -> bool {
 }
 
 /// Encodes a PUBLISH for an MQTT 5 client, with the message's properties.
-pub fn encode_publish(publish: &v4::Publish, properties: Option<v5::PublishProperties>, out: &mut BytesMut) {
-    let mut translated = v5::Publish::new(publish.topic.clone(), publish.qos, Vec::new());
-    translated.payload = publish.payload.clone();
-    translated.dup = publish.dup;
-    translated.retain = publish.retain;
-    translated.pkid = publish.pkid;
-    translated.properties = properties;
+pub fn encode_publish(publish: v4::Publish, properties: Option<v5::PublishProperties>, out: &mut BytesMut) {
+    let translated = v5::Publish {
+        dup: publish.dup,
+        qos: publish.qos,
+        retain: publish.retain,
+        topic: publish.topic,
+        pkid: publish.pkid,
+        properties,
+        payload: publish.payload,
+    };
     translated.write(out).expect("a PUBLISH encodes");
 }
 
