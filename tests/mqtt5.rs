@@ -179,7 +179,7 @@ async fn mqtt5_to_amqp_and_amqp_to_mqtt5_carry_properties() {
     // MQTT 5 in, AMQP out.
     let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-props-publisher")).await;
     let properties = PublishProperties {
-        payload_format_indicator: None,
+        payload_format_indicator: Some(1),
         message_expiry_interval: Some(60),
         topic_alias: None,
         response_topic: Some("replies/here".into()),
@@ -203,6 +203,10 @@ async fn mqtt5_to_amqp_and_amqp_to_mqtt5_carry_properties() {
     assert!(
         matches!(headers.inner().get("tenant"), Some(AMQPValue::LongString(value)) if value.to_string() == "kitchen"),
         "{headers:?}"
+    );
+    assert!(
+        matches!(headers.inner().get("x-mqtt-payload-format"), Some(AMQPValue::ShortShortUInt(1))),
+        "the payload format indicator rides a header: {headers:?}"
     );
 
     // AMQP in, MQTT 5 out.
@@ -783,4 +787,89 @@ async fn mqtt5_suback_and_unsuback_say_why() {
         ),
         "{error:?}"
     );
+}
+
+/// Reads until the broker closes, returning what it sent.
+fn read_to_close(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    rest
+}
+
+#[test]
+fn mqtt5_bad_packets_get_their_own_disconnect_reasons() {
+    use std::io::Write;
+    let broker = Broker::start_with_config("[mqtt]\npacket_bytes_max = 1024\n");
+    // Over the maximum packet size: 0x95, Packet too large.
+    let mut client = raw_v5_connect(&broker, "v5-too-large");
+    let mut publish = vec![0x30, 0x80, 0x10, 0, 1, b't', 0];
+    publish.extend_from_slice(&[b'x'; 2045]);
+    let _ = client.write_all(&publish);
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x95, 0x00], "Packet too large");
+    // A topic alias never set: 0x94, Topic Alias invalid. PUBLISH QoS 0, empty topic, alias 7.
+    let mut client = raw_v5_connect(&broker, "v5-bad-alias");
+    client.write_all(&[0x30, 0x07, 0, 0, 3, 0x23, 0, 7, b'x']).expect("PUBLISH");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x94, 0x00], "Topic Alias invalid");
+    // An alias over the maximum offered (64).
+    let mut client = raw_v5_connect(&broker, "v5-alias-over");
+    client.write_all(&[0x30, 0x08, 0, 1, b't', 3, 0x23, 0, 65, b'x']).expect("PUBLISH");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x94, 0x00], "Topic Alias invalid");
+    // A wildcard in a topic name: 0x90, Topic Name invalid.
+    let mut client = raw_v5_connect(&broker, "v5-wildcard-topic");
+    client.write_all(&[0x30, 0x06, 0, 3, b'a', b'/', b'#', 0]).expect("PUBLISH");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x90, 0x00], "Topic Name invalid");
+    // A malformed packet still gets 0x81: a PUBLISH whose topic is cut short.
+    let mut client = raw_v5_connect(&broker, "v5-malformed");
+    client.write_all(&[0x30, 0x02, 0, 9]).expect("PUBLISH");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x81, 0x00], "Malformed Packet");
+    // And nobody else was harmed.
+    let _still = raw_v5_connect(&broker, "v5-after-bad-packets");
+}
+
+#[tokio::test]
+async fn mqtt5_message_expiry_counts_down_and_the_payload_format_is_forwarded() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let broker = Broker::start();
+    let mut subscriber_options = options(&broker, "v5-expiry-subscriber");
+    subscriber_options.set_clean_start(false);
+    subscriber_options
+        .set_connect_properties(ConnectProperties { session_expiry_interval: Some(600), ..ConnectProperties::new() });
+    let (subscriber, mut subscriber_events, _) = connect(subscriber_options.clone()).await;
+    subscriber.subscribe("expiry/#", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
+    next(&mut subscriber_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    subscriber.disconnect().await.expect("queue DISCONNECT");
+    let _ = within("the disconnect", async { while subscriber_events.poll().await.is_ok() {} }).await;
+
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-expiry-publisher")).await;
+    for (topic, expiry) in [("expiry/short", Some(10)), ("expiry/none", None)] {
+        let properties = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: expiry,
+            ..PublishProperties::default()
+        };
+        publisher.publish_with_properties(topic, QoS::AtLeastOnce, false, "text", properties).await.expect("PUBLISH");
+        next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    }
+    // The messages wait in the offline session's queue.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_subscriber, mut subscriber_events, present) = connect(subscriber_options).await;
+    assert!(present, "the session was kept");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let publish = next(&mut subscriber_events, "a delivery", |packet| match packet {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .await;
+        let properties = publish.properties.expect("properties");
+        assert_eq!(properties.payload_format_indicator, Some(1), "forwarded unaltered (3.3.2.3.2)");
+        seen.push((String::from_utf8_lossy(&publish.topic).into_owned(), properties.message_expiry_interval));
+    }
+    seen.sort();
+    assert_eq!(seen[0].0, "expiry/none");
+    assert_eq!(seen[0].1, None, "no expiry published, none sent");
+    assert_eq!(seen[1].0, "expiry/short");
+    let left = seen[1].1.expect("an expiry");
+    assert!((1..=8).contains(&left), "10 s less the 2.5 s waited, rounded up: {left}");
 }

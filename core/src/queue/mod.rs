@@ -900,6 +900,7 @@ impl Queue {
             sequence,
             message,
             redelivered,
+            expires_at,
         }));
     }
 

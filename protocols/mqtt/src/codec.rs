@@ -29,6 +29,9 @@ pub enum CodecError {
     UnsupportedLevel { level: u8 },
     #[error("malformed packet: {reason:?}")]
     Malformed { reason: mqttbytes::Error },
+    /// An MQTT 5 topic alias out of range, or used before it was set (3.3.2.3.4).
+    #[error("topic alias {alias} invalid")]
+    TopicAliasInvalid { alias: u16 },
 }
 
 /// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete.

@@ -42,7 +42,9 @@ impl Session {
         properties: Option<&mqttbytes::v5::PublishProperties>,
     ) -> Option<End> {
         if publish.topic.is_empty() || mqttbytes::has_wildcards(&publish.topic) {
-            return Some(self.protocol_violation("PUBLISH to a wildcard or empty topic"));
+            warn!(client_id = %self.client_id, peer = %self.peer, topic = %publish.topic, "PUBLISH to a wildcard or empty topic; disconnecting");
+            // MQTT 5 says Topic Name invalid (0x90); 3.1.1 just closes.
+            return Some(End::Abnormal("topic name invalid"));
         }
         if !self.permitted.publish {
             if self.level == crate::codec::Level::V5 && publish.qos != QoS::AtMostOnce {

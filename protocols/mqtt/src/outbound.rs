@@ -108,6 +108,7 @@ impl Session {
         // Cheap: an Arc'd message's properties, kept for an MQTT 5 client's PUBLISH.
         let message = delivery.message.clone();
         let delivery_properties = &message.properties;
+        let expires_in = delivery.expires_at.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
         if qos == QoS::AtMostOnce {
             delivery.queue.acked([&delivery.message]);
             delivery.consumer.settle(1);
@@ -131,7 +132,7 @@ impl Session {
         }
         let packet_id = publish.pkid;
         let qos_above_zero = publish.qos != QoS::AtMostOnce;
-        if !self.send_publish(publish, delivery_properties, identifiers) && qos_above_zero {
+        if !self.send_publish(publish, delivery_properties, expires_in, identifiers) && qos_above_zero {
             // Dropped for this client: settled as if acknowledged.
             if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
                 settle(&queue, &consumer, &message);
@@ -146,11 +147,12 @@ impl Session {
         &mut self,
         publish: Publish,
         properties: &warren_core::properties::Properties,
+        expires_in: Option<std::time::Duration>,
         identifiers: Vec<usize>,
     ) -> bool {
         match self.level {
             crate::codec::Level::V5 => {
-                let mut v5_properties = crate::v5::publish_properties(properties);
+                let mut v5_properties = crate::v5::publish_properties(properties, expires_in);
                 if !identifiers.is_empty() {
                     v5_properties.get_or_insert_with(crate::v5::empty_publish_properties).subscription_identifiers =
                         identifiers;

@@ -622,8 +622,13 @@ impl Session {
                 }
                 Ok(None) => return None,
                 Err(error) => {
-                    warn!(client_id = %self.client_id, peer = %self.peer, %error, "malformed packet; disconnecting");
-                    return Some(End::Abnormal("malformed packet"));
+                    warn!(client_id = %self.client_id, peer = %self.peer, %error, "bad packet; disconnecting");
+                    // MQTT 5's DISCONNECT names the fault (3.14.2.1).
+                    return Some(End::Abnormal(match error {
+                        codec::CodecError::TooLarge { .. } => "packet too large",
+                        codec::CodecError::TopicAliasInvalid { .. } => "topic alias invalid",
+                        _ => "malformed packet",
+                    }));
                 }
             }
         }

@@ -30,8 +30,12 @@ use crate::codec::CodecError;
 use crate::translate;
 
 /// Headers the adapter uses itself, which are not user properties.
-const INTERNAL_HEADERS: [&str; 3] =
-    [crate::inbound::QOS_HEADER, crate::inbound::ORIGIN_HEADER, crate::inbound::RETAIN_HEADER];
+const INTERNAL_HEADERS: [&str; 4] =
+    [crate::inbound::QOS_HEADER, crate::inbound::ORIGIN_HEADER, crate::inbound::RETAIN_HEADER, PAYLOAD_FORMAT_HEADER];
+
+/// The header that carries an MQTT 5 Payload Format Indicator, which the server forwards
+/// unaltered (3.3.2.3.2): 1 says the payload is UTF-8 text. AMQP consumers see it too.
+pub const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format";
 
 /// What an MQTT 5 CONNECT asked for beyond what its 3.1.1 form holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +64,7 @@ impl TopicAliases {
     /// Resolves a PUBLISH's topic through its alias, recording a new mapping. `Err` for an alias
     /// out of range or unknown: a protocol error.
     fn resolve(&mut self, alias: u16, topic: String) -> Result<String, CodecError> {
-        let invalid = CodecError::Malformed { reason: mqttbytes::Error::InvalidProtocol };
+        let invalid = CodecError::TopicAliasInvalid { alias };
         if alias == 0 || alias > TOPIC_ALIASES_MAX {
             return Err(invalid);
         }
@@ -298,14 +302,20 @@ pub fn apply_publish_properties(from: &v5::PublishProperties, into: &mut Propert
     if let Some(seconds) = from.message_expiry_interval {
         into.expiration = Some((u64::from(seconds) * 1000).to_string());
     }
+    if let Some(indicator) = from.payload_format_indicator {
+        into.headers.get_or_insert_with(Table::new).insert(PAYLOAD_FORMAT_HEADER, Value::U8(indicator));
+    }
     for (key, value) in &from.user_properties {
         into.headers.get_or_insert_with(Table::new).insert(key.as_str(), Value::string(value));
     }
 }
 
 /// A message's AMQP properties as MQTT 5 PUBLISH properties; `None` when there are none.
-pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
+/// `expires_in` is the time the message has left (its TTL less its wait in the queue): the
+/// Message Expiry Interval sent is that, not the one it was published with (3.3.2.3.3).
+pub fn publish_properties(from: &Properties, expires_in: Option<std::time::Duration>) -> Option<v5::PublishProperties> {
     let mut user_properties = Vec::new();
+    let mut payload_format_indicator = None;
     let mut correlation_data = from.correlation_id.as_ref().map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()));
     if let Some(headers) = &from.headers {
         for (key, value) in headers.iter() {
@@ -313,6 +323,10 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
                 if let Value::LongString(bytes) = value {
                     correlation_data = Some(bytes.clone());
                 }
+                continue;
+            }
+            if key == PAYLOAD_FORMAT_HEADER {
+                payload_format_indicator = value.as_i64().and_then(|indicator| u8::try_from(indicator).ok());
                 continue;
             }
             if INTERNAL_HEADERS.contains(&key) {
@@ -323,13 +337,16 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
             }
         }
     }
+    let published_expiry = from.expiration.as_ref().and_then(|ms| ms.parse::<u64>().ok());
+    // Only a message published with an expiry carries one (a queue's own TTL is not the
+    // publisher's to tell). Rounded up and at least 1, as 0 would not mean expired.
+    let remaining_ms = published_expiry.map(|ms| match expires_in {
+        Some(left) => u64::try_from(left.as_millis()).unwrap_or(u64::MAX).min(ms),
+        None => ms,
+    });
     let properties = v5::PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: from
-            .expiration
-            .as_ref()
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+        payload_format_indicator,
+        message_expiry_interval: remaining_ms.map(|ms| u32::try_from(ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX)),
         topic_alias: None,
         response_topic: from
             .reply_to
@@ -341,7 +358,8 @@ pub fn publish_properties(from: &Properties) -> Option<v5::PublishProperties> {
         subscription_identifiers: Vec::new(),
         content_type: from.content_type.clone().filter(|text| fits(text.len())),
     };
-    let empty = properties.message_expiry_interval.is_none()
+    let empty = properties.payload_format_indicator.is_none()
+        && properties.message_expiry_interval.is_none()
         && properties.response_topic.is_none()
         && properties.correlation_data.is_none()
         && properties.user_properties.is_empty()
@@ -380,6 +398,9 @@ pub fn disconnect_reason(end: &str) -> Option<u8> {
         "broker shutting down" => 0x8B,
         "protocol violation" => 0x82,
         "malformed packet" => 0x81,
+        "packet too large" => 0x95,
+        "topic alias invalid" => 0x94,
+        "topic name invalid" => 0x90,
         "publish not authorised" => 0x87,
         "message store failure" | "message store stopped" | "session queue deleted" => 0x83,
         _ => return None,
