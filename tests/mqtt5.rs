@@ -823,6 +823,10 @@ fn mqtt5_bad_packets_get_their_own_disconnect_reasons() {
     let mut client = raw_v5_connect(&broker, "v5-malformed");
     client.write_all(&[0x30, 0x02, 0, 9]).expect("PUBLISH");
     assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x81, 0x00], "Malformed Packet");
+    // A DISCONNECT that gives an expiry to a session that had none: 0x82, Protocol Error.
+    let mut client = raw_v5_connect(&broker, "v5-expiry-from-nothing");
+    client.write_all(&[0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 5]).expect("DISCONNECT");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x82, 0x00], "Protocol Error");
     // And nobody else was harmed.
     let _still = raw_v5_connect(&broker, "v5-after-bad-packets");
 }
@@ -872,4 +876,42 @@ async fn mqtt5_message_expiry_counts_down_and_the_payload_format_is_forwarded() 
     assert_eq!(seen[1].0, "expiry/short");
     let left = seen[1].1.expect("an expiry");
     assert!((1..=8).contains(&left), "10 s less the 2.5 s waited, rounded up: {left}");
+}
+
+#[test]
+fn mqtt5_a_later_connection_or_disconnect_changes_the_session_expiry() {
+    use std::io::{Read, Write};
+    let broker = Broker::start();
+    let subscribe = |stream: &mut std::net::TcpStream| {
+        stream.write_all(&[0x82, 0x0A, 0, 1, 0, 0, 4, b'e', b'x', b'p', b'/', 1]).expect("SUBSCRIBE");
+        let mut suback = [0u8; 6];
+        stream.read_exact(&mut suback).expect("SUBACK");
+    };
+    let disconnect = |mut stream: std::net::TcpStream, packet: &[u8]| {
+        stream.write_all(packet).expect("DISCONNECT");
+        read_to_close(&mut stream);
+    };
+    // A 1 s session, then resumed with 600 s: it outlives the first expiry.
+    let (mut stream, _) = raw_v5_persistent(&broker, "v5-expiry-longer", 1);
+    subscribe(&mut stream);
+    disconnect(stream, &[0xE0, 0x00]);
+    let (stream, present) = raw_v5_persistent(&broker, "v5-expiry-longer", 600);
+    assert!(present, "resumed within the second");
+    disconnect(stream, &[0xE0, 0x00]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (stream, present) = raw_v5_persistent(&broker, "v5-expiry-longer", 1);
+    assert!(present, "the 600 s expiry the last connection asked for holds");
+    disconnect(stream, &[0xE0, 0x00]);
+    // Left with 1 s: gone after it, queue included.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (stream, present) = raw_v5_persistent(&broker, "v5-expiry-longer", 600);
+    assert!(!present, "expired after 1 s");
+    drop(stream);
+    // 600 s at CONNECT, 1 s at DISCONNECT (3.14.2.2.2).
+    let (mut stream, _) = raw_v5_persistent(&broker, "v5-expiry-at-disconnect", 600);
+    subscribe(&mut stream);
+    disconnect(stream, &[0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 1]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_stream, present) = raw_v5_persistent(&broker, "v5-expiry-at-disconnect", 600);
+    assert!(!present, "the DISCONNECT's 1 s expiry applied");
 }

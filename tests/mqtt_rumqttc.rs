@@ -796,7 +796,7 @@ async fn expired_persistent_session_is_gone_and_forgotten() {
     client.subscribe("expiring/topic", QoS::AtLeastOnce).await;
     client.disconnect().await;
     poll_until("the session to be forgotten", Duration::from_secs(10), || async {
-        broker.log_tail().contains("forgot expired mqtt session client_id=expiring-client")
+        broker.log_tail().contains("mqtt session expired client_id=expiring-client")
     })
     .await;
     let client = connect_mqtt(persistent_mqtt_options(&broker, CLIENT)).await;

@@ -254,11 +254,13 @@ impl Session {
         let queue = match &self.queue {
             Some(queue) => queue.clone(),
             None => {
-                // A persistent session's queue expires after `session_expiry` without its client,
-                // so sessions that never come back do not hold messages for ever.
+                // A persistent session's queue expires after the broker's longest session expiry
+                // without its client, so sessions that never come back do not hold messages for
+                // ever. A session's own, shorter expiry (MQTT 5), which a later connection may
+                // change, is kept by the session's sweeper (`Session::forget_when_expired`).
                 let mut arguments = Table::new();
                 if !self.ends_with_connection {
-                    let expiry_ms = i64::try_from(self.session_expiry.as_millis()).unwrap_or(i64::MAX);
+                    let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);
                     arguments.insert("x-expires", warren_core::value::Value::I64(expiry_ms));
                 }
                 // A persistent session's queue is durable, as in RabbitMQ: with its bindings it

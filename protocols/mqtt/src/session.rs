@@ -595,9 +595,22 @@ impl Session {
                     }
                 }
                 Ok(Some((Packet::Disconnect, Some(crate::v5::Extra::Disconnect(reason, expiry))))) => {
-                    // A DISCONNECT may end the session with the connection (3.14.2.2.2).
-                    if expiry == Some(0) {
-                        self.ends_with_connection = true;
+                    // A DISCONNECT may change the session's expiry (3.14.2.2.2): 0 ends the
+                    // session with the connection; a session that was to end with it cannot be
+                    // given one.
+                    match expiry {
+                        Some(0) => self.ends_with_connection = true,
+                        Some(_) if self.ends_with_connection => {
+                            return Some(
+                                self.protocol_violation("DISCONNECT set a session expiry the CONNECT had not"),
+                            );
+                        }
+                        Some(seconds) => {
+                            self.session_expiry = Duration::from_secs(u64::from(seconds))
+                                .min(self.state.config.session_expiry)
+                                .max(Duration::from_secs(1));
+                        }
+                        None => {}
                     }
                     if reason == 0 {
                         return Some(End::Graceful);
@@ -821,9 +834,10 @@ impl Session {
         }
     }
 
-    /// Removes the registry entry of a disconnected persistent session once its queue has
-    /// expired (`x-expires`), so client ids that never come back do not accumulate. Acts only if
-    /// no connection has held the session since this one.
+    /// Ends a disconnected persistent session once its expiry has passed: its queue goes (if
+    /// its `x-expires`, the broker's longest expiry, has not already taken it) and so does its
+    /// registry entry, so client ids that never come back do not accumulate. Acts only if no
+    /// connection has held the session since this one.
     fn forget_when_expired(&self, key: SessionKey) -> Option<tokio::task::AbortHandle> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let state = self.state.clone();
@@ -832,24 +846,20 @@ impl Session {
         let generation = self.connection;
         let expiry = self.session_expiry;
         let sweeper = runtime.spawn(async move {
-            let mut wait = expiry + Duration::from_secs(1);
-            loop {
-                tokio::time::sleep(wait).await;
-                let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-                let unchanged = sessions
-                    .get(&key)
-                    .is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
-                if !unchanged {
-                    return;
-                }
-                if vhost.queue(&queue_name, ConnectionId(generation)).is_err() {
-                    sessions.remove(&key);
-                    info!(client_id = %key.1, "forgot expired mqtt session");
-                    return;
-                }
-                // The queue's own expiry has not run yet: look again shortly.
-                wait = (expiry / 10).max(Duration::from_secs(1));
+            tokio::time::sleep(expiry).await;
+            // Under the registry's lock: a connection that takes the session from here on
+            // finds no queue and starts afresh; one that took it before is seen here.
+            let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+            let unchanged =
+                sessions.get(&key).is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
+            if !unchanged {
+                return;
             }
+            sessions.remove(&key);
+            if let Ok(queue) = vhost.queue(&queue_name, ConnectionId(generation)) {
+                vhost.remove_queue(&queue);
+            }
+            info!(client_id = %key.1, "mqtt session expired");
         });
         Some(sweeper.abort_handle())
     }
