@@ -102,7 +102,7 @@ async fn run(config: Config) -> std::io::Result<()> {
 
     let mqtt_state = warren_mqtt::MqttState::new(broker.clone(), config.mqtt());
     for ((vhost, pseudo_queue), found) in retained {
-        mqtt_state.restore_retained(&vhost, &pseudo_queue, found);
+        mqtt_state.restore(&vhost, &pseudo_queue, found);
     }
     let websocket_mqtt = mqtt_state.clone();
     let mqtt = listener::bind("mqtt", SocketAddr::new(config.bind, config.mqtt.port)).await?;
@@ -164,7 +164,8 @@ fn open_store(config: &Config, broker: &Broker) -> std::io::Result<(Arc<Store>, 
     Ok((store, recovery))
 }
 
-/// What recovery found for MQTT's retained messages, by (vhost, pseudo-queue).
+/// What recovery found for MQTT's pseudo-queues (retained messages, session state), by (vhost,
+/// pseudo-queue).
 type RetainedFound = Vec<((VhostName, QueueName), Vec<warren_core::queue::Recovered>)>;
 
 /// Puts the messages read back from the store into their queues, and returns the retained
@@ -177,7 +178,7 @@ async fn recover_messages(broker: &Broker, store: &Store, recovery: Recovery, re
     let mut orphans = 0usize;
     let mut retained = Vec::new();
     for ((vhost_name, queue_name), messages) in recovery.queues {
-        if queue_name.as_str().starts_with(warren_mqtt::state::RETAINED_PREFIX) {
+        if warren_mqtt::MqttState::is_pseudo_queue(&queue_name) {
             retained.push(((vhost_name, queue_name), messages));
             continue;
         }

@@ -915,3 +915,81 @@ fn mqtt5_a_later_connection_or_disconnect_changes_the_session_expiry() {
     let (_stream, present) = raw_v5_persistent(&broker, "v5-expiry-at-disconnect", 600);
     assert!(!present, "the DISCONNECT's 1 s expiry applied");
 }
+
+/// A persistent MQTT 5 session's own state: No Local, subscription identifiers and shared
+/// subscriptions, checked after a reconnect and again after a broker crash.
+async fn assert_session_state_holds(broker: &Broker, client_options: &MqttOptions, round: &str) {
+    let (client, mut events, present) = connect(client_options.clone()).await;
+    assert!(present, "{round}: session present");
+    let (other, mut other_events, _) = connect(options(broker, &format!("v5-kept-other-{round}"))).await;
+    // No Local: its own publish skips the subscription; another client's comes with id 5.
+    client.publish("kept/nl/own", QoS::AtLeastOnce, false, "mine").await.expect("PUBLISH");
+    other.publish("kept/nl/other", QoS::AtLeastOnce, false, "theirs").await.expect("PUBLISH");
+    next(&mut other_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    // The shared subscription was rejoined: a message for the group reaches its only member.
+    other.publish("kept/shared/job", QoS::AtLeastOnce, false, "job").await.expect("PUBLISH");
+    next(&mut other_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let mut got: Vec<(Vec<u8>, Vec<usize>)> = publishes_within(&mut events, Duration::from_millis(800))
+        .await
+        .into_iter()
+        .map(|publish| {
+            let ids = publish.properties.map(|properties| properties.subscription_identifiers).unwrap_or_default();
+            (publish.payload.to_vec(), ids)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [(b"job".to_vec(), vec![6]), (b"theirs".to_vec(), vec![5])], "{round}");
+    client.disconnect().await.expect("DISCONNECT");
+    let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+}
+
+#[tokio::test]
+async fn mqtt5_session_state_survives_reconnects_and_a_crash() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, RetainForwardRule, SubscribeProperties};
+    let kept_options = |broker: &Broker| {
+        let mut client_options = options(broker, "v5-kept");
+        client_options.set_clean_start(false);
+        client_options.set_connect_properties(ConnectProperties {
+            session_expiry_interval: Some(600),
+            ..ConnectProperties::new()
+        });
+        client_options
+    };
+    let broker = Broker::start();
+    let (client, mut events, _) = connect(kept_options(&broker)).await;
+    let no_local = Filter {
+        path: "kept/nl/#".into(),
+        qos: QoS::AtLeastOnce,
+        nolocal: true,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+    };
+    let properties = SubscribeProperties { id: Some(5), user_properties: Vec::new() };
+    client.subscribe_many_with_properties([no_local], properties).await.expect("SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let properties = SubscribeProperties { id: Some(6), user_properties: Vec::new() };
+    client
+        .subscribe_with_properties("$share/kept-group/kept/shared/#", QoS::AtLeastOnce, properties)
+        .await
+        .expect("SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    client.disconnect().await.expect("DISCONNECT");
+    let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+
+    assert_session_state_holds(&broker, &kept_options(&broker), "reconnect").await;
+
+    // A delayed will pending at the crash goes out after the restart.
+    let (will_client, will_events) = client_with_delayed_will(&broker, "v5-kept-will", 3).await;
+    drop((will_client, will_events));
+    // The session records are written as the connections end, not waited for.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let broker = broker.crash_and_restart();
+    let (watcher, mut watcher_events, _) = connect(options(&broker, "v5-kept-watcher")).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut watcher_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+
+    assert_session_state_holds(&broker, &kept_options(&broker), "crash").await;
+
+    let wills = publishes_within(&mut watcher_events, Duration::from_millis(4000)).await;
+    assert_eq!(wills.iter().map(|will| &will.payload[..]).collect::<Vec<_>>(), [&b"gone"[..]], "the will, once");
+}

@@ -548,6 +548,88 @@ fn outbound_qos2_reaches_the_client_once_across_a_reconnect() {
     assert_eq!(topic, "qos2out/marker");
 }
 
+/// What a persistent session's next connection owes the client (MQTT 4.4): PUBREL for a QoS 2
+/// message it had PUBREC'd, and the PUBLISHes it had not acknowledged, under their original
+/// packet ids with DUP set; a new message then takes an id none of them holds. `crash`: the
+/// broker is killed and restarted in between, so the ids come from the session's journal
+/// record.
+fn resend_under_original_ids(crash: bool) {
+    let client = if crash { "ids-after-crash" } else { "ids-after-reconnect" };
+    let broker = Broker::start();
+    let mut persistent = wire::connect("MQTT", 4, 0, client, None);
+    persistent[9] &= !0x02;
+    let mut subscriber = wire::open(broker.mqtt_addr, &persistent);
+    subscriber.write_all(&wire::subscribe(1, "ids/#", 2)).expect("send SUBSCRIBE");
+    assert_eq!(wire::expect_packet(&mut subscriber, wire::SUBACK), [0x00, 0x01, 0x02]);
+    let mut publisher = wire::open(broker.mqtt_addr, &wire::connect("MQTT", 4, 0, &format!("{client}-pub"), None));
+    let bodies = [&b"completed-1"[..], b"completed-2", b"released", b"unacked-1", b"unacked-2"];
+    for (index, body) in bodies.iter().enumerate() {
+        let id = index as u16 + 1;
+        publisher.write_all(&wire::publish(wire::PUBLISH_QOS2, "ids/a", Some(id), body)).expect("PUBLISH");
+        assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), id.to_be_bytes());
+        publisher.write_all(&wire::ack(wire::PUBREL, id)).expect("PUBREL");
+        assert_eq!(wire::expect_packet(&mut publisher, wire::PUBCOMP), id.to_be_bytes());
+    }
+    let mut sent = Vec::new();
+    for _ in 0..bodies.len() {
+        let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS2);
+        let (_, id, payload) = wire::parse_publish(wire::PUBLISH_QOS2, &body);
+        sent.push((id.expect("a packet id"), payload));
+    }
+    // The first two complete, so the ids owed are not the lowest: a new connection that
+    // numbered afresh would not reuse them by chance.
+    for (id, _) in &sent[..2] {
+        subscriber.write_all(&wire::ack(wire::PUBREC, *id)).expect("PUBREC");
+        assert_eq!(wire::expect_packet(&mut subscriber, wire::PUBREL), id.to_be_bytes());
+        subscriber.write_all(&wire::ack(wire::PUBCOMP, *id)).expect("PUBCOMP");
+    }
+    let sent = sent.split_off(2);
+    let released = sent[0].0;
+    subscriber.write_all(&wire::ack(wire::PUBREC, released)).expect("PUBREC");
+    assert_eq!(wire::expect_packet(&mut subscriber, wire::PUBREL), released.to_be_bytes());
+    drop(subscriber);
+    drop(publisher);
+    let broker = if crash {
+        // The session's record is written before the PUBLISH and the PUBREL go out, but not
+        // waited for: give the store its sync.
+        std::thread::sleep(Duration::from_millis(500));
+        broker.crash_and_restart()
+    } else {
+        broker
+    };
+    let mut publisher = wire::open(broker.mqtt_addr, &wire::connect("MQTT", 4, 0, &format!("{client}-pub"), None));
+    publisher.write_all(&wire::publish(wire::PUBLISH_QOS2, "ids/a", Some(9), b"new")).expect("PUBLISH");
+    assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), 9u16.to_be_bytes());
+
+    let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
+    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    subscriber.write_all(&persistent).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    assert_eq!(wire::expect_packet(&mut subscriber, wire::PUBREL), released.to_be_bytes(), "PUBREL owed");
+    for (id, payload) in &sent[1..] {
+        let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS2 | wire::DUP);
+        let (_, resent_id, resent_payload) = wire::parse_publish(wire::PUBLISH_QOS2, &body);
+        assert_eq!((resent_id, &resent_payload), (Some(*id), payload), "resent under its original id, with DUP");
+    }
+    let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS2);
+    let (_, new_id, payload) = wire::parse_publish(wire::PUBLISH_QOS2, &body);
+    assert_eq!(payload, b"new");
+    let held: Vec<u16> = sent.iter().map(|(id, _)| *id).collect();
+    assert!(!held.contains(&new_id.expect("an id")), "{new_id:?} is one of the ids still owed {held:?}");
+}
+
+#[test]
+fn outbound_publishes_are_resent_under_their_original_ids() {
+    resend_under_original_ids(false);
+}
+
+#[test]
+fn outbound_qos2_ids_survive_a_broker_crash() {
+    resend_under_original_ids(true);
+}
+
 // -- retained messages and wills -----------------------------------------------------------
 
 #[tokio::test]

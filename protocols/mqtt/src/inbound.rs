@@ -235,7 +235,7 @@ impl Session {
                 }
             }
         }
-        self.sync_subscriptions();
+        self.keep(true);
         if self.level == crate::codec::Level::V5 {
             crate::v5::encode_suback(subscribe.pkid, &reasons, &mut self.out);
         } else {
@@ -371,7 +371,7 @@ impl Session {
                 self.unbind(&queue, filter, None);
             }
         }
-        self.sync_subscriptions();
+        self.keep(true);
         if self.level == crate::codec::Level::V5 {
             // MQTT 5's UNSUBACK has a reason code per filter.
             crate::v5::encode_unsuback(unsubscribe.pkid, &existed, &mut self.out);

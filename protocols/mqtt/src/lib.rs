@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `codec`: mqttbytes' packets, plus the MQTT 3.1 CONNECT and size bounds.
+//! - `kept`: what a persistent session keeps between connections, and its journal record.
 //! - `inbound`: PUBLISH (QoS 0-2), PUBREL, SUBSCRIBE, UNSUBSCRIBE and the last will.
 //! - `outbound`: deliveries, packet ids, PUBACK, retained messages on subscribe.
 //! - `session`: CONNECT, authentication, takeover, keep-alive, the read loop.
@@ -14,6 +15,7 @@
 
 pub mod codec;
 mod inbound;
+pub mod kept;
 mod outbound;
 mod session;
 mod shared;

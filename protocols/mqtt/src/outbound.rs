@@ -16,6 +16,7 @@ use warren_core::value::Value;
 use warren_core::{Delivery, Message, Queue};
 
 use crate::inbound::QOS_HEADER;
+use crate::kept::MessageKey;
 use crate::session::{End, Session};
 use crate::translate;
 
@@ -29,7 +30,9 @@ const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 pub(crate) enum Inflight {
     /// From the session queue: settled on PUBACK (QoS 1) or PUBREC (QoS 2), requeued if the
     /// connection goes first.
-    Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message> },
+    /// `key` is its identity in the session's own queue, to resend it under the same id after
+    /// a reconnect (`None` for a shared subscription's, which goes back to the group).
+    Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message>, key: Option<MessageKey> },
     /// A retained message sent on subscribe: nothing to settle.
     Retained,
     /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited. The
@@ -58,6 +61,9 @@ impl Session {
                 }
             }
         }
+        if self.kept_dirty {
+            self.keep(true);
+        }
         None
     }
 
@@ -78,7 +84,8 @@ impl Session {
         // A delivery through a shared subscription's queue has that subscription's QoS; one
         // through the session queue, the highest of the subscriptions it matches. No vector
         // is built on this path: the MQTT 5 extras are looked at only when some are in use.
-        let shared_qos = self.shared_qos(&delivery.queue);
+        let shared = self.shared_through(&delivery.queue);
+        let shared_qos = shared.map(|(_, qos)| qos);
         let subscription_qos = shared_qos.or_else(|| {
             self.subscriptions.iter().filter(|(filter, _)| wanted(filter)).map(|(_, qos)| *qos).reduce(higher)
         });
@@ -87,14 +94,16 @@ impl Session {
             && !self.retain_as_published.is_empty()
             && message_header(&delivery.message, crate::inbound::RETAIN_HEADER).is_some()
             && self.subscriptions.iter().any(|(filter, _)| wanted(filter) && self.retain_as_published.contains(filter));
-        let identifiers: Vec<usize> = if ordinary && !self.subscription_ids.is_empty() {
-            self.subscriptions
+        // A shared subscription's delivery carries that subscription's identifier only.
+        let identifiers: Vec<usize> = match shared {
+            _ if self.subscription_ids.is_empty() => Vec::new(),
+            Some((path, _)) => self.subscription_ids.get(path).copied().into_iter().collect(),
+            None => self
+                .subscriptions
                 .iter()
                 .filter(|(filter, _)| wanted(filter))
                 .filter_map(|(filter, _)| self.subscription_ids.get(filter).copied())
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
         };
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
@@ -109,11 +118,30 @@ impl Session {
         let message = delivery.message.clone();
         let delivery_properties = &message.properties;
         let expires_in = delivery.expires_at.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+        // A delivery the last connection sent unacknowledged goes out under the same id (4.4).
+        // Requeued deliveries come first, so the first one that was not redelivered means any
+        // ids still waiting are for messages that left the queue some other way.
+        let key = ordinary.then(|| match delivery.message.journal {
+            Some(reference) => MessageKey::Journal(reference.id),
+            None => MessageKey::Sequence(delivery.sequence),
+        });
+        let resent_id = match key {
+            Some(key) if !self.resend.is_empty() => {
+                if delivery.redelivered {
+                    self.resend.remove(&key)
+                } else {
+                    self.resend.clear();
+                    None
+                }
+            }
+            _ => None,
+        };
         if qos == QoS::AtMostOnce {
             delivery.queue.acked([&delivery.message]);
             delivery.consumer.settle(1);
         } else {
-            let Some(packet_id) = self.next_packet_id() else {
+            let free = resent_id.filter(|id| !self.inflight.contains_key(id));
+            let Some(packet_id) = free.or_else(|| self.next_packet_id()) else {
                 // Every id is in flight: back in the queue, and no more draining until an
                 // acknowledgement frees one.
                 self.ids_exhausted = true;
@@ -122,11 +150,17 @@ impl Session {
             };
             publish.pkid = packet_id;
             publish.dup = delivery.redelivered;
+            // A persistent session's record holds a stored QoS 2 delivery's id before the
+            // PUBLISH goes out (the record is rewritten at the end of the batch).
+            if qos == QoS::ExactlyOnce && matches!(key, Some(MessageKey::Journal(_))) && !self.ends_with_connection {
+                self.kept_dirty = true;
+            }
             let inflight = Inflight::Queued {
                 queue: delivery.queue,
                 consumer: delivery.consumer,
                 sequence: delivery.sequence,
                 message: delivery.message,
+                key,
             };
             self.inflight.insert(publish.pkid, inflight);
         }
@@ -179,7 +213,8 @@ impl Session {
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&id) {
+            let reserved = !self.resend.is_empty() && self.resend.values().any(|resent| *resent == id);
+            if !self.inflight.contains_key(&id) && !reserved {
                 return Some(id);
             }
         }
@@ -203,14 +238,12 @@ impl Session {
 
     /// PUBREC for an outbound QoS 2 publish: the client has it, so it leaves the queue; PUBREL.
     pub(crate) fn received(&mut self, packet_id: u16) -> Option<End> {
-        let released = match self.inflight.remove(&packet_id) {
+        let (released, settled) = match self.inflight.remove(&packet_id) {
             Some(Inflight::Queued { queue, consumer, message, .. }) => {
-                // The client has it: it leaves the queue now; the window slot waits for PUBCOMP.
-                queue.acked([&message]);
-                Inflight::Released { consumer: Some(consumer) }
+                (Inflight::Released { consumer: Some(consumer) }, Some((queue, message)))
             }
-            Some(Inflight::Retained) => Inflight::Released { consumer: None },
-            Some(released @ Inflight::Released { .. }) => released,
+            Some(Inflight::Retained) => (Inflight::Released { consumer: None }, None),
+            Some(released @ Inflight::Released { .. }) => (released, None),
             None => {
                 // Not ours (or already completed): answered, but nothing is recorded, so a
                 // client cannot fill the id space this way.
@@ -219,7 +252,13 @@ impl Session {
             }
         };
         self.inflight.insert(packet_id, released);
-        self.sync_released();
+        // The released id is recorded before the message's removal, so a crash cannot lose
+        // both the message and the PUBREL owed for it.
+        self.keep(true);
+        if let Some((queue, message)) = settled {
+            // The client has it: it leaves the queue now; the window slot waits for PUBCOMP.
+            queue.acked([&message]);
+        }
         self.send(Packet::PubRel(PubRel::new(packet_id)))
     }
 
@@ -229,8 +268,9 @@ impl Session {
             if let Some(consumer) = consumer {
                 consumer.settle(1);
             }
+            // The registry and record still list the id until their next rewrite: a PUBREL
+            // resent for a completed id only gets another PUBCOMP (4.3.3).
             self.inflight.remove(&packet_id);
-            self.sync_released();
             return self.id_freed();
         }
         None

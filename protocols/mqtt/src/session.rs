@@ -24,6 +24,7 @@ use warren_core::queue::{Consumer, Inbox};
 use warren_core::{Queue, Vhost};
 
 use crate::codec::{self, Level};
+use crate::kept::{Kept, KeptSubscription, KeptWill, MessageKey};
 use crate::outbound::Inflight;
 use crate::state::{MqttState, SessionEntry, SessionKey};
 use crate::translate;
@@ -141,6 +142,14 @@ pub(crate) struct Session {
     pub(crate) inbox: Arc<Inbox>,
     /// Outbound QoS 1 publishes awaiting PUBACK, by packet id.
     pub(crate) inflight: HashMap<u16, Inflight>,
+    /// Deliveries a previous connection sent and did not see acknowledged, by message: resent
+    /// under the same packet ids (4.4), which stay reserved until then.
+    pub(crate) resend: HashMap<MessageKey, u16>,
+    /// What the session keeps changed in a way its journal record must hold before the
+    /// output goes out (a QoS 2 PUBLISH's id): rewritten once per drained batch.
+    pub(crate) kept_dirty: bool,
+    /// A will waiting for its delay, from `finish` to `release`.
+    delayed_will: Option<KeptWill>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
     pub(crate) incoming_qos2: HashSet<u16>,
@@ -321,16 +330,7 @@ async fn open(
     let kick = Arc::new(Notify::new());
     let previous = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        let entry = SessionEntry {
-            connection: Some(connection),
-            generation: connection,
-            kick: kick.clone(),
-            sweeper: None,
-            subscriptions: Vec::new(),
-            released: Vec::new(),
-            will: None,
-        };
-        sessions.insert(key, entry)
+        sessions.insert(key, SessionEntry::new(connection, kick.clone()))
     };
     if let Some(previous) = &previous {
         if let Some(sweeper) = &previous.sweeper {
@@ -375,6 +375,9 @@ async fn open(
         subscriptions: Vec::new(),
         inbox,
         inflight: HashMap::new(),
+        resend: HashMap::new(),
+        kept_dirty: false,
+        delayed_will: None,
         next_packet_id: 1,
         incoming_qos2: HashSet::new(),
         out: BytesMut::new(),
@@ -388,16 +391,13 @@ async fn open(
     if let Some(receive_maximum) = extras.receive_maximum.filter(|maximum| *maximum > 0) {
         session.prefetch = session.prefetch.min(u32::from(receive_maximum));
     }
-    let (previous_subscriptions, released) = match previous {
-        Some(entry) => (Some(entry.subscriptions), entry.released),
-        None => (None, Vec::new()),
+    let (kept, record) = match previous {
+        Some(entry) => (Some(entry.kept), entry.record),
+        None => (None, None),
     };
-    let session_present = session.resume(previous_subscriptions);
-    if session_present {
-        session.resume_released(released);
-        session.sync_released();
-    }
-    session.sync_subscriptions();
+    let session_present = session.resume(kept);
+    session.adopt_record(record, session_present);
+    session.keep(false);
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
 }
@@ -430,12 +430,12 @@ async fn authenticate(
 }
 
 impl Session {
-    /// Picks up a persistent session's queue and subscriptions, or clears an old one for a clean
-    /// session. Returns whether a session was present. After a broker restart the registry is
-    /// empty, but a persistent session's queue is durable and so are its bindings: the
-    /// subscriptions are read back from them, each at QoS 1, the highest granted (the QoS a
-    /// subscription was granted is not stored; a QoS 0 subscription then gets QoS 1 deliveries).
-    fn resume(&mut self, previous_subscriptions: Option<Vec<(String, QoS)>>) -> bool {
+    /// Picks up a persistent session (its queue, subscriptions and what it kept: see `kept`),
+    /// or clears an old one for a clean session. Returns whether a session was present. After a
+    /// broker restart a persistent session's queue is durable and so are its bindings: the
+    /// subscriptions are read back from them, at the QoS kept in their arguments; the rest
+    /// comes from the session's journal record (`MqttState::restore_session`).
+    fn resume(&mut self, previous: Option<Kept>) -> bool {
         let existing = self.vhost.queue(&self.queue_name(), ConnectionId(self.connection)).ok();
         if self.clean_session {
             if let Some(queue) = existing {
@@ -443,30 +443,149 @@ impl Session {
             }
             return false;
         }
-        let Some(queue) = existing else { return false };
+        let kept = previous.unwrap_or_default();
+        let has_shared = kept.extras.iter().any(|extra| extra.shared);
+        if existing.is_none() && !has_shared && kept.released.is_empty() {
+            return false;
+        }
+        if let Some(queue) = existing {
+            self.resume_queue(queue, kept.subscriptions);
+        }
+        for extra in kept.extras {
+            if extra.shared {
+                let joined = match crate::shared::parse(&extra.filter) {
+                    Some((group, inner)) if !inner.is_empty() && self.permitted.share => {
+                        self.subscribe_shared(&extra.filter, group, inner, extra.qos).is_ok()
+                    }
+                    _ => false,
+                };
+                if !joined {
+                    warn!(client_id = %self.client_id, filter = %extra.filter, "shared subscription not rejoined");
+                    continue;
+                }
+            } else if !self.subscriptions.iter().any(|(filter, _)| *filter == extra.filter) {
+                continue;
+            }
+            let options = crate::v5::SubscriptionOptions {
+                no_local: extra.no_local,
+                retain_as_published: extra.retain_as_published,
+                retain_handling: 0,
+            };
+            self.set_subscription_options(&extra.filter, options);
+            if let Some(identifier) = extra.identifier {
+                self.subscription_ids.insert(extra.filter, identifier);
+            }
+        }
+        self.resend = kept.unacked.into_iter().collect();
+        self.resume_released(kept.released);
+        true
+    }
+
+    /// Takes the session's queue back, with its subscriptions: those the registry kept, else
+    /// its bindings'.
+    fn resume_queue(&mut self, queue: Arc<Queue>, previous_subscriptions: Vec<(String, QoS)>) {
         // An empty list may be a connection racing this one right after a restart: the bindings
         // are the truth then too.
-        self.subscriptions = previous_subscriptions.filter(|previous| !previous.is_empty()).unwrap_or_else(|| {
-            queue
-                .bindings()
-                .iter()
-                .filter(|binding| binding.exchange.as_str() == crate::inbound::TOPIC_EXCHANGE)
-                .map(|binding| {
-                    let granted = binding
-                        .arguments
-                        .get(crate::inbound::SUBSCRIPTION_QOS_ARGUMENT)
-                        .and_then(warren_core::value::Value::as_i64);
-                    let qos = match granted {
-                        Some(0) => QoS::AtMostOnce,
-                        Some(2) => QoS::ExactlyOnce,
-                        _ => QoS::AtLeastOnce,
-                    };
-                    (translate::filter_of(&binding.key), qos)
-                })
-                .collect()
-        });
+        self.subscriptions =
+            Some(previous_subscriptions).filter(|previous| !previous.is_empty()).unwrap_or_else(|| {
+                queue
+                    .bindings()
+                    .iter()
+                    .filter(|binding| binding.exchange.as_str() == crate::inbound::TOPIC_EXCHANGE)
+                    .map(|binding| {
+                        let granted = binding
+                            .arguments
+                            .get(crate::inbound::SUBSCRIPTION_QOS_ARGUMENT)
+                            .and_then(warren_core::value::Value::as_i64);
+                        let qos = match granted {
+                            Some(0) => QoS::AtMostOnce,
+                            Some(2) => QoS::ExactlyOnce,
+                            _ => QoS::AtLeastOnce,
+                        };
+                        (translate::filter_of(&binding.key), qos)
+                    })
+                    .collect()
+            });
         self.attach(queue);
-        true
+    }
+
+    /// Takes over the journal record of the session this one resumed, or removes that of the
+    /// session it replaced.
+    fn adopt_record(&self, record: Option<u64>, present: bool) {
+        if record.is_none() {
+            return;
+        }
+        if present {
+            let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+            let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+            if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
+                entry.record = record;
+                return;
+            }
+        }
+        self.state.forget_kept(self.vhost.name(), &self.client_id, record);
+    }
+
+    /// What the session keeps for its next connection (see `kept`).
+    pub(crate) fn kept(&self) -> Kept {
+        let mut extras = Vec::new();
+        for (filter, qos) in &self.subscriptions {
+            let no_local = self.no_local.contains(filter);
+            let retain_as_published = self.retain_as_published.contains(filter);
+            let identifier = self.subscription_ids.get(filter).copied();
+            if no_local || retain_as_published || identifier.is_some() {
+                let filter = filter.clone();
+                extras.push(KeptSubscription {
+                    filter,
+                    qos: *qos,
+                    shared: false,
+                    no_local,
+                    retain_as_published,
+                    identifier,
+                });
+            }
+        }
+        for (path, shared) in &self.shared {
+            extras.push(KeptSubscription {
+                filter: path.clone(),
+                qos: shared.qos,
+                shared: true,
+                no_local: false,
+                retain_as_published: false,
+                identifier: self.subscription_ids.get(path).copied(),
+            });
+        }
+        let mut unacked: Vec<(MessageKey, u16)> = self.resend.iter().map(|(key, id)| (*key, *id)).collect();
+        unacked.extend(self.inflight.iter().filter_map(|(id, inflight)| match inflight {
+            Inflight::Queued { key: Some(key), .. } => Some((*key, *id)),
+            _ => None,
+        }));
+        let mut kept = Kept {
+            subscriptions: self.subscriptions.clone(),
+            extras,
+            released: self.released_ids(),
+            unacked,
+            expiry: self.session_expiry,
+            will: self.delayed_will.clone(),
+        };
+        kept.bound();
+        kept
+    }
+
+    /// Mirrors what the session keeps into its registry entry, so a connection that takes the
+    /// session over while this one is still open inherits it (MQTT 3.1.1 section 3.1.2.4); with
+    /// `journal`, a persistent session's record is rewritten too.
+    pub(crate) fn keep(&mut self, journal: bool) {
+        let kept = self.kept();
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
+            entry.kept = kept;
+            if journal && !self.ends_with_connection {
+                self.state.store_kept(self.vhost.name(), &self.client_id, entry);
+                self.kept_dirty = false;
+            }
+        }
     }
 
     /// The session's queue name, as RabbitMQ names it.
@@ -664,26 +783,6 @@ impl Session {
         }
     }
 
-    /// Mirrors the subscriptions into the session registry, so a connection that takes the
-    /// session over while this one is still open inherits them (MQTT 3.1.1 section 3.1.2.4).
-    /// Mirrors the QoS 2 ids awaiting PUBCOMP into the session registry.
-    pub(crate) fn sync_released(&self) {
-        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
-        let released = self.released_ids();
-        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
-            entry.released = released;
-        }
-    }
-
-    pub(crate) fn sync_subscriptions(&self) {
-        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
-        let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
-            entry.subscriptions = self.subscriptions.clone();
-        }
-    }
-
     pub(crate) fn protocol_violation(&self, what: &str) -> End {
         warn!(client_id = %self.client_id, peer = %self.peer, what, "protocol violation; disconnecting");
         End::Abnormal("protocol violation")
@@ -747,7 +846,12 @@ impl Session {
         if end != End::Graceful {
             if let Some(will) = self.will.take() {
                 if !self.will_delay.is_zero() && !self.ends_with_connection && self.permitted.publish {
-                    self.publish_will_later(will);
+                    // MQTT 5's will delay (3.1.3.2.2): the will goes out after the delay, or
+                    // when the session ends if that is sooner, unless a connection resumes the
+                    // session first. Kept with the session, so a restart does not lose it.
+                    let delay = self.will_delay.min(self.session_expiry);
+                    debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
+                    self.delayed_will = Some(KeptWill { will, due: std::time::SystemTime::now() + delay });
                 } else {
                     debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
                     self.publish_will(will);
@@ -758,6 +862,8 @@ impl Session {
     }
 
     fn release(&mut self) {
+        // What a persistent session keeps, taken before the deliveries in flight go back.
+        let kept = self.kept();
         let had_no_local = !self.no_local.is_empty();
         self.no_local.clear();
         self.count_no_local(had_no_local);
@@ -779,90 +885,107 @@ impl Session {
             // A newer connection took the session over; it owns the queue now.
             return;
         }
+        self.subscriptions.clear();
         if self.ends_with_connection {
-            sessions.remove(&key);
+            let record = sessions.remove(&key).and_then(|entry| entry.record);
             drop(sessions);
+            self.state.forget_kept(self.vhost.name(), &self.client_id, record);
             if let Some(queue) = self.queue.take() {
                 self.vhost.remove_queue(&queue);
             }
         } else if let Some(entry) = sessions.get_mut(&key) {
             entry.connection = None;
-            entry.subscriptions = std::mem::take(&mut self.subscriptions);
-            if self.queue.is_none() && entry.subscriptions.is_empty() {
-                // Nothing to keep: no queue, no subscriptions.
-                sessions.remove(&key);
-            } else {
-                entry.sweeper = self.forget_when_expired(key);
-            }
-        }
-    }
-
-    /// MQTT 5's will delay (3.1.3.2.2): the will goes out after the delay, or when the session
-    /// ends if that is sooner, unless a connection resumes the session first.
-    fn publish_will_later(&self, will: mqttbytes::v4::LastWill) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let state = self.state.clone();
-        let vhost = self.vhost.clone();
-        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
-        let generation = self.connection;
-        let delay = self.will_delay.min(self.session_expiry);
-        let shutdown = self.state.broker.shutdown().clone();
-        debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
-        let task_state = state.clone();
-        let task_key = key.clone();
-        let task = runtime.spawn(async move {
-            let (state, key) = (task_state, task_key);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                // Not stored: a delayed will still pending at shutdown is dropped.
-                _ = shutdown.cancelled() => return,
-            }
-            let resumed = {
-                let sessions = state.sessions.lock().expect("sessions lock poisoned");
-                sessions.get(&key).is_some_and(|entry| entry.connection.is_some() || entry.generation != generation)
-            };
-            if !resumed {
-                debug!(client_id = %key.1, topic = %will.topic, "publishing delayed last will");
-                crate::inbound::publish_will(&state, &vhost, will);
-            }
-        });
-        // Held by the session's registry entry, so a connection that takes the session back
-        // aborts it; without an entry it runs to its end, bounded by the delay.
-        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation) {
-            entry.will = Some(task.abort_handle());
-        }
-    }
-
-    /// Ends a disconnected persistent session once its expiry has passed: its queue goes (if
-    /// its `x-expires`, the broker's longest expiry, has not already taken it) and so does its
-    /// registry entry, so client ids that never come back do not accumulate. Acts only if no
-    /// connection has held the session since this one.
-    fn forget_when_expired(&self, key: SessionKey) -> Option<tokio::task::AbortHandle> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let state = self.state.clone();
-        let vhost = self.vhost.clone();
-        let queue_name = self.queue_name();
-        let generation = self.connection;
-        let expiry = self.session_expiry;
-        let sweeper = runtime.spawn(async move {
-            tokio::time::sleep(expiry).await;
-            // Under the registry's lock: a connection that takes the session from here on
-            // finds no queue and starts afresh; one that took it before is seen here.
-            let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-            let unchanged =
-                sessions.get(&key).is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
-            if !unchanged {
+            entry.kept = kept;
+            if self.queue.is_none() && entry.kept.is_empty() {
+                // Nothing to keep: no queue, no subscriptions, no ids, no will.
+                let record = sessions.remove(&key).and_then(|entry| entry.record);
+                drop(sessions);
+                self.state.forget_kept(self.vhost.name(), &self.client_id, record);
                 return;
             }
-            sessions.remove(&key);
-            if let Ok(queue) = vhost.queue(&queue_name, ConnectionId(generation)) {
-                vhost.remove_queue(&queue);
+            self.state.store_kept(self.vhost.name(), &self.client_id, entry);
+            entry.sweeper = expire_later(&self.state, &self.vhost, key.clone(), self.connection, self.session_expiry);
+            if let Some(will) = &entry.kept.will {
+                let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+                entry.will = will_later(&self.state, &self.vhost, key, self.connection, will.will.clone(), delay);
             }
-            info!(client_id = %key.1, "mqtt session expired");
-        });
-        Some(sweeper.abort_handle())
+        }
     }
+}
+
+/// Ends a disconnected persistent session once its expiry has passed: its queue goes (if its
+/// `x-expires`, the broker's longest expiry, has not already taken it), and so do its registry
+/// entry and its journal record, so client ids that never come back do not accumulate. Acts
+/// only if no connection has held the session since `generation` left it.
+pub(crate) fn expire_later(
+    state: &Arc<MqttState>,
+    vhost: &Arc<Vhost>,
+    key: SessionKey,
+    generation: u64,
+    expiry: Duration,
+) -> Option<tokio::task::AbortHandle> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (state, vhost) = (state.clone(), vhost.clone());
+    let sweeper = runtime.spawn(async move {
+        tokio::time::sleep(expiry).await;
+        // Under the registry's lock: a connection that takes the session from here on finds no
+        // queue and starts afresh; one that took it before is seen here.
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        let unchanged =
+            sessions.get(&key).is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
+        if !unchanged {
+            return;
+        }
+        let record = sessions.remove(&key).and_then(|entry| entry.record);
+        if let Ok(queue) = vhost.queue(&session_queue_name(&key.1), ConnectionId(generation)) {
+            vhost.remove_queue(&queue);
+        }
+        drop(sessions);
+        state.forget_kept(vhost.name(), &key.1, record);
+        info!(client_id = %key.1, "mqtt session expired");
+    });
+    Some(sweeper.abort_handle())
+}
+
+/// Publishes a delayed will after `delay`, unless a connection has taken the session back by
+/// then (which aborts the task). A will still waiting at shutdown stays in the session's record
+/// and is rescheduled at the next start.
+pub(crate) fn will_later(
+    state: &Arc<MqttState>,
+    vhost: &Arc<Vhost>,
+    key: SessionKey,
+    generation: u64,
+    will: LastWill,
+    delay: Duration,
+) -> Option<tokio::task::AbortHandle> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (state, vhost) = (state.clone(), vhost.clone());
+    let shutdown = state.broker.shutdown().clone();
+    let task = runtime.spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let resumed = {
+            let sessions = state.sessions.lock().expect("sessions lock poisoned");
+            sessions.get(&key).is_some_and(|entry| entry.connection.is_some() || entry.generation != generation)
+        };
+        if resumed {
+            return;
+        }
+        debug!(client_id = %key.1, topic = %will.topic, "publishing delayed last will");
+        crate::inbound::publish_will(&state, &vhost, will);
+        // Published first, then taken out of the record: a crash in between publishes it again
+        // rather than never.
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation) {
+            entry.will = None;
+            if entry.kept.will.take().is_some() {
+                state.store_kept(vhost.name(), &key.1, entry);
+            }
+        }
+    });
+    Some(task.abort_handle())
 }
 
 impl Drop for Session {

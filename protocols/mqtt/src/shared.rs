@@ -119,11 +119,16 @@ impl Session {
 
     /// Whether the session consumes this queue now: its own, or a shared subscription's.
     pub(crate) fn consumes(&self, queue: &Queue) -> bool {
-        self.queue.as_ref().is_some_and(|own| std::ptr::eq(Arc::as_ptr(own), queue)) || self.shared_qos(queue).is_some()
+        self.queue.as_ref().is_some_and(|own| std::ptr::eq(Arc::as_ptr(own), queue))
+            || self.shared_through(queue).is_some()
     }
 
-    /// The shared subscription a delivery came through, if any.
-    pub(crate) fn shared_qos(&self, queue: &Queue) -> Option<QoS> {
-        self.shared.values().find(|shared| std::ptr::eq(Arc::as_ptr(&shared.queue), queue)).map(|shared| shared.qos)
+    /// The shared subscription a delivery came through, if any, as its `$share/...` filter
+    /// and QoS.
+    pub(crate) fn shared_through(&self, queue: &Queue) -> Option<(&str, QoS)> {
+        self.shared
+            .iter()
+            .find(|(_, shared)| std::ptr::eq(Arc::as_ptr(&shared.queue), queue))
+            .map(|(path, shared)| (path.as_str(), shared.qos))
     }
 }

@@ -15,6 +15,8 @@ use warren_core::queue::Recovered;
 use warren_core::value::{Table, Value};
 use warren_core::{Broker, Message};
 
+use crate::kept::{Kept, CLIENT_ID_BYTES_MAX, SESSION_PREFIX};
+
 /// Limits and policies of the MQTT listener.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
@@ -69,14 +71,29 @@ pub(crate) struct SessionEntry {
     /// The task that forgets this disconnected session once its queue expires; aborted when a
     /// connection takes the session back, so each entry has at most one.
     pub sweeper: Option<tokio::task::AbortHandle>,
-    /// Subscriptions of a persistent session, kept while it is disconnected.
-    pub subscriptions: Vec<(String, QoS)>,
-    /// Outbound QoS 2 packet ids between PUBREC and PUBCOMP: the next connection of a
-    /// persistent session resends PUBREL for them. In memory only, not across a restart.
-    pub released: Vec<u16>,
+    /// What a persistent session keeps for its next connection (mirrored while connected, so
+    /// a takeover inherits it).
+    pub kept: Kept,
+    /// The journal record of `kept`, when it has one.
+    pub record: Option<u64>,
     /// A delayed will waiting to be published; aborted when a connection takes the session
     /// back (it would not be published then anyway).
     pub will: Option<tokio::task::AbortHandle>,
+}
+
+impl SessionEntry {
+    /// A registry entry for a connection that now holds the session.
+    pub(crate) fn new(connection: u64, kick: Arc<Notify>) -> SessionEntry {
+        SessionEntry {
+            connection: Some(connection),
+            generation: connection,
+            kick,
+            sweeper: None,
+            kept: Kept::default(),
+            record: None,
+            will: None,
+        }
+    }
 }
 
 /// A topic's retained message.
@@ -164,6 +181,21 @@ impl MqttState {
         Ok(lsn)
     }
 
+    /// Whether a journaled queue name is one of the adapter's pseudo-queues (retained messages
+    /// and session state), which [`MqttState::restore`] takes instead of a queue.
+    pub fn is_pseudo_queue(name: &QueueName) -> bool {
+        name.as_str().starts_with(RETAINED_PREFIX) || name.as_str().starts_with(SESSION_PREFIX)
+    }
+
+    /// Puts back what the journal held for a pseudo-queue at start.
+    pub fn restore(self: &Arc<Self>, vhost: &VhostName, pseudo_queue: &QueueName, found: Vec<Recovered>) {
+        if pseudo_queue.as_str().starts_with(SESSION_PREFIX) {
+            self.restore_session(vhost, pseudo_queue, found);
+        } else {
+            self.restore_retained(vhost, pseudo_queue, found);
+        }
+    }
+
     /// Puts back the retained messages found in the journal at start: per topic, the newest
     /// record wins and older ones (left by a crash) are removed.
     pub fn restore_retained(&self, vhost: &VhostName, pseudo_queue: &QueueName, found: Vec<Recovered>) {
@@ -196,6 +228,81 @@ impl MqttState {
             .entry(vhost.clone())
             .or_default()
             .insert(topic.to_owned(), retained);
+    }
+
+    /// Journals a session's kept state, replacing its previous record (the new record first,
+    /// then the old one's removal). Without a store, or for a client id too long to name a
+    /// record, the state stays in memory only.
+    pub(crate) fn store_kept(&self, vhost: &VhostName, client_id: &str, entry: &mut SessionEntry) {
+        let Some(journal) = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX) else { return };
+        let pseudo_queue = QueueName::from(format!("{SESSION_PREFIX}{client_id}"));
+        let message = Message {
+            exchange: ExchangeName::new(""),
+            routing_key: warren_core::topic::RoutingKey::new(client_id),
+            properties: Properties { delivery_mode: Some(2), ..Properties::default() },
+            body: entry.kept.encode(),
+            journal: None,
+        };
+        match journal.publish(vhost, &[&pseudo_queue], &message) {
+            Ok(reference) => {
+                if let Some(previous) = entry.record.replace(reference.id) {
+                    journal.removed(vhost, &pseudo_queue, previous);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(%vhost, client_id, "message store cannot write; session state kept in memory only")
+            }
+        }
+    }
+
+    /// Removes a session's journal record (the session ended).
+    pub(crate) fn forget_kept(&self, vhost: &VhostName, client_id: &str, record: Option<u64>) {
+        if let (Some(journal), Some(record)) = (self.broker.journal(), record) {
+            journal.removed(vhost, &QueueName::from(format!("{SESSION_PREFIX}{client_id}")), record);
+        }
+    }
+
+    /// Puts back a persistent session's kept state found in the journal at start: the newest
+    /// record that reads back wins, older ones (left by a crash) are removed. The session
+    /// expires, and a delayed will goes out, as if its connection had just ended.
+    pub fn restore_session(self: &Arc<Self>, vhost_name: &VhostName, pseudo_queue: &QueueName, found: Vec<Recovered>) {
+        let (Some(journal), Some(client_id)) =
+            (self.broker.journal(), pseudo_queue.as_str().strip_prefix(SESSION_PREFIX))
+        else {
+            return;
+        };
+        let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
+        let Ok(messages) = journal.read(&references) else {
+            tracing::warn!(vhost = %vhost_name, client_id, "cannot read a stored mqtt session back; not restored");
+            return;
+        };
+        let decoded: Vec<Option<Kept>> =
+            messages.into_iter().map(|message| message.and_then(|message| Kept::decode(message.body))).collect();
+        let keep = decoded.iter().rposition(Option::is_some);
+        let mut kept = None;
+        for (index, (reference, record)) in references.iter().zip(decoded).enumerate() {
+            if Some(index) == keep {
+                kept = record.map(|record| (reference.id, record));
+            } else {
+                journal.removed(vhost_name, pseudo_queue, reference.id);
+            }
+        }
+        let Some((id, kept)) = kept else { return };
+        let Some(vhost) = self.broker.vhost(vhost_name) else {
+            journal.removed(vhost_name, pseudo_queue, id);
+            return;
+        };
+        let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
+        let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
+        entry.connection = None;
+        entry.sweeper = crate::session::expire_later(self, &vhost, key.clone(), 0, kept.expiry);
+        if let Some(will) = &kept.will {
+            let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.will.clone(), delay);
+        }
+        entry.kept = kept;
+        entry.record = Some(id);
+        self.sessions.lock().expect("sessions lock poisoned").insert(key, entry);
     }
 
     /// The retained messages whose topic matches `filter`.
