@@ -993,3 +993,92 @@ async fn mqtt5_session_state_survives_reconnects_and_a_crash() {
     let wills = publishes_within(&mut watcher_events, Duration::from_millis(4000)).await;
     assert_eq!(wills.iter().map(|will| &will.payload[..]).collect::<Vec<_>>(), [&b"gone"[..]], "the will, once");
 }
+
+/// Reads whole packets for `quiet`, returning (first byte, body) of each.
+fn raw_packets_within(stream: &mut std::net::TcpStream, quiet: Duration) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + quiet;
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()).filter(|left| !left.is_zero()) {
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => bytes.extend_from_slice(&buffer[..read]),
+            Err(_) => break,
+        }
+    }
+    let mut packets = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 2 {
+        let (mut length, mut used) = (0usize, 1);
+        loop {
+            let byte = rest[used];
+            length |= usize::from(byte & 0x7F) << (7 * (used - 1));
+            used += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        packets.push((rest[0], rest[used..used + length].to_vec()));
+        rest = &rest[used + length..];
+    }
+    packets
+}
+
+#[tokio::test]
+async fn mqtt5_retained_messages_on_subscribe_respect_receive_maximum() {
+    use std::io::{Read, Write};
+    let broker = Broker::start();
+    let (setter, mut setter_events, _) = connect(options(&broker, "v5-rm-setter")).await;
+    for index in 0..5 {
+        setter.publish(format!("rm/{index}"), QoS::AtLeastOnce, true, "kept").await.expect("PUBLISH");
+        next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    }
+    let addr = broker.mqtt_addr;
+    tokio::task::spawn_blocking(move || {
+        // CONNECT, MQTT 5, clean start, properties: Receive Maximum 2.
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b1100_0010, 0, 60, 3, 0x21, 0, 2];
+        for field in ["v5-rm-subscriber", "guest", "guest"] {
+            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            body.extend_from_slice(field.as_bytes());
+        }
+        let mut connect = vec![0x10, body.len() as u8];
+        connect.extend_from_slice(&body);
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.write_all(&connect).expect("CONNECT");
+        let mut header = [0u8; 2];
+        stream.read_exact(&mut header).expect("CONNACK");
+        let mut rest = vec![0u8; usize::from(header[1])];
+        stream.read_exact(&mut rest).expect("CONNACK body");
+        stream.write_all(&[0x82, 0x0A, 0, 1, 0, 0, 4, b'r', b'm', b'/', b'#', 1]).expect("SUBSCRIBE");
+        let publishes = |packets: Vec<(u8, Vec<u8>)>| -> Vec<u16> {
+            packets
+                .into_iter()
+                .filter(|(first, _)| first & 0xF0 == 0x30)
+                .map(|(first, body)| {
+                    assert_eq!(first & 0x07, 0x03, "QoS 1, retained");
+                    let topic_length = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                    u16::from_be_bytes([body[2 + topic_length], body[3 + topic_length]])
+                })
+                .collect()
+        };
+        let first = publishes(raw_packets_within(&mut stream, Duration::from_millis(500)));
+        assert_eq!(first.len(), 2, "Receive Maximum 2: two unacknowledged at once");
+        stream.write_all(&[0x40, 0x02]).expect("PUBACK");
+        stream.write_all(&first[0].to_be_bytes()).expect("PUBACK id");
+        let second = publishes(raw_packets_within(&mut stream, Duration::from_millis(500)));
+        assert_eq!(second.len(), 1, "one acknowledged, one more");
+        let mut all = first;
+        all.extend(second);
+        for id in all.iter().skip(1) {
+            stream.write_all(&[0x40, 0x02]).expect("PUBACK");
+            stream.write_all(&id.to_be_bytes()).expect("PUBACK id");
+        }
+        let third = publishes(raw_packets_within(&mut stream, Duration::from_millis(500)));
+        assert_eq!(third.len(), 2, "the last two");
+    })
+    .await
+    .expect("the raw subscriber");
+}

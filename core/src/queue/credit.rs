@@ -37,7 +37,7 @@ impl Credit {
     }
 
     /// Takes one unit if there is room.
-    pub(crate) fn try_acquire(&self) -> bool {
+    pub fn try_acquire(&self) -> bool {
         let mut used = self.used.load(Ordering::Acquire);
         loop {
             let limit = self.limit();

@@ -33,12 +33,22 @@ pub(crate) enum Inflight {
     /// `key` is its identity in the session's own queue, to resend it under the same id after
     /// a reconnect (`None` for a shared subscription's, which goes back to the group).
     Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message>, key: Option<MessageKey> },
-    /// A retained message sent on subscribe: nothing to settle.
+    /// A retained message sent on subscribe: it holds a unit of the session's window.
     Retained,
     /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited. The
-    /// delivery's window slot comes back only at PUBCOMP, as Receive Maximum counts it (4.9);
-    /// `None` for ids resumed from an earlier connection.
-    Released { consumer: Option<Arc<Consumer>> },
+    /// delivery's window slot comes back only at PUBCOMP, as Receive Maximum counts it (4.9).
+    Released { slot: Slot },
+}
+
+/// What an outbound QoS 1 or 2 publish holds of the session's window until it is acknowledged.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// A delivery's: its consumer's count and a unit of the window it shares.
+    Consumer(Arc<Consumer>),
+    /// A retained message's: a unit of the window.
+    Window,
+    /// Nothing: an id resumed from an earlier connection.
+    None,
 }
 
 impl Session {
@@ -108,7 +118,7 @@ impl Session {
         let Some(subscription_qos) = subscription_qos else {
             // Unsubscribed while in flight: nobody here wants it any more.
             delivery.queue.acked([&delivery.message]);
-            delivery.consumer.settle(1);
+            self.slot_freed(Slot::Consumer(delivery.consumer));
             return;
         };
         let qos = lower(message_qos(&delivery.message), subscription_qos);
@@ -138,7 +148,7 @@ impl Session {
         };
         if qos == QoS::AtMostOnce {
             delivery.queue.acked([&delivery.message]);
-            delivery.consumer.settle(1);
+            self.slot_freed(Slot::Consumer(delivery.consumer));
         } else {
             let free = resent_id.filter(|id| !self.inflight.contains_key(id));
             let Some(packet_id) = free.or_else(|| self.next_packet_id()) else {
@@ -169,7 +179,8 @@ impl Session {
         if !self.send_publish(publish, delivery_properties, expires_in, identifiers) && qos_above_zero {
             // Dropped for this client: settled as if acknowledged.
             if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
-                settle(&queue, &consumer, &message);
+                queue.acked([&message]);
+                self.slot_freed(Slot::Consumer(consumer));
             }
         }
     }
@@ -221,11 +232,33 @@ impl Session {
         None
     }
 
+    /// PUBACK: the delivery leaves its queue and its window slot comes free.
     pub(crate) fn acknowledged(&mut self, packet_id: u16) -> Option<End> {
-        if let Some(Inflight::Queued { queue, consumer, message, .. }) = self.inflight.remove(&packet_id) {
-            settle(&queue, &consumer, &message);
+        match self.inflight.remove(&packet_id) {
+            Some(Inflight::Queued { queue, consumer, message, .. }) => {
+                queue.acked([&message]);
+                self.slot_freed(Slot::Consumer(consumer));
+            }
+            Some(Inflight::Retained) => self.slot_freed(Slot::Window),
+            // A PUBACK for a QoS 2 id is a client's error; the id stays until its PUBCOMP.
+            Some(released @ Inflight::Released { .. }) => {
+                self.inflight.insert(packet_id, released);
+            }
+            None => {}
         }
         self.id_freed()
+    }
+
+    /// A delivery's window slot came free. Retained messages waiting for one (see
+    /// `send_retained`) get it first: released to the window, it would go to the queue, which
+    /// takes it at once while it has messages.
+    fn slot_freed(&mut self, slot: Slot) {
+        match slot {
+            Slot::None => return,
+            Slot::Consumer(consumer) => consumer.prefetch.release(1),
+            Slot::Window => {}
+        }
+        self.flush_retained(true);
     }
 
     /// A packet id came free: deliveries held for want of one may go.
@@ -240,9 +273,9 @@ impl Session {
     pub(crate) fn received(&mut self, packet_id: u16) -> Option<End> {
         let (released, settled) = match self.inflight.remove(&packet_id) {
             Some(Inflight::Queued { queue, consumer, message, .. }) => {
-                (Inflight::Released { consumer: Some(consumer) }, Some((queue, message)))
+                (Inflight::Released { slot: Slot::Consumer(consumer) }, Some((queue, message)))
             }
-            Some(Inflight::Retained) => (Inflight::Released { consumer: None }, None),
+            Some(Inflight::Retained) => (Inflight::Released { slot: Slot::Window }, None),
             Some(released @ Inflight::Released { .. }) => (released, None),
             None => {
                 // Not ours (or already completed): answered, but nothing is recorded, so a
@@ -264,13 +297,12 @@ impl Session {
 
     /// PUBCOMP: the QoS 2 exchange for this packet id is over; its window slot comes back.
     pub(crate) fn completed(&mut self, packet_id: u16) -> Option<End> {
-        if let Some(Inflight::Released { consumer }) = self.inflight.get(&packet_id) {
-            if let Some(consumer) = consumer {
-                consumer.settle(1);
-            }
+        if let Some(Inflight::Released { .. }) = self.inflight.get(&packet_id) {
             // The registry and record still list the id until their next rewrite: a PUBREL
             // resent for a completed id only gets another PUBCOMP (4.3.3).
-            self.inflight.remove(&packet_id);
+            if let Some(Inflight::Released { slot }) = self.inflight.remove(&packet_id) {
+                self.slot_freed(slot);
+            }
             return self.id_freed();
         }
         None
@@ -280,7 +312,7 @@ impl Session {
     /// PUBREC and PUBCOMP (section 4.4).
     pub(crate) fn resume_released(&mut self, released: Vec<u16>) {
         for packet_id in released {
-            self.inflight.insert(packet_id, Inflight::Released { consumer: None });
+            self.inflight.insert(packet_id, Inflight::Released { slot: Slot::None });
             self.send(Packet::PubRel(PubRel::new(packet_id)));
         }
     }
@@ -297,22 +329,44 @@ impl Session {
         ids
     }
 
-    /// Sends the retained messages matching a new subscription, flagged retained.
+    /// Sends the retained messages matching a new subscription, flagged retained. At QoS 1 or
+    /// 2 each takes a unit of the session's window, as Receive Maximum counts them (4.9): those
+    /// that find none wait, in order, for acknowledgements to free some.
     pub(crate) fn send_retained(&mut self, filter: &str, granted: QoS) {
         for (topic, retained) in self.state.retained_matching(self.vhost.name(), filter) {
-            let mut qos = lower(retained.qos, granted);
-            let packet_id = if qos == QoS::AtMostOnce { None } else { self.next_packet_id() };
-            if packet_id.is_none() {
-                // No id free: a retained message can still go out at QoS 0.
-                qos = QoS::AtMostOnce;
+            let qos = lower(retained.qos, granted);
+            self.pending_retained.push_back((topic, retained.payload, qos));
+        }
+        self.flush_retained(false);
+    }
+
+    /// Sends the waiting retained messages the window has room for. With `unit`, the caller
+    /// holds a window unit that came free: the first QoS 1 or 2 message takes it, or it goes
+    /// back to the window.
+    fn flush_retained(&mut self, mut unit: bool) {
+        while let Some((_, _, qos)) = self.pending_retained.front() {
+            let room =
+                |window: &Option<Arc<warren_core::queue::Credit>>| window.as_ref().is_some_and(|w| w.try_acquire());
+            if *qos != QoS::AtMostOnce && !std::mem::take(&mut unit) && !room(&self.window) {
+                break;
             }
-            let mut publish = Publish::from_bytes(topic, qos, retained.payload);
+            let (topic, payload, mut qos) = self.pending_retained.pop_front().expect("looked at");
+            let packet_id = if qos == QoS::AtMostOnce { None } else { self.next_packet_id() };
+            if qos != QoS::AtMostOnce && packet_id.is_none() {
+                // No id free: it still goes out, at QoS 0, and its unit goes back.
+                qos = QoS::AtMostOnce;
+                unit = true;
+            }
+            let mut publish = Publish::from_bytes(topic, qos, payload);
             publish.retain = true;
             if let Some(packet_id) = packet_id {
                 publish.pkid = packet_id;
                 self.inflight.insert(packet_id, Inflight::Retained);
             }
             self.send(Packet::Publish(publish));
+        }
+        if let (true, Some(window)) = (unit, &self.window) {
+            window.release(1);
         }
     }
 
@@ -330,12 +384,6 @@ impl Session {
     pub(crate) fn requeue_inbox(&mut self) {
         self.inbox.return_undelivered();
     }
-}
-
-/// A delivery the client has: it leaves its queue, and its consumer's window opens by one.
-fn settle(queue: &Queue, consumer: &Consumer, message: &Arc<Message>) {
-    queue.acked([message]);
-    consumer.settle(1);
 }
 
 fn message_header<'a>(message: &'a Message, name: &str) -> Option<&'a Value> {

@@ -150,6 +150,9 @@ pub(crate) struct Session {
     pub(crate) kept_dirty: bool,
     /// A will waiting for its delay, from `finish` to `release`.
     delayed_will: Option<KeptWill>,
+    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window (topic,
+    /// payload, QoS).
+    pub(crate) pending_retained: std::collections::VecDeque<(String, Bytes, QoS)>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
     pub(crate) incoming_qos2: HashSet<u16>,
@@ -378,6 +381,7 @@ async fn open(
         resend: HashMap::new(),
         kept_dirty: false,
         delayed_will: None,
+        pending_retained: std::collections::VecDeque::new(),
         next_packet_id: 1,
         incoming_qos2: HashSet::new(),
         out: BytesMut::new(),
