@@ -1082,3 +1082,38 @@ async fn mqtt5_retained_messages_on_subscribe_respect_receive_maximum() {
     .await
     .expect("the raw subscriber");
 }
+
+#[tokio::test]
+async fn mqtt5_shared_subscriptions_are_authorised_per_group() {
+    let broker = Broker::start();
+    assert_eq!(management(&broker, "PUT", "/api/users/team-a", r#"{"password":"team-a-pass","tags":""}"#), 201);
+    let permissions = r#"{"configure":"^mqtt-(subscription-|shared-team-a/)","write":"^mqtt-(subscription-|shared-team-a/)","read":".*"}"#;
+    assert_eq!(management(&broker, "PUT", "/api/permissions/%2F/team-a", permissions), 201);
+    let mut team_options = options(&broker, "v5-team-a");
+    team_options.set_credentials("team-a", "team-a-pass");
+    let (client, mut events, _) = connect(team_options).await;
+    client.subscribe("$share/team-a/jobs/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    let codes = next(&mut events, "SUBACK", |packet| match packet {
+        Packet::SubAck(ack) => Some(ack.return_codes),
+        _ => None,
+    })
+    .await;
+    assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)], "its own group");
+    client.subscribe("$share/team-b/jobs/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    // rumqttc reports a failed SUBACK as an error of its own, with the reason code.
+    let error = within("the refused SUBACK", async {
+        loop {
+            if let Err(error) = events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::v5::StateError::SubFail { reason: SubscribeReasonCode::NotAuthorized })
+        ),
+        "another group: {error:?}"
+    );
+}

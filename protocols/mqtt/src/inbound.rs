@@ -149,11 +149,13 @@ impl Session {
         publish_will(&self.state, &self.vhost, will);
     }
 
-    /// SUBSCRIBE; `options` are an MQTT 5 client's, one per filter (empty otherwise).
+    /// SUBSCRIBE; `options` are an MQTT 5 client's, one per filter (empty otherwise);
+    /// `shares_allowed`, the shared subscriptions the user may join (`shared::permitted`).
     pub(crate) fn subscribe(
         &mut self,
         subscribe: Subscribe,
         options: &[crate::v5::SubscriptionOptions],
+        shares_allowed: &std::collections::HashSet<String>,
     ) -> Option<End> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         // MQTT 5 says why a filter failed (3.9.3); 3.1.1 only that it did.
@@ -165,7 +167,7 @@ impl Session {
                 let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
                 let result = if inner.is_empty() {
                     Err(crate::v5::REASON_TOPIC_FILTER_INVALID)
-                } else if !self.permitted.share {
+                } else if !shares_allowed.contains(&filter.path) {
                     Err(crate::v5::REASON_NOT_AUTHORIZED)
                 } else {
                     self.subscribe_shared(&filter.path, group, inner, granted).map_err(|error| {

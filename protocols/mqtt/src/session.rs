@@ -48,8 +48,6 @@ pub(crate) enum End {
 pub(crate) struct Permitted {
     pub(crate) publish: bool,
     pub(crate) subscribe: bool,
-    /// Join shared subscriptions: configure, write and read on `mqtt-shared-` queues.
-    pub(crate) share: bool,
 }
 
 /// The queue of a client id's session, as RabbitMQ names it.
@@ -71,18 +69,12 @@ impl Permitted {
             ])
             .await
             .is_ok();
-        let share = access
-            .check_all(&[
-                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Configure),
-                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Write),
-                (ResourceKind::Queue, crate::shared::QUEUE_PREFIX, Permission::Read),
-                (ResourceKind::Exchange, topic, Permission::Read),
-            ])
-            .await
-            .is_ok();
-        Permitted { publish, subscribe, share }
+        Permitted { publish, subscribe }
     }
 }
+
+/// A SUBSCRIBE, with its MQTT 5 options and identifier, waiting for authorisation checks.
+type AwaitingSubscribe = (mqttbytes::v4::Subscribe, Vec<crate::v5::SubscriptionOptions>, Option<usize>);
 
 pub(crate) struct Session {
     pub(crate) state: Arc<MqttState>,
@@ -148,6 +140,10 @@ pub(crate) struct Session {
     /// What the session keeps changed in a way its journal record must hold before the
     /// output goes out (a QoS 2 PUBLISH's id): rewritten once per drained batch.
     pub(crate) kept_dirty: bool,
+    /// A SUBSCRIBE to shared subscriptions, waiting for their authorisation.
+    awaiting_subscribe: Option<Box<AwaitingSubscribe>>,
+    /// Who the session is: shared subscriptions are authorised when they are made.
+    principal: Box<Principal>,
     /// A will waiting for its delay, from `finish` to `release`.
     delayed_will: Option<KeptWill>,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window (topic,
@@ -381,6 +377,8 @@ async fn open(
         resend: HashMap::new(),
         kept_dirty: false,
         delayed_will: None,
+        awaiting_subscribe: None,
+        principal: Box::new(principal.clone()),
         pending_retained: std::collections::VecDeque::new(),
         next_packet_id: 1,
         incoming_qos2: HashSet::new(),
@@ -399,7 +397,14 @@ async fn open(
         Some(entry) => (Some(entry.kept), entry.record),
         None => (None, None),
     };
-    let session_present = session.resume(kept);
+    // The shared subscriptions it would rejoin are checked as a SUBSCRIBE checks them.
+    let mut shares_allowed = HashSet::new();
+    for extra in kept.iter().flat_map(|kept| &kept.extras).filter(|extra| extra.shared) {
+        if crate::shared::permitted(&access, &extra.filter).await {
+            shares_allowed.insert(extra.filter.clone());
+        }
+    }
+    let session_present = session.resume(kept, &shares_allowed);
     session.adopt_record(record, session_present);
     session.keep(false);
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
@@ -439,7 +444,7 @@ impl Session {
     /// broker restart a persistent session's queue is durable and so are its bindings: the
     /// subscriptions are read back from them, at the QoS kept in their arguments; the rest
     /// comes from the session's journal record (`MqttState::restore_session`).
-    fn resume(&mut self, previous: Option<Kept>) -> bool {
+    fn resume(&mut self, previous: Option<Kept>, shares_allowed: &HashSet<String>) -> bool {
         let existing = self.vhost.queue(&self.queue_name(), ConnectionId(self.connection)).ok();
         if self.clean_session {
             if let Some(queue) = existing {
@@ -458,7 +463,7 @@ impl Session {
         for extra in kept.extras {
             if extra.shared {
                 let joined = match crate::shared::parse(&extra.filter) {
-                    Some((group, inner)) if !inner.is_empty() && self.permitted.share => {
+                    Some((group, inner)) if !inner.is_empty() && shares_allowed.contains(&extra.filter) => {
                         self.subscribe_shared(&extra.filter, group, inner, extra.qos).is_ok()
                     }
                     _ => false,
@@ -635,7 +640,7 @@ impl Session {
         let mut sizer = warren_net::ReadSizer::new();
         let mut keep_alive_check = tokio::time::interval(Duration::from_millis(500));
         // Packets that arrived with CONNECT.
-        if let Some(end) = self.process(buffer) {
+        if let Some(end) = self.process_all(buffer).await {
             return end;
         }
         loop {
@@ -662,7 +667,7 @@ impl Session {
                 _ = wait_for_room(paused.as_deref()), if paused.is_some() => {
                     self.paused_on = None;
                     last_packet = Instant::now();
-                    if let Some(end) = self.process(buffer).or_else(|| self.drain_inbox()) {
+                    if let Some(end) = self.process_all(buffer).await.or_else(|| self.drain_inbox()) {
                         return end;
                     }
                 }
@@ -671,7 +676,7 @@ impl Session {
                     Ok(read) => {
                         sizer.observe(read);
                         last_packet = Instant::now();
-                        if let Some(end) = self.process(buffer).or_else(|| self.drain_inbox()) {
+                        if let Some(end) = self.process_all(buffer).await.or_else(|| self.drain_inbox()) {
                             return end;
                         }
                     }
@@ -702,9 +707,46 @@ impl Session {
         }
     }
 
-    /// Handles every complete packet in the buffer; `Some` when the connection must end.
+    /// Handles every complete packet in the buffer, with the authorisation checks a SUBSCRIBE
+    /// to shared subscriptions waits for; `Some` when the connection must end.
+    async fn process_all(&mut self, buffer: &mut BytesMut) -> Option<End> {
+        loop {
+            if let Some(end) = self.process(buffer) {
+                return Some(end);
+            }
+            let waiting = self.awaiting_subscribe.take()?;
+            let (subscribe, options, identifier) = *waiting;
+            let access = self.state.broker.access(&self.principal, self.vhost.name());
+            let mut shares_allowed = HashSet::new();
+            for filter in &subscribe.filters {
+                if crate::shared::permitted(&access, &filter.path).await {
+                    shares_allowed.insert(filter.path.clone());
+                }
+            }
+            if let Some(end) = self.subscribe_with(subscribe, &options, identifier, &shares_allowed) {
+                return Some(end);
+            }
+        }
+    }
+
+    /// SUBSCRIBE with its MQTT 5 identifier, recorded for each filter it grants
+    /// (`record_identifier`).
+    fn subscribe_with(
+        &mut self,
+        subscribe: mqttbytes::v4::Subscribe,
+        options: &[crate::v5::SubscriptionOptions],
+        identifier: Option<usize>,
+        shares_allowed: &HashSet<String>,
+    ) -> Option<End> {
+        self.pending_identifier = identifier;
+        let end = self.subscribe(subscribe, options, shares_allowed);
+        self.pending_identifier = None;
+        end
+    }
+
+    /// Handles every complete packet in the buffer until one needs an asynchronous check.
     fn process(&mut self, buffer: &mut BytesMut) -> Option<End> {
-        while self.paused_on.is_none() {
+        while self.paused_on.is_none() && self.awaiting_subscribe.is_none() {
             let decoded = match self.level {
                 Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max, &mut self.aliases),
                 Level::V31 | Level::V311 => {
@@ -742,12 +784,18 @@ impl Session {
                     debug!(client_id = %self.client_id, reason, "client disconnected with a reason; the will stands");
                     return Some(End::Abnormal("client disconnected with a reason"));
                 }
-                Ok(Some((Packet::Subscribe(subscribe), Some(crate::v5::Extra::Subscribe(options, identifier))))) => {
-                    // Recorded for each filter the SUBSCRIBE grants (`record_identifier`).
-                    self.pending_identifier = identifier;
-                    let end = self.subscribe(subscribe, &options);
-                    self.pending_identifier = None;
-                    if let Some(end) = end {
+                Ok(Some((Packet::Subscribe(subscribe), extra))) => {
+                    let (options, identifier) = match extra {
+                        Some(crate::v5::Extra::Subscribe(options, identifier)) => (options, identifier),
+                        _ => (Vec::new(), None),
+                    };
+                    if subscribe.filters.iter().any(|filter| crate::shared::parse(&filter.path).is_some()) {
+                        // Shared subscriptions are authorised per group, which may ask an
+                        // authentication backend: `process_all` does that, then resumes here.
+                        self.awaiting_subscribe = Some(Box::new((subscribe, options, identifier)));
+                        return None;
+                    }
+                    if let Some(end) = self.subscribe_with(subscribe, &options, identifier, &HashSet::new()) {
                         return Some(end);
                     }
                 }
@@ -778,7 +826,6 @@ impl Session {
             Packet::PubRel(release) => self.released(release.pkid),
             Packet::PubRec(received) => self.received(received.pkid),
             Packet::PubComp(completed) => self.completed(completed.pkid),
-            Packet::Subscribe(subscribe) => self.subscribe(subscribe, &[]),
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe),
             Packet::PingReq => self.send(Packet::PingResp),
             Packet::Disconnect => Some(End::Graceful),

@@ -2,12 +2,13 @@
 //! from 3.1.1 clients): the members of a group consume one queue, bound to `amq.topic` with the
 //! filter, so each message goes to one of them. The queue is transient and goes with its last
 //! member. Retained messages are not sent on a shared subscription (4.8.2). Joining needs the
-//! configure, write and read permissions on the group queues' names (`mqtt-shared-...`), checked
-//! at connect.
+//! configure, write and read permissions on the group's queue (`mqtt-shared-{group}/{filter}`),
+//! checked when it is joined.
 
 use std::sync::Arc;
 
 use mqttbytes::QoS;
+use warren_core::auth::Access;
 use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, ExchangeName, QueueName};
 use warren_core::queue::{AckMode, Consumer, Credit, Durability, Exclusivity, QueueOptions};
 use warren_core::value::Table;
@@ -38,8 +39,25 @@ pub(crate) fn parse(path: &str) -> Option<(&str, &str)> {
     Some((group, filter))
 }
 
-/// What every group queue's name starts with: permissions on it are checked at connect.
+/// What every group queue's name starts with.
 pub(crate) const QUEUE_PREFIX: &str = "mqtt-shared-";
+
+/// Whether a user may join a shared subscription: configure, write and read on the group's
+/// queue, and read on `amq.topic`, as for the session's own queue.
+pub(crate) async fn permitted(access: &Access, path: &str) -> bool {
+    use warren_core::auth::{Permission, ResourceKind};
+    let Some((group, filter)) = parse(path).filter(|(_, filter)| !filter.is_empty()) else { return false };
+    let queue = queue_name(group, filter);
+    access
+        .check_all(&[
+            (ResourceKind::Queue, queue.as_str(), Permission::Configure),
+            (ResourceKind::Queue, queue.as_str(), Permission::Write),
+            (ResourceKind::Queue, queue.as_str(), Permission::Read),
+            (ResourceKind::Exchange, TOPIC_EXCHANGE, Permission::Read),
+        ])
+        .await
+        .is_ok()
+}
 
 /// The group's queue: one per vhost, group and filter. A group has no `/`, so the first `/`
 /// separates it from the filter and no two subscriptions share a name.
