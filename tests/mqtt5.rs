@@ -1117,3 +1117,64 @@ async fn mqtt5_shared_subscriptions_are_authorised_per_group() {
         "another group: {error:?}"
     );
 }
+
+#[tokio::test]
+async fn mqtt5_retained_messages_keep_their_properties_and_expire() {
+    use rumqttc::v5::mqttbytes::v5::{PublishProperties, SubscribeProperties};
+    let broker = Broker::start();
+    let (setter, mut setter_events, _) = connect(options(&broker, "v5-rp-setter")).await;
+    for (topic, expiry) in [("rp/short", Some(2)), ("rp/long", None)] {
+        let properties = PublishProperties {
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("origin".into(), topic.into())],
+            message_expiry_interval: expiry,
+            ..PublishProperties::default()
+        };
+        setter.publish_with_properties(topic, QoS::AtLeastOnce, true, "kept", properties).await.expect("PUBLISH");
+        next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    }
+    let subscribe_and_collect = |client_id: &'static str, broker: &Broker| {
+        let client_options = options(broker, client_id);
+        async move {
+            let (client, mut events, _) = connect(client_options).await;
+            let properties = SubscribeProperties { id: Some(9), user_properties: Vec::new() };
+            client.subscribe_with_properties("rp/#", QoS::AtLeastOnce, properties).await.expect("SUBSCRIBE");
+            let mut got = publishes_within(&mut events, Duration::from_millis(600)).await;
+            got.sort_by(|a, b| a.topic.cmp(&b.topic));
+            got
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got = subscribe_and_collect("v5-rp-early", &broker).await;
+    assert_eq!(got.len(), 2);
+    for publish in &got {
+        assert!(publish.retain, "flagged retained");
+        let properties = publish.properties.as_ref().expect("properties");
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        assert_eq!(properties.content_type.as_deref(), Some("text/plain"), "{topic}");
+        assert_eq!(properties.user_properties, [("origin".to_owned(), topic.clone())]);
+        assert_eq!(properties.subscription_identifiers, [9], "the subscription's identifier");
+        let expected = if topic == "rp/short" { Some(1) } else { None };
+        assert_eq!(properties.message_expiry_interval, expected, "{topic}: the time left, rounded up");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = subscribe_and_collect("v5-rp-late", &broker).await;
+    let topics: Vec<&[u8]> = got.iter().map(|publish| &publish.topic[..]).collect();
+    assert_eq!(topics, [&b"rp/long"[..]], "the expired one is gone");
+
+    // After a crash, the stored retained messages have their properties, and their expiry,
+    // back.
+    let properties = PublishProperties { message_expiry_interval: Some(600), ..PublishProperties::default() };
+    setter.publish_with_properties("rp/mid", QoS::AtLeastOnce, true, "kept", properties).await.expect("PUBLISH");
+    next(&mut setter_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let broker = broker.crash_and_restart();
+    let got = subscribe_and_collect("v5-rp-restarted", &broker).await;
+    assert_eq!(got.len(), 2);
+    let long = got[0].properties.as_ref().expect("properties");
+    assert_eq!(long.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(long.user_properties, [("origin".to_owned(), "rp/long".to_owned())]);
+    assert_eq!(long.message_expiry_interval, None);
+    let mid = got[1].properties.as_ref().expect("properties");
+    assert!(mid.message_expiry_interval.is_some_and(|left| (590..=600).contains(&left)), "{mid:?}");
+    assert!(mid.user_properties.is_empty(), "the adapter's own headers are not user properties: {mid:?}");
+}

@@ -63,7 +63,7 @@ impl Session {
         }
         let mut retained_lsn = None;
         if publish.retain {
-            let retained = Retained { payload: publish.payload.clone(), qos: publish.qos, journal_id: None };
+            let retained = Retained::new(publish.payload.clone(), publish.qos, properties);
             match self.state.retain(self.vhost.name(), &publish.topic, retained) {
                 Ok(lsn) => retained_lsn = lsn,
                 Err(_) if publish.qos != QoS::AtMostOnce => {
@@ -434,7 +434,7 @@ pub(crate) fn route_message(
 /// a store failure is logged by `retain`.
 pub(crate) fn publish_will(state: &MqttState, vhost: &Vhost, will: LastWill) {
     if will.retain {
-        let retained = Retained { payload: will.message.clone(), qos: will.qos, journal_id: None };
+        let retained = Retained::new(will.message.clone(), will.qos, None);
         let _ = state.retain(vhost.name(), &will.topic, retained);
     }
     route_message(state, vhost, &will.topic, will.message, will.qos, None, None);

@@ -40,6 +40,17 @@ pub(crate) enum Inflight {
     Released { slot: Slot },
 }
 
+/// A retained message matched by a SUBSCRIBE, waiting to be sent.
+#[derive(Debug)]
+pub(crate) struct RetainedSend {
+    topic: String,
+    retained: crate::state::Retained,
+    /// The lower of its QoS and the subscription's.
+    qos: QoS,
+    /// The matching subscription's MQTT 5 identifier.
+    identifier: Option<usize>,
+}
+
 /// What an outbound QoS 1 or 2 publish holds of the session's window until it is acknowledged.
 #[derive(Debug)]
 pub(crate) enum Slot {
@@ -333,9 +344,11 @@ impl Session {
     /// 2 each takes a unit of the session's window, as Receive Maximum counts them (4.9): those
     /// that find none wait, in order, for acknowledgements to free some.
     pub(crate) fn send_retained(&mut self, filter: &str, granted: QoS) {
+        // Sent with the identifier of the subscription that matched them (3.3.4).
+        let identifier = self.subscription_ids.get(filter).copied();
         for (topic, retained) in self.state.retained_matching(self.vhost.name(), filter) {
             let qos = lower(retained.qos, granted);
-            self.pending_retained.push_back((topic, retained.payload, qos));
+            self.pending_retained.push_back(RetainedSend { topic, retained, qos, identifier });
         }
         self.flush_retained(false);
     }
@@ -344,26 +357,35 @@ impl Session {
     /// holds a window unit that came free: the first QoS 1 or 2 message takes it, or it goes
     /// back to the window.
     fn flush_retained(&mut self, mut unit: bool) {
-        while let Some((_, _, qos)) = self.pending_retained.front() {
+        while let Some(RetainedSend { qos, .. }) = self.pending_retained.front() {
             let room =
                 |window: &Option<Arc<warren_core::queue::Credit>>| window.as_ref().is_some_and(|w| w.try_acquire());
             if *qos != QoS::AtMostOnce && !std::mem::take(&mut unit) && !room(&self.window) {
                 break;
             }
-            let (topic, payload, mut qos) = self.pending_retained.pop_front().expect("looked at");
+            let RetainedSend { topic, retained, mut qos, identifier } =
+                self.pending_retained.pop_front().expect("looked at");
             let packet_id = if qos == QoS::AtMostOnce { None } else { self.next_packet_id() };
             if qos != QoS::AtMostOnce && packet_id.is_none() {
                 // No id free: it still goes out, at QoS 0, and its unit goes back.
                 qos = QoS::AtMostOnce;
                 unit = true;
             }
-            let mut publish = Publish::from_bytes(topic, qos, payload);
+            let mut publish = Publish::from_bytes(topic, qos, retained.payload);
             publish.retain = true;
             if let Some(packet_id) = packet_id {
                 publish.pkid = packet_id;
                 self.inflight.insert(packet_id, Inflight::Retained);
             }
-            self.send(Packet::Publish(publish));
+            let expires_in =
+                retained.expires_at.map(|at| at.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+            let properties = retained.properties.as_deref().cloned().unwrap_or_default();
+            if !self.send_publish(publish, &properties, expires_in, identifier.into_iter().collect()) {
+                // Over the client's maximum packet size: dropped, and its unit goes back.
+                if packet_id.is_some_and(|id| self.inflight.remove(&id).is_some()) {
+                    unit = true;
+                }
+            }
         }
         if let (true, Some(window)) = (unit, &self.window) {
             window.release(1);

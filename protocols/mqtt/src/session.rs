@@ -146,9 +146,8 @@ pub(crate) struct Session {
     principal: Box<Principal>,
     /// A will waiting for its delay, from `finish` to `release`.
     delayed_will: Option<KeptWill>,
-    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window (topic,
-    /// payload, QoS).
-    pub(crate) pending_retained: std::collections::VecDeque<(String, Bytes, QoS)>,
+    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
+    pub(crate) pending_retained: std::collections::VecDeque<crate::outbound::RetainedSend>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
     pub(crate) incoming_qos2: HashSet<u16>,

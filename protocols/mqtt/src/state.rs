@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mqttbytes::QoS;
@@ -103,7 +103,36 @@ pub(crate) struct Retained {
     pub qos: QoS,
     /// Its record in the journal, when the broker has one.
     pub journal_id: Option<u64>,
+    /// An MQTT 5 publisher's properties, in their AMQP form (as `v5::apply_publish_properties`
+    /// makes them), sent with the message to MQTT 5 subscribers.
+    pub properties: Option<Arc<Properties>>,
+    /// When it expires (its Message Expiry Interval): it is not sent after, and is dropped
+    /// (3.3.2.3.3). Wall-clock time, as it survives restarts.
+    pub expires_at: Option<SystemTime>,
 }
+
+impl Retained {
+    /// A retained message from a PUBLISH (or will) and an MQTT 5 publisher's properties.
+    pub(crate) fn new(payload: Bytes, qos: QoS, properties: Option<&mqttbytes::v5::PublishProperties>) -> Retained {
+        let expires_at = properties
+            .and_then(|properties| properties.message_expiry_interval)
+            .map(|seconds| SystemTime::now() + Duration::from_secs(u64::from(seconds)));
+        let properties = properties.map(|from| {
+            let mut into = Properties::default();
+            crate::v5::apply_publish_properties(from, &mut into);
+            Arc::new(into)
+        });
+        Retained { payload, qos, journal_id: None, properties, expires_at }
+    }
+
+    fn expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// The header of a journaled retained message that holds when it expires (milliseconds since
+/// the Unix epoch).
+pub(crate) const RETAINED_EXPIRES_HEADER: &str = "x-mqtt-retained-expires";
 
 /// Retained messages are journaled as messages of a pseudo-queue per topic, named with this
 /// prefix, which no client can declare (`amq.` names are reserved). At start the server hands
@@ -221,7 +250,15 @@ impl MqttState {
         }
         let Some((id, message)) = kept else { return };
         let qos = crate::outbound::message_qos(&message);
-        let retained = Retained { payload: message.body, qos, journal_id: Some(id) };
+        let headers = message.properties.headers.as_ref();
+        let expires_at = headers
+            .and_then(|headers| headers.get(RETAINED_EXPIRES_HEADER))
+            .and_then(Value::as_i64)
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        // Its MQTT 5 properties are the journaled message's (the adapter's own headers are
+        // left out when they are sent).
+        let properties = Some(Arc::new(message.properties));
+        let retained = Retained { payload: message.body, qos, journal_id: Some(id), properties, expires_at };
         self.retained
             .lock()
             .expect("retained lock poisoned")
@@ -305,27 +342,47 @@ impl MqttState {
         self.sessions.lock().expect("sessions lock poisoned").insert(key, entry);
     }
 
-    /// The retained messages whose topic matches `filter`.
+    /// The retained messages whose topic matches `filter`. Expired ones are dropped.
     pub(crate) fn retained_matching(&self, vhost: &VhostName, filter: &str) -> Vec<(String, Retained)> {
-        let all = self.retained.lock().expect("retained lock poisoned");
-        let Some(topics) = all.get(vhost) else { return Vec::new() };
-        topics
-            .iter()
-            .filter(|(topic, _)| crate::translate::topic_matches(topic, filter))
-            .map(|(topic, retained)| (topic.clone(), retained.clone()))
-            .collect()
+        let now = SystemTime::now();
+        let mut all = self.retained.lock().expect("retained lock poisoned");
+        let Some(topics) = all.get_mut(vhost) else { return Vec::new() };
+        let mut matching = Vec::new();
+        let mut expired = Vec::new();
+        for (topic, retained) in topics.iter() {
+            if crate::translate::topic_matches(topic, filter) {
+                if retained.expired(now) {
+                    expired.push(topic.clone());
+                } else {
+                    matching.push((topic.clone(), retained.clone()));
+                }
+            }
+        }
+        for topic in expired {
+            let Some(retained) = topics.remove(&topic) else { continue };
+            if let (Some(journal), Some(id)) = (self.broker.journal(), retained.journal_id) {
+                journal.removed(vhost, &QueueName::from(format!("{RETAINED_PREFIX}{topic}")), id);
+            }
+        }
+        matching
     }
 }
 
-/// A retained message as journaled: the payload, persistent, with its QoS in the header MQTT
-/// deliveries carry it in.
+/// A retained message as journaled: the payload, persistent, with its MQTT 5 properties, its
+/// QoS in the header MQTT deliveries carry it in, and when it expires.
 fn retained_message(topic: &str, retained: &Retained) -> Message {
-    let mut headers = Table::new();
+    let mut properties = retained.properties.as_deref().cloned().unwrap_or_default();
+    properties.delivery_mode = Some(2);
+    let headers = properties.headers.get_or_insert_with(Table::new);
     headers.insert(crate::inbound::QOS_HEADER, Value::U8(retained.qos as u8));
+    if let Some(at) = retained.expires_at {
+        let ms = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        headers.insert(RETAINED_EXPIRES_HEADER, Value::I64(i64::try_from(ms).unwrap_or(i64::MAX)));
+    }
     Message {
         exchange: ExchangeName::new(crate::inbound::TOPIC_EXCHANGE),
         routing_key: crate::translate::routing_key(topic),
-        properties: Properties { delivery_mode: Some(2), headers: Some(headers), ..Properties::default() },
+        properties,
         body: retained.payload.clone(),
         journal: None,
     }

@@ -30,8 +30,13 @@ use crate::codec::CodecError;
 use crate::translate;
 
 /// Headers the adapter uses itself, which are not user properties.
-const INTERNAL_HEADERS: [&str; 4] =
-    [crate::inbound::QOS_HEADER, crate::inbound::ORIGIN_HEADER, crate::inbound::RETAIN_HEADER, PAYLOAD_FORMAT_HEADER];
+const INTERNAL_HEADERS: [&str; 5] = [
+    crate::inbound::QOS_HEADER,
+    crate::inbound::ORIGIN_HEADER,
+    crate::inbound::RETAIN_HEADER,
+    PAYLOAD_FORMAT_HEADER,
+    crate::state::RETAINED_EXPIRES_HEADER,
+];
 
 /// The header that carries an MQTT 5 Payload Format Indicator, which the server forwards
 /// unaltered (3.3.2.3.2): 1 says the payload is UTF-8 text. AMQP consumers see it too.
