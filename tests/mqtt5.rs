@@ -363,10 +363,10 @@ async fn client_with_delayed_will(broker: &Broker, client_id: &str, delay_second
         delay_interval: Some(delay_seconds),
         payload_format_indicator: None,
         message_expiry_interval: None,
-        content_type: None,
+        content_type: Some("text/plain".into()),
         response_topic: None,
         correlation_data: None,
-        user_properties: Vec::new(),
+        user_properties: vec![("why".into(), "gone".into())],
     };
     options.set_last_will(LastWill::new("wills/device", "gone", QoS::AtLeastOnce, false, Some(properties)));
     let (client, events, _) = connect(options).await;
@@ -387,6 +387,9 @@ async fn mqtt5_will_delay_waits_and_a_resumed_session_cancels_the_will() {
     let wills = publishes_within(&mut watcher_events, Duration::from_millis(2500)).await;
     assert_eq!(wills.len(), 1, "the will after the delay");
     assert_eq!(&wills[0].payload[..], b"gone");
+    let properties = wills[0].properties.as_ref().expect("the will's properties");
+    assert_eq!(properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(properties.user_properties, [("why".to_owned(), "gone".to_owned())]);
 
     // Dropped, then the session resumed within the 2 s delay: no will.
     let (client, events) = client_with_delayed_will(&broker, "v5-will-back", 2).await;
@@ -992,6 +995,8 @@ async fn mqtt5_session_state_survives_reconnects_and_a_crash() {
 
     let wills = publishes_within(&mut watcher_events, Duration::from_millis(4000)).await;
     assert_eq!(wills.iter().map(|will| &will.payload[..]).collect::<Vec<_>>(), [&b"gone"[..]], "the will, once");
+    let properties = wills[0].properties.as_ref().expect("the will's properties, kept across the crash");
+    assert_eq!(properties.user_properties, [("why".to_owned(), "gone".to_owned())]);
 }
 
 /// Reads whole packets for `quiet`, returning (first byte, body) of each.

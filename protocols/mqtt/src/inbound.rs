@@ -146,7 +146,8 @@ impl Session {
         if !self.permitted.publish {
             return;
         }
-        publish_will(&self.state, &self.vhost, will);
+        let properties = self.will_properties.take();
+        publish_will(&self.state, &self.vhost, will, properties.as_deref());
     }
 
     /// SUBSCRIBE; `options` are an MQTT 5 client's, one per filter (empty otherwise);
@@ -432,12 +433,17 @@ pub(crate) fn route_message(
 
 /// Publishes a will (retained too, if it says so). Nobody waits for a will's acknowledgement;
 /// a store failure is logged by `retain`.
-pub(crate) fn publish_will(state: &MqttState, vhost: &Vhost, will: LastWill) {
+pub(crate) fn publish_will(
+    state: &MqttState,
+    vhost: &Vhost,
+    will: LastWill,
+    properties: Option<&mqttbytes::v5::PublishProperties>,
+) {
     if will.retain {
-        let retained = Retained::new(will.message.clone(), will.qos, None);
+        let retained = Retained::new(will.message.clone(), will.qos, properties);
         let _ = state.retain(vhost.name(), &will.topic, retained);
     }
-    route_message(state, vhost, &will.topic, will.message, will.qos, None, None);
+    route_message(state, vhost, &will.topic, will.message, will.qos, properties, None);
 }
 
 /// Where an MQTT publish came from, for MQTT 5's No Local and Retain As Published.

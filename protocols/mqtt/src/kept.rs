@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use mqttbytes::v4::LastWill;
+use mqttbytes::v5::PublishProperties;
 use mqttbytes::QoS;
 
 /// Session records are journaled as messages of a pseudo-queue per session, named with this
@@ -59,6 +60,8 @@ pub(crate) struct KeptSubscription {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct KeptWill {
     pub will: LastWill,
+    /// An MQTT 5 will's properties.
+    pub properties: Option<Box<PublishProperties>>,
     /// When it is due, as wall-clock time (it must survive a restart).
     pub due: SystemTime,
 }
@@ -144,6 +147,13 @@ impl Kept {
                 out.put_u8(u8::from(kept.will.retain));
                 let due_ms = kept.due.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
                 out.put_u64(u64::try_from(due_ms).unwrap_or(u64::MAX));
+                match &kept.properties {
+                    Some(properties) => {
+                        out.put_u8(1);
+                        put_properties(&mut out, properties);
+                    }
+                    None => out.put_u8(0),
+                }
             }
             _ => out.put_u8(0),
         }
@@ -188,15 +198,94 @@ impl Kept {
             let qos = qos(get_u8(input)?)?;
             let retain = get_u8(input)? != 0;
             let due = UNIX_EPOCH + Duration::from_millis(get_u64(input)?);
-            kept.will = Some(KeptWill { will: LastWill { topic, message, qos, retain }, due });
+            let properties = match get_u8(input)? {
+                0 => None,
+                _ => Some(Box::new(get_properties(input)?)),
+            };
+            kept.will = Some(KeptWill { will: LastWill { topic, message, qos, retain }, properties, due });
         }
         input.is_empty().then_some(kept)
     }
 }
 
 fn put_str(out: &mut BytesMut, text: &str) {
+    // MQTT strings are at most 64 KiB, so nothing is cut short here.
+    let text = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
     out.put_u16(text.len() as u16);
-    out.put_slice(text.as_bytes());
+    out.put_slice(text);
+}
+
+fn put_optional_str(out: &mut BytesMut, text: Option<&str>) {
+    match text {
+        Some(text) => {
+            out.put_u8(1);
+            put_str(out, text);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+fn get_optional_str(input: &mut Bytes) -> Option<Option<String>> {
+    match get_u8(input)? {
+        0 => Some(None),
+        _ => get_str(input).map(Some),
+    }
+}
+
+/// A will's properties: those a PUBLISH carries (no alias, no identifiers).
+fn put_properties(out: &mut BytesMut, properties: &PublishProperties) {
+    out.put_u8(properties.payload_format_indicator.map_or(0, |indicator| indicator.saturating_add(1)));
+    out.put_u8(u8::from(properties.message_expiry_interval.is_some()));
+    out.put_u32(properties.message_expiry_interval.unwrap_or(0));
+    put_optional_str(out, properties.content_type.as_deref());
+    put_optional_str(out, properties.response_topic.as_deref());
+    match &properties.correlation_data {
+        Some(data) => {
+            out.put_u8(1);
+            let data = &data[..data.len().min(usize::from(u16::MAX))];
+            out.put_u16(data.len() as u16);
+            out.put_slice(data);
+        }
+        None => out.put_u8(0),
+    }
+    let pairs = &properties.user_properties[..properties.user_properties.len().min(usize::from(u16::MAX))];
+    out.put_u16(pairs.len() as u16);
+    for (key, value) in pairs {
+        put_str(out, key);
+        put_str(out, value);
+    }
+}
+
+fn get_properties(input: &mut Bytes) -> Option<PublishProperties> {
+    let payload_format_indicator = get_u8(input)?.checked_sub(1);
+    let has_expiry = get_u8(input)? != 0;
+    let expiry = get_u32(input)?;
+    let content_type = get_optional_str(input)?;
+    let response_topic = get_optional_str(input)?;
+    let correlation_data = match get_u8(input)? {
+        0 => None,
+        _ => {
+            let length = usize::from(get_u16(input)?);
+            if input.remaining() < length {
+                return None;
+            }
+            Some(input.split_to(length))
+        }
+    };
+    let mut user_properties = Vec::new();
+    for _ in 0..get_u16(input)? {
+        user_properties.push((get_str(input)?, get_str(input)?));
+    }
+    Some(PublishProperties {
+        payload_format_indicator,
+        message_expiry_interval: has_expiry.then_some(expiry),
+        topic_alias: None,
+        response_topic,
+        correlation_data,
+        user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type,
+    })
 }
 
 fn get_u8(input: &mut Bytes) -> Option<u8> {
@@ -267,6 +356,16 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: true,
                 },
+                properties: Some(Box::new(PublishProperties {
+                    payload_format_indicator: Some(1),
+                    message_expiry_interval: Some(30),
+                    topic_alias: None,
+                    response_topic: Some("r/t".into()),
+                    correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+                    user_properties: vec![("k".into(), "v".into())],
+                    subscription_identifiers: Vec::new(),
+                    content_type: Some("text/plain".into()),
+                })),
                 due: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             }),
         }

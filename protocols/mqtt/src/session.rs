@@ -90,6 +90,8 @@ pub(crate) struct Session {
     keep_alive: Duration,
     pub(crate) vhost: Arc<Vhost>,
     pub(crate) will: Option<LastWill>,
+    /// An MQTT 5 will's properties.
+    pub(crate) will_properties: Option<Box<mqttbytes::v5::PublishProperties>>,
     /// What the user's permissions allow, checked once at connect (every MQTT publish goes to
     /// `amq.topic`, every subscription binds the session's queue to it): as RabbitMQ's plugin
     /// checks write on `amq.topic` to publish, and configure, write and read on the session queue
@@ -250,8 +252,9 @@ async fn accept<R: AsyncRead + Unpin>(
         session_expiry = session_expiry.min(asked).max(Duration::from_secs(1));
     }
     let empty_client_id = connect.client_id.is_empty();
-    match open(connect, level, extras, peer, state, connection).await {
+    match open(connect, level, &extras, peer, state, connection).await {
         Ok((mut session, session_present)) => {
+            session.will_properties = extras.will_properties;
             session.session_expiry = session_expiry;
             session.ends_with_connection = ends_with_connection;
             session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
@@ -294,7 +297,7 @@ async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Le
 async fn open(
     connect: Connect,
     level: Level,
-    extras: crate::v5::ConnectExtras,
+    extras: &crate::v5::ConnectExtras,
     peer: SocketAddr,
     state: &Arc<MqttState>,
     connection: u64,
@@ -353,6 +356,7 @@ async fn open(
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will,
+        will_properties: None,
         permitted,
         level,
         session_expiry: state.config.session_expiry,
@@ -901,7 +905,8 @@ impl Session {
                     // session first. Kept with the session, so a restart does not lose it.
                     let delay = self.will_delay.min(self.session_expiry);
                     debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
-                    self.delayed_will = Some(KeptWill { will, due: std::time::SystemTime::now() + delay });
+                    let properties = self.will_properties.take();
+                    self.delayed_will = Some(KeptWill { will, properties, due: std::time::SystemTime::now() + delay });
                 } else {
                     debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
                     self.publish_will(will);
@@ -957,7 +962,7 @@ impl Session {
             entry.sweeper = expire_later(&self.state, &self.vhost, key.clone(), self.connection, self.session_expiry);
             if let Some(will) = &entry.kept.will {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-                entry.will = will_later(&self.state, &self.vhost, key, self.connection, will.will.clone(), delay);
+                entry.will = will_later(&self.state, &self.vhost, key, self.connection, will.clone(), delay);
             }
         }
     }
@@ -1005,7 +1010,7 @@ pub(crate) fn will_later(
     vhost: &Arc<Vhost>,
     key: SessionKey,
     generation: u64,
-    will: LastWill,
+    will: KeptWill,
     delay: Duration,
 ) -> Option<tokio::task::AbortHandle> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -1023,8 +1028,8 @@ pub(crate) fn will_later(
         if resumed {
             return;
         }
-        debug!(client_id = %key.1, topic = %will.topic, "publishing delayed last will");
-        crate::inbound::publish_will(&state, &vhost, will);
+        debug!(client_id = %key.1, topic = %will.will.topic, "publishing delayed last will");
+        crate::inbound::publish_will(&state, &vhost, will.will, will.properties.as_deref());
         // Published first, then taken out of the record: a crash in between publishes it again
         // rather than never.
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");

@@ -335,7 +335,7 @@ impl MqttState {
         entry.sweeper = crate::session::expire_later(self, &vhost, key.clone(), 0, kept.expiry);
         if let Some(will) = &kept.will {
             let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-            entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.will.clone(), delay);
+            entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.clone(), delay);
         }
         entry.kept = kept;
         entry.record = Some(id);

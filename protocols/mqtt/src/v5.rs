@@ -43,7 +43,7 @@ const INTERNAL_HEADERS: [&str; 5] = [
 pub const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format";
 
 /// What an MQTT 5 CONNECT asked for beyond what its 3.1.1 form holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnectExtras {
     /// Seconds the session outlives the connection; 0 (the default) ends it with the connection.
     pub session_expiry_seconds: u32,
@@ -53,6 +53,8 @@ pub struct ConnectExtras {
     pub maximum_packet_size: Option<u32>,
     /// Seconds the will waits after an abnormal disconnection (3.1.3.2.2).
     pub will_delay_seconds: u32,
+    /// The will's properties, published with it (3.1.3.2).
+    pub will_properties: Option<Box<v5::PublishProperties>>,
 }
 
 /// Topic aliases a client may use towards the broker (CONNACK's Topic Alias Maximum).
@@ -107,7 +109,20 @@ pub fn decode_connect(
         return Ok(Some((v4::Packet::PingReq, ConnectExtras::default())));
     };
     let properties = connect.properties.as_ref();
+    let will_properties = connect.last_will.as_ref().and_then(|will| will.properties.as_ref()).map(|from| {
+        Box::new(v5::PublishProperties {
+            payload_format_indicator: from.payload_format_indicator,
+            message_expiry_interval: from.message_expiry_interval,
+            topic_alias: None,
+            response_topic: from.response_topic.clone(),
+            correlation_data: from.correlation_data.clone(),
+            user_properties: from.user_properties.clone(),
+            subscription_identifiers: Vec::new(),
+            content_type: from.content_type.clone(),
+        })
+    });
     let extras = ConnectExtras {
+        will_properties,
         session_expiry_seconds: properties.and_then(|p| p.session_expiry_interval).unwrap_or(0),
         receive_maximum: properties.and_then(|p| p.receive_maximum),
         maximum_packet_size: properties.and_then(|p| p.max_packet_size),
