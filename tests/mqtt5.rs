@@ -1183,3 +1183,35 @@ async fn mqtt5_retained_messages_keep_their_properties_and_expire() {
     assert!(mid.message_expiry_interval.is_some_and(|left| (590..=600).contains(&left)), "{mid:?}");
     assert!(mid.user_properties.is_empty(), "the adapter's own headers are not user properties: {mid:?}");
 }
+
+#[tokio::test]
+async fn mqtt5_broker_sets_topic_aliases_for_clients_that_accept_them() {
+    let broker = Broker::start();
+    let mut subscriber_options = options(&broker, "v5-alias-receiver");
+    subscriber_options
+        .set_connect_properties(ConnectProperties { topic_alias_max: Some(2), ..ConnectProperties::new() });
+    let (subscriber, mut events, _) = connect(subscriber_options).await;
+    subscriber.subscribe("alias/#", QoS::AtMostOnce).await.expect("SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let connection = common::connect(&broker).await;
+    let channel = common::open_channel(&connection).await;
+    for key in ["alias.a", "alias.a", "alias.b", "alias.c", "alias.b"] {
+        amqp_publish(&channel, key, b"x").await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let publish = next(&mut events, "a delivery", |packet| match packet {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .await;
+        let alias = publish.properties.as_ref().and_then(|properties| properties.topic_alias);
+        // rumqttc puts the topic back from the alias; the alias stays in the properties.
+        seen.push((String::from_utf8_lossy(&publish.topic).into_owned(), alias));
+    }
+    let expected =
+        [("alias/a", Some(1)), ("alias/a", Some(1)), ("alias/b", Some(2)), ("alias/c", None), ("alias/b", Some(2))];
+    let expected: Vec<(String, Option<u16>)> =
+        expected.iter().map(|(topic, alias)| (topic.to_string(), *alias)).collect();
+    assert_eq!(seen, expected, "aliases up to the client's maximum of 2");
+}

@@ -201,7 +201,7 @@ impl Session {
     /// `false` then.
     fn send_publish(
         &mut self,
-        publish: Publish,
+        mut publish: Publish,
         properties: &warren_core::properties::Properties,
         expires_in: Option<std::time::Duration>,
         identifiers: Vec<usize>,
@@ -213,12 +213,34 @@ impl Session {
                     v5_properties.get_or_insert_with(crate::v5::empty_publish_properties).subscription_identifiers =
                         identifiers;
                 }
+                // A topic sent before goes as its alias alone; a new one gets an alias while the
+                // client's maximum allows (3.3.2.3.4).
+                let mut new_alias = None;
+                if let Some(aliases) = self.outbound_aliases.as_deref_mut() {
+                    let alias = match aliases.known(&publish.topic) {
+                        Some(alias) => {
+                            publish.topic.clear();
+                            Some(alias)
+                        }
+                        None => {
+                            new_alias = aliases.assign(&publish.topic);
+                            new_alias
+                        }
+                    };
+                    if alias.is_some() {
+                        v5_properties.get_or_insert_with(crate::v5::empty_publish_properties).topic_alias = alias;
+                    }
+                }
                 // Encoded in place; taken back off the output if it is too large for the client.
                 let start = self.out.len();
                 crate::v5::encode_publish(publish, v5_properties, &mut self.out);
                 let length = self.out.len() - start;
                 if self.client_packet_bytes_max.is_some_and(|max| length > max) {
                     self.out.truncate(start);
+                    // The client never saw that alias set.
+                    if let (Some(aliases), Some(alias)) = (self.outbound_aliases.as_deref_mut(), new_alias) {
+                        aliases.forget(alias);
+                    }
                     tracing::debug!(client_id = %self.client_id, bytes = length, "delivery over the client's maximum packet size; dropped");
                     return false;
                 }

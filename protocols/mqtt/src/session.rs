@@ -109,6 +109,8 @@ pub(crate) struct Session {
     pub(crate) client_packet_bytes_max: Option<usize>,
     /// An MQTT 5 client's topic aliases.
     pub(crate) aliases: crate::v5::TopicAliases,
+    /// The broker's topic aliases towards an MQTT 5 client that accepts them.
+    pub(crate) outbound_aliases: Option<Box<crate::v5::OutboundAliases>>,
     /// How long an MQTT 5 will waits after an abnormal end, unless the session resumes first.
     pub(crate) will_delay: Duration,
     /// MQTT 5 filters subscribed with No Local: this connection's own messages skip them.
@@ -255,6 +257,7 @@ async fn accept<R: AsyncRead + Unpin>(
     match open(connect, level, &extras, peer, state, connection).await {
         Ok((mut session, session_present)) => {
             session.will_properties = extras.will_properties;
+            session.outbound_aliases = crate::v5::OutboundAliases::new(extras.topic_alias_maximum);
             session.session_expiry = session_expiry;
             session.ends_with_connection = ends_with_connection;
             session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
@@ -363,6 +366,7 @@ async fn open(
         prefetch: state.config.prefetch,
         client_packet_bytes_max: None,
         aliases: crate::v5::TopicAliases::default(),
+        outbound_aliases: None,
         will_delay: Duration::ZERO,
         no_local: HashSet::new(),
         retain_as_published: HashSet::new(),

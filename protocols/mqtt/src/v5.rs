@@ -7,7 +7,8 @@
 //!   carry Success.
 //! - Session expiry: a session persists only when the client asks for it with a non-zero
 //!   Session Expiry Interval (clean start off), for at most the broker's `session_expiry`.
-//! - Topic aliases from the client (up to `TOPIC_ALIASES_MAX`, stated in CONNACK); Receive
+//! - Topic aliases from the client (up to `TOPIC_ALIASES_MAX`, stated in CONNACK), and towards
+//!   a client that accepts them (`OutboundAliases`); Receive
 //!   Maximum narrows the delivery window; deliveries over the client's Maximum Packet Size are
 //!   dropped for it; the broker's DISCONNECT says why it closes (taken over, keep-alive,
 //!   protocol error, shutdown...); will delay (the session schedules the will); subscription
@@ -53,6 +54,8 @@ pub struct ConnectExtras {
     pub maximum_packet_size: Option<u32>,
     /// Seconds the will waits after an abnormal disconnection (3.1.3.2.2).
     pub will_delay_seconds: u32,
+    /// Topic aliases the client accepts from the broker.
+    pub topic_alias_maximum: u16,
     /// The will's properties, published with it (3.1.3.2).
     pub will_properties: Option<Box<v5::PublishProperties>>,
 }
@@ -84,6 +87,43 @@ impl TopicAliases {
         }
         *slot = Some(topic.clone());
         Ok(topic)
+    }
+}
+
+/// Topic aliases the broker sets towards a client that accepts them (its CONNECT's Topic Alias
+/// Maximum, up to `OUTBOUND_ALIASES_MAX`): the first topics delivered get one each, and later
+/// deliveries on them carry the alias and an empty topic.
+#[derive(Debug)]
+pub struct OutboundAliases {
+    maximum: u16,
+    by_topic: std::collections::HashMap<String, u16>,
+}
+
+/// The most topic aliases the broker keeps towards one client.
+pub const OUTBOUND_ALIASES_MAX: u16 = 256;
+
+impl OutboundAliases {
+    /// Aliases for a client whose CONNECT allowed `client_maximum`; `None` for 0 (none).
+    pub fn new(client_maximum: u16) -> Option<Box<OutboundAliases>> {
+        let maximum = client_maximum.min(OUTBOUND_ALIASES_MAX);
+        (maximum > 0).then(|| Box::new(OutboundAliases { maximum, by_topic: std::collections::HashMap::new() }))
+    }
+
+    /// The alias already set for a topic.
+    pub fn known(&self, topic: &str) -> Option<u16> {
+        self.by_topic.get(topic).copied()
+    }
+
+    /// Sets the next alias for a topic, if any are left.
+    pub fn assign(&mut self, topic: &str) -> Option<u16> {
+        let next = u16::try_from(self.by_topic.len() + 1).ok().filter(|next| *next <= self.maximum)?;
+        self.by_topic.insert(topic.to_owned(), next);
+        Some(next)
+    }
+
+    /// Takes back the alias just assigned (its PUBLISH was not sent).
+    pub fn forget(&mut self, alias: u16) {
+        self.by_topic.retain(|_, assigned| *assigned != alias);
     }
 }
 
@@ -123,6 +163,7 @@ pub fn decode_connect(
     });
     let extras = ConnectExtras {
         will_properties,
+        topic_alias_maximum: properties.and_then(|p| p.topic_alias_max).unwrap_or(0),
         session_expiry_seconds: properties.and_then(|p| p.session_expiry_interval).unwrap_or(0),
         receive_maximum: properties.and_then(|p| p.receive_maximum),
         maximum_packet_size: properties.and_then(|p| p.max_packet_size),
