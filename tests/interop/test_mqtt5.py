@@ -22,10 +22,10 @@ TIMEOUT_S = 5.0
 class Client:
     """A paho MQTT 5 client whose callbacks fill lists under one condition."""
 
-    def __init__(self, broker, *, websocket: bool = False):
+    def __init__(self, broker, *, websocket: bool = False, client_id: str | None = None, session_expiry: int = 0):
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=unique_client_id("paho5"),
+            client_id=client_id or unique_client_id("paho5"),
             protocol=mqtt.MQTTv5,
             transport="websockets" if websocket else "tcp",
         )
@@ -34,12 +34,17 @@ class Client:
         self.client.username_pw_set("guest", "guest")
         self.changed = threading.Condition()
         self.connacks, self.subacks, self.pubacks, self.messages = [], [], [], []
-        self.client.on_connect = self._record(self.connacks, lambda *a: (a[3], a[4]))
+        self.client.on_connect = self._record(self.connacks, lambda *a: (a[3], a[4], a[2]))
         self.client.on_subscribe = self._record(self.subacks, lambda *a: a[3])
         self.client.on_publish = self._record(self.pubacks, lambda *a: (a[2], a[3]))
         self.client.on_message = self._record(self.messages, lambda *a: a[2])
         host, port = (broker.http_host, broker.http_port) if websocket else (broker.mqtt_host, broker.mqtt_port)
-        self.client.connect(host, port, keepalive=30)
+        connect_properties = None
+        if session_expiry:
+            connect_properties = Properties(PacketTypes.CONNECT)
+            connect_properties.SessionExpiryInterval = session_expiry
+        clean_start = not session_expiry
+        self.client.connect(host, port, keepalive=30, clean_start=clean_start, properties=connect_properties)
         self.client.loop_start()
         self.wait(lambda: self.connacks, "CONNACK")
 
@@ -79,7 +84,7 @@ def mqtt5(broker):
 
 def test_connack_suback_and_puback_reason_codes(mqtt5):
     client = mqtt5()
-    reason, properties = client.connacks[0]
+    reason, properties, _flags = client.connacks[0]
     assert reason.value == 0
     assert properties.TopicAliasMaximum == 64
     topic = unique_topic("paho5")
@@ -144,3 +149,49 @@ def test_mqtt5_over_websocket(mqtt5):
     client.client.publish(topic, b"through a websocket", qos=1)
     client.wait(lambda: client.messages, "the delivery")
     assert client.messages[0].payload == b"through a websocket"
+
+
+def test_persistent_session_keeps_its_subscription_identifier(mqtt5):
+    """A persistent MQTT 5 session keeps its subscription and the subscription's identifier
+    while its client is away; what arrived meanwhile comes with both."""
+    client_id = unique_client_id("paho5-kept")
+    topic = unique_topic("kept5")
+    away = mqtt5(client_id=client_id, session_expiry=600)
+    subscribe_properties = Properties(PacketTypes.SUBSCRIBE)
+    subscribe_properties.SubscriptionIdentifier = 3
+    away.client.subscribe(f"{topic}/#", qos=1, properties=subscribe_properties)
+    away.wait(lambda: away.subacks, "SUBACK")
+    away.close()
+
+    publisher = mqtt5()
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = [("while", "away")]
+    publisher.client.publish(f"{topic}/news", b"meanwhile", qos=1, properties=properties)
+    publisher.wait(lambda: publisher.pubacks, "PUBACK")
+
+    back = mqtt5(client_id=client_id, session_expiry=600)
+    assert back.connacks[0][2].session_present
+    back.wait(lambda: back.messages, "the message kept for the session")
+    message = back.messages[0]
+    assert message.payload == b"meanwhile"
+    assert message.properties.SubscriptionIdentifier == [3]
+    assert ("while", "away") in message.properties.UserProperty
+
+
+def test_retained_message_keeps_its_properties(mqtt5):
+    topic = unique_topic("retained5")
+    publisher = mqtt5()
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ContentType = "text/plain"
+    properties.MessageExpiryInterval = 60
+    publisher.client.publish(topic, b"last known", qos=1, retain=True, properties=properties)
+    publisher.wait(lambda: publisher.pubacks, "PUBACK")
+
+    subscriber = mqtt5()
+    subscriber.client.subscribe(topic, qos=1)
+    subscriber.wait(lambda: subscriber.messages, "the retained message")
+    message = subscriber.messages[0]
+    assert message.retain
+    assert message.payload == b"last known"
+    assert message.properties.ContentType == "text/plain"
+    assert 0 < message.properties.MessageExpiryInterval <= 60
