@@ -27,8 +27,8 @@ pub struct Delivery {
     pub message: Arc<Message>,
     /// Whether it was delivered before and not acked.
     pub redelivered: bool,
-    /// When it expires (its own or its queue's TTL), if it does: MQTT 5 tells the client the
-    /// time left.
+    /// When it expires (its own or its queue's TTL), if it does: an adapter may tell its client
+    /// the time left.
     pub expires_at: Option<tokio::time::Instant>,
 }
 

@@ -149,7 +149,7 @@ pub(crate) struct Session {
     /// Who the session is: shared subscriptions are authorised when they are made.
     principal: Box<Principal>,
     /// A will waiting for its delay, from `finish` to `release`.
-    delayed_will: Option<KeptWill>,
+    delayed_will: Option<Box<KeptWill>>,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
     pub(crate) pending_retained: std::collections::VecDeque<crate::outbound::RetainedSend>,
     pub(crate) next_packet_id: u16,
@@ -582,7 +582,7 @@ impl Session {
             released: self.released_ids(),
             unacked,
             expiry: self.session_expiry,
-            will: self.delayed_will.clone(),
+            will: self.delayed_will.as_deref().cloned(),
         };
         kept.bound();
         kept
@@ -910,7 +910,8 @@ impl Session {
                     let delay = self.will_delay.min(self.session_expiry);
                     debug!(client_id = %self.client_id, delay_ms = delay.as_millis() as u64, "last will delayed");
                     let properties = self.will_properties.take();
-                    self.delayed_will = Some(KeptWill { will, properties, due: std::time::SystemTime::now() + delay });
+                    let due = std::time::SystemTime::now() + delay;
+                    self.delayed_will = Some(Box::new(KeptWill { will, properties, due }));
                 } else {
                     debug!(client_id = %self.client_id, topic = %will.topic, "publishing last will");
                     self.publish_will(will);
