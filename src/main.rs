@@ -104,6 +104,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     for ((vhost, pseudo_queue), found) in retained {
         mqtt_state.restore(&vhost, &pseudo_queue, found);
     }
+    mqtt_state.start_restored();
     let websocket_mqtt = mqtt_state.clone();
     let mqtt = listener::bind("mqtt", SocketAddr::new(config.bind, config.mqtt.port)).await?;
     let mqtt_connections = connections.clone();

@@ -1215,3 +1215,28 @@ async fn mqtt5_broker_sets_topic_aliases_for_clients_that_accept_them() {
         expected.iter().map(|(topic, alias)| (topic.to_string(), *alias)).collect();
     assert_eq!(seen, expected, "aliases up to the client's maximum of 2");
 }
+
+#[tokio::test]
+async fn mqtt5_a_clean_start_takeover_publishes_the_old_sessions_delayed_will() {
+    let broker = Broker::start();
+    let (watcher, mut watcher_events, _) = connect(options(&broker, "v5-clean-watcher")).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut watcher_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    // A will delayed 30 s, then the same client id with Clean Start: the old session ends, so
+    // its will goes out now (3.1.2.5), whether the old connection is still open or not.
+    for open in [true, false] {
+        let client_id = if open { "v5-clean-over-open" } else { "v5-clean-over-closed" };
+        let (old, old_events) = client_with_delayed_will(&broker, client_id, 30).await;
+        if !open {
+            drop((old, old_events));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(publishes_within(&mut watcher_events, Duration::from_millis(200)).await.is_empty(), "delayed");
+        } else {
+            std::mem::forget((old, old_events));
+        }
+        let (_new, _new_events, present) = connect(options(&broker, client_id)).await;
+        assert!(!present, "a clean start");
+        let wills = publishes_within(&mut watcher_events, Duration::from_millis(1000)).await;
+        assert_eq!(wills.len(), 1, "{client_id}: the old session's will, now");
+    }
+}

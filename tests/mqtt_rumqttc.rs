@@ -620,6 +620,57 @@ fn resend_under_original_ids(crash: bool) {
     assert!(!held.contains(&new_id.expect("an id")), "{new_id:?} is one of the ids still owed {held:?}");
 }
 
+/// A takeover while the old connection is still open: the new one gets the PUBLISHes the old
+/// one had not seen acknowledged first, under their original ids, before anything newer.
+#[test]
+fn a_takeover_resends_under_the_original_ids_before_newer_messages() {
+    let client = "ids-takeover";
+    let broker = Broker::start();
+    let mut persistent = wire::connect("MQTT", 4, 0, client, None);
+    persistent[9] &= !0x02;
+    let mut old = wire::open(broker.mqtt_addr, &persistent);
+    old.write_all(&wire::subscribe(1, "takeover/#", 1)).expect("send SUBSCRIBE");
+    assert_eq!(wire::expect_packet(&mut old, wire::SUBACK), [0x00, 0x01, 0x01]);
+    let mut publisher = wire::open(broker.mqtt_addr, &wire::connect("MQTT", 4, 0, "ids-takeover-pub", None));
+    let publish = |publisher: &mut std::net::TcpStream, id: u16, body: &[u8]| {
+        publisher.write_all(&wire::publish(wire::PUBLISH_QOS1, "takeover/a", Some(id), body)).expect("PUBLISH");
+        assert_eq!(wire::expect_packet(publisher, wire::PUBACK), id.to_be_bytes());
+    };
+    for (id, body) in [(1, &b"acked"[..]), (2, b"one"), (3, b"two")] {
+        publish(&mut publisher, id, body);
+    }
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let body = wire::expect_packet(&mut old, wire::PUBLISH_QOS1);
+        let (_, id, payload) = wire::parse_publish(wire::PUBLISH_QOS1, &body);
+        sent.push((id.expect("an id"), payload));
+    }
+    old.write_all(&wire::ack(wire::PUBACK, sent[0].0)).expect("PUBACK");
+    // PINGRESP: the PUBACK before it has been read.
+    old.write_all(&[wire::PINGREQ, 0]).expect("PINGREQ");
+    wire::expect_packet(&mut old, wire::PINGRESP);
+    let owed = sent.split_off(1);
+
+    // The same client id again, while the old connection is open.
+    let mut new = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect");
+    new.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    new.write_all(&persistent).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    std::io::Read::read_exact(&mut new, &mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    for (id, payload) in &owed {
+        let body = wire::expect_packet(&mut new, wire::PUBLISH_QOS1 | wire::DUP);
+        let (_, resent_id, resent_payload) = wire::parse_publish(wire::PUBLISH_QOS1, &body);
+        assert_eq!((resent_id, &resent_payload), (Some(*id), payload), "resent first, under its original id");
+    }
+    // A message published now goes out after them, under an id none of them holds.
+    publish(&mut publisher, 4, b"newer");
+    let body = wire::expect_packet(&mut new, wire::PUBLISH_QOS1);
+    let (_, id, payload) = wire::parse_publish(wire::PUBLISH_QOS1, &body);
+    assert_eq!(payload, b"newer");
+    assert!(!owed.iter().any(|(owed_id, _)| Some(*owed_id) == id), "{id:?} is an id still owed");
+}
+
 #[test]
 fn outbound_publishes_are_resent_under_their_original_ids() {
     resend_under_original_ids(false);

@@ -36,6 +36,49 @@ const UNACKED_MAX: usize = 4096;
 
 const VERSION: u8 = 1;
 
+/// The PUBLISHes a previous connection sent and did not see acknowledged: resent under the same
+/// ids (4.4), which are held back from other deliveries until then.
+#[derive(Debug, Default)]
+pub(crate) struct Resend {
+    by_message: std::collections::HashMap<MessageKey, u16>,
+    ids: std::collections::HashSet<u16>,
+}
+
+impl Resend {
+    /// `None` when there is nothing to resend, so a session without any carries no maps.
+    pub(crate) fn new(unacked: Vec<(MessageKey, u16)>) -> Option<Box<Resend>> {
+        if unacked.is_empty() {
+            return None;
+        }
+        let mut resend = Resend::default();
+        for (key, id) in unacked.into_iter().take(UNACKED_MAX) {
+            if resend.ids.insert(id) {
+                resend.by_message.insert(key, id);
+            }
+        }
+        Some(Box::new(resend))
+    }
+
+    /// The id a message went out under, given back to it.
+    pub(crate) fn take(&mut self, key: &MessageKey) -> Option<u16> {
+        let id = self.by_message.remove(key)?;
+        self.ids.remove(&id);
+        Some(id)
+    }
+
+    pub(crate) fn holds(&self, id: u16) -> bool {
+        self.ids.contains(&id)
+    }
+
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (MessageKey, u16)> + '_ {
+        self.by_message.iter().map(|(key, id)| (*key, *id))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_message.is_empty()
+    }
+}
+
 /// A delivery's identity in the session queue, to resend it under its packet id: the journal
 /// record of a stored message (which survives a restart), else its place in the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +120,8 @@ pub(crate) struct Kept {
     pub unacked: Vec<(MessageKey, u16)>,
     /// How long the session outlives its connection.
     pub expiry: Duration,
+    /// When its last connection ended (`None` while one holds it): its expiry runs from then.
+    pub left: Option<SystemTime>,
     pub will: Option<KeptWill>,
 }
 
@@ -90,7 +135,8 @@ impl Kept {
             && self.will.is_none()
     }
 
-    /// Drops the oldest unacked ids over the bound.
+    /// Drops unacked ids over the bound (arbitrary ones: they are only held back, and losing
+    /// one means a resend under a new id).
     pub(crate) fn bound(&mut self) {
         if self.unacked.len() > UNACKED_MAX {
             let excess = self.unacked.len() - UNACKED_MAX;
@@ -105,6 +151,8 @@ impl Kept {
         let mut out = BytesMut::new();
         out.put_u8(VERSION);
         out.put_u32(u32::try_from(self.expiry.as_secs()).unwrap_or(u32::MAX));
+        let left_ms = self.left.map_or(0, |left| left.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis());
+        out.put_u64(u64::try_from(left_ms).unwrap_or(u64::MAX));
         let extras: Vec<&KeptSubscription> =
             self.extras.iter().filter(|extra| extra.filter.len() <= usize::from(u16::MAX)).take(0xFFFF).collect();
         out.put_u16(extras.len() as u16);
@@ -166,7 +214,10 @@ impl Kept {
         if get_u8(input)? != VERSION {
             return None;
         }
-        let mut kept = Kept { expiry: Duration::from_secs(u64::from(get_u32(input)?)), ..Kept::default() };
+        let expiry = Duration::from_secs(u64::from(get_u32(input)?));
+        let left_ms = get_u64(input)?;
+        let left = (left_ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(left_ms));
+        let mut kept = Kept { expiry, left, ..Kept::default() };
         for _ in 0..get_u16(input)? {
             let filter = get_str(input)?;
             let qos = qos(get_u8(input)?)?;
@@ -349,6 +400,7 @@ mod tests {
             released: vec![3, 65535],
             unacked: vec![(MessageKey::Journal(42), 9)],
             expiry: Duration::from_secs(600),
+            left: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)),
             will: Some(KeptWill {
                 will: LastWill {
                     topic: "w".into(),

@@ -40,6 +40,14 @@ pub(crate) enum Inflight {
     Released { slot: Slot },
 }
 
+/// Retained messages matched by SUBSCRIBEs, waiting for window units, in order, each topic
+/// once.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRetained {
+    queue: std::collections::VecDeque<RetainedSend>,
+    topics: std::collections::HashSet<String>,
+}
+
 /// A retained message matched by a SUBSCRIBE, waiting to be sent.
 #[derive(Debug)]
 pub(crate) struct RetainedSend {
@@ -84,6 +92,10 @@ impl Session {
         }
         if self.kept_dirty {
             self.keep(true);
+        }
+        // A delivery handed back to its queue freed a window unit without `slot_freed`.
+        if self.pending_retained.is_some() {
+            self.flush_retained(false);
         }
         None
     }
@@ -146,14 +158,17 @@ impl Session {
             Some(reference) => MessageKey::Journal(reference.id),
             None => MessageKey::Sequence(delivery.sequence),
         });
-        let resent_id = match key {
-            Some(key) if !self.resend.is_empty() => {
-                if delivery.redelivered {
-                    self.resend.remove(&key)
-                } else {
-                    self.resend.clear();
-                    None
+        let resent_id = match (key, self.resend.as_deref_mut()) {
+            (Some(key), Some(resend)) if delivery.redelivered => {
+                let id = resend.take(&key);
+                if resend.is_empty() {
+                    self.resend = None;
                 }
+                id
+            }
+            (Some(_), Some(_)) => {
+                self.resend = None;
+                None
             }
             _ => None,
         };
@@ -257,7 +272,7 @@ impl Session {
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            let reserved = !self.resend.is_empty() && self.resend.values().any(|resent| *resent == id);
+            let reserved = self.resend.as_deref().is_some_and(|resend| resend.holds(id));
             if !self.inflight.contains_key(&id) && !reserved {
                 return Some(id);
             }
@@ -368,25 +383,55 @@ impl Session {
     pub(crate) fn send_retained(&mut self, filter: &str, granted: QoS) {
         // Sent with the identifier of the subscription that matched them (3.3.4).
         let identifier = self.subscription_ids.get(filter).copied();
-        for (topic, retained) in self.state.retained_matching(self.vhost.name(), filter) {
-            let qos = lower(retained.qos, granted);
-            self.pending_retained.push_back(RetainedSend { topic, retained, qos, identifier });
+        let matching = self.state.retained_matching(self.vhost.name(), filter);
+        if matching.is_empty() {
+            return;
+        }
+        let pending = self.pending_retained.get_or_insert_with(Default::default);
+        for (topic, retained) in matching {
+            // A topic already waiting is not queued twice: repeated SUBSCRIBEs cannot grow this
+            // past the retained messages there are.
+            if pending.topics.insert(topic.clone()) {
+                let qos = lower(retained.qos, granted);
+                pending.queue.push_back(RetainedSend { topic, retained, qos, identifier });
+            }
         }
         self.flush_retained(false);
+    }
+
+    /// The next waiting retained message, if any; an expired one is dropped (3.3.2.3.3).
+    fn next_retained(&mut self) -> Option<&RetainedSend> {
+        let now = std::time::SystemTime::now();
+        let pending = self.pending_retained.as_deref_mut()?;
+        while pending.queue.front().is_some_and(|next| next.retained.expires_at.is_some_and(|at| at <= now)) {
+            let expired = pending.queue.pop_front().expect("looked at");
+            pending.topics.remove(&expired.topic);
+        }
+        if pending.queue.is_empty() {
+            self.pending_retained = None;
+            return None;
+        }
+        self.pending_retained.as_deref().and_then(|pending| pending.queue.front())
+    }
+
+    fn pop_retained(&mut self) -> Option<RetainedSend> {
+        let pending = self.pending_retained.as_deref_mut()?;
+        let next = pending.queue.pop_front()?;
+        pending.topics.remove(&next.topic);
+        Some(next)
     }
 
     /// Sends the waiting retained messages the window has room for. With `unit`, the caller
     /// holds a window unit that came free: the first QoS 1 or 2 message takes it, or it goes
     /// back to the window.
     fn flush_retained(&mut self, mut unit: bool) {
-        while let Some(RetainedSend { qos, .. }) = self.pending_retained.front() {
+        while let Some(RetainedSend { qos, .. }) = self.next_retained() {
             let room =
                 |window: &Option<Arc<warren_core::queue::Credit>>| window.as_ref().is_some_and(|w| w.try_acquire());
             if *qos != QoS::AtMostOnce && !std::mem::take(&mut unit) && !room(&self.window) {
                 break;
             }
-            let RetainedSend { topic, retained, mut qos, identifier } =
-                self.pending_retained.pop_front().expect("looked at");
+            let RetainedSend { topic, retained, mut qos, identifier } = self.pop_retained().expect("looked at");
             let packet_id = if qos == QoS::AtMostOnce { None } else { self.next_packet_id() };
             if qos != QoS::AtMostOnce && packet_id.is_none() {
                 // No id free: it still goes out, at QoS 0, and its unit goes back.

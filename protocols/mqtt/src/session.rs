@@ -29,6 +29,8 @@ use crate::outbound::Inflight;
 use crate::state::{MqttState, SessionEntry, SessionKey};
 use crate::translate;
 
+/// How long a connection that takes a session over waits for the one it replaces to let go.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
 /// How long a closing connection may take to write its last bytes.
@@ -140,7 +142,7 @@ pub(crate) struct Session {
     pub(crate) inflight: HashMap<u16, Inflight>,
     /// Deliveries a previous connection sent and did not see acknowledged, by message: resent
     /// under the same packet ids (4.4), which stay reserved until then.
-    pub(crate) resend: HashMap<MessageKey, u16>,
+    pub(crate) resend: Option<Box<crate::kept::Resend>>,
     /// What the session keeps changed in a way its journal record must hold before the
     /// output goes out (a QoS 2 PUBLISH's id): rewritten once per drained batch.
     pub(crate) kept_dirty: bool,
@@ -151,12 +153,14 @@ pub(crate) struct Session {
     /// A will waiting for its delay, from `finish` to `release`.
     delayed_will: Option<Box<KeptWill>>,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
-    pub(crate) pending_retained: std::collections::VecDeque<crate::outbound::RetainedSend>,
+    pub(crate) pending_retained: Option<Box<crate::outbound::PendingRetained>>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
     pub(crate) incoming_qos2: HashSet<u16>,
     pub(crate) out: BytesMut,
     kick: Arc<Notify>,
+    /// Fired once this connection has let the session go (see `SessionEntry::released`).
+    released: Arc<Notify>,
     /// A queue left over its memory bound by our last publish: we read nothing more until it has
     /// room, so TCP pushes back on the publisher.
     pub(crate) paused_on: Option<Arc<Queue>>,
@@ -332,10 +336,22 @@ async fn open(
     }
     let key: SessionKey = (vhost_name.clone(), client_id.clone());
     let kick = Arc::new(Notify::new());
+    let released = Arc::new(Notify::new());
     let previous = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        sessions.insert(key, SessionEntry::new(connection, kick.clone()))
+        let mut entry = SessionEntry::new(connection, kick.clone(), released.clone());
+        let previous = sessions.remove(&key);
+        if let Some(previous) = &previous {
+            // What the session keeps moves to the new entry at once, so a connection that
+            // takes the session over from this one while it opens inherits it too.
+            entry.kept = previous.kept.clone();
+            entry.record = previous.record;
+            entry.awaiting_handover = previous.connection.is_some() || previous.awaiting_handover;
+        }
+        sessions.insert(key.clone(), entry);
+        previous
     };
+    let mut handover = None;
     if let Some(previous) = &previous {
         if let Some(sweeper) = &previous.sweeper {
             sweeper.abort();
@@ -346,8 +362,27 @@ async fn open(
         if previous.connection.is_some() {
             info!(%client_id, "session taken over by a new connection");
             previous.kick.notify_one();
+            handover = Some(previous.released.clone());
         }
     }
+    // A connection taken over first puts its unacknowledged deliveries back in the queue and
+    // hands over what the session keeps (`Session::release`), so this one starts from all of
+    // it and the requeued messages come first. Bounded, in case it is stuck.
+    if let Some(released) = handover {
+        if tokio::time::timeout(HANDOVER_WAIT, released.notified()).await.is_err() {
+            warn!(%client_id, "the connection taken over did not let the session go in time");
+        }
+    }
+    let kept = {
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        match sessions.get_mut(&key).filter(|entry| entry.connection == Some(connection)) {
+            Some(entry) => {
+                entry.awaiting_handover = false;
+                previous.is_some().then(|| entry.kept.clone())
+            }
+            None => None,
+        }
+    };
     let inbox = Inbox::new(state.config.prefetch.max(1) * 4);
     let mut session = Session {
         state: state.clone(),
@@ -381,16 +416,17 @@ async fn open(
         subscriptions: Vec::new(),
         inbox,
         inflight: HashMap::new(),
-        resend: HashMap::new(),
+        resend: None,
         kept_dirty: false,
         delayed_will: None,
         awaiting_subscribe: None,
         principal: Box::new(principal.clone()),
-        pending_retained: std::collections::VecDeque::new(),
+        pending_retained: None,
         next_packet_id: 1,
         incoming_qos2: HashSet::new(),
         out: BytesMut::new(),
         kick,
+        released,
         paused_on: None,
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
@@ -400,10 +436,15 @@ async fn open(
     if let Some(receive_maximum) = extras.receive_maximum.filter(|maximum| *maximum > 0) {
         session.prefetch = session.prefetch.min(u32::from(receive_maximum));
     }
-    let (kept, record) = match previous {
-        Some(entry) => (Some(entry.kept), entry.record),
-        None => (None, None),
-    };
+    // A delayed will still waiting: a resumed session cancels it; one that starts clean ends the
+    // old session, which publishes it (3.1.2.5).
+    let mut kept = kept;
+    let pending_will = kept.as_mut().and_then(|kept| kept.will.take());
+    let had_will = pending_will.is_some();
+    if let Some(will) = pending_will.filter(|_| connect.clean_session) {
+        debug!(client_id = %session.client_id, topic = %will.will.topic, "the old session ended: publishing its will");
+        crate::inbound::publish_will(state, &session.vhost, will.will, will.properties.as_deref());
+    }
     // The shared subscriptions it would rejoin are checked as a SUBSCRIBE checks them.
     let mut shares_allowed = HashSet::new();
     for extra in kept.iter().flat_map(|kept| &kept.extras).filter(|extra| extra.shared) {
@@ -412,8 +453,11 @@ async fn open(
         }
     }
     let session_present = session.resume(kept, &shares_allowed);
-    session.adopt_record(record, session_present);
-    session.keep(false);
+    if !session_present {
+        session.forget_record();
+    }
+    // A record that still holds the will just cancelled or published is rewritten without it.
+    session.keep(had_will);
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
 }
@@ -492,7 +536,7 @@ impl Session {
                 self.subscription_ids.insert(extra.filter, identifier);
             }
         }
-        self.resend = kept.unacked.into_iter().collect();
+        self.resend = crate::kept::Resend::new(kept.unacked);
         self.resume_released(kept.released);
         true
     }
@@ -525,20 +569,20 @@ impl Session {
         self.attach(queue);
     }
 
-    /// Takes over the journal record of the session this one resumed, or removes that of the
-    /// session it replaced.
-    fn adopt_record(&self, record: Option<u64>, present: bool) {
-        if record.is_none() {
-            return;
-        }
-        if present {
-            let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+    /// Removes the journal record of the session this one replaced (it started afresh), if
+    /// this connection still holds the entry (one that took it over since has the record).
+    fn forget_record(&self) {
+        let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
+        let record = {
             let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
-            if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
-                entry.record = record;
-                return;
+            match sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
+                Some(entry) => {
+                    entry.kept = Kept::default();
+                    entry.record.take()
+                }
+                None => None,
             }
-        }
+        };
         self.state.forget_kept(self.vhost.name(), &self.client_id, record);
     }
 
@@ -571,7 +615,7 @@ impl Session {
                 identifier: self.subscription_ids.get(path).copied(),
             });
         }
-        let mut unacked: Vec<(MessageKey, u16)> = self.resend.iter().map(|(key, id)| (*key, *id)).collect();
+        let mut unacked: Vec<(MessageKey, u16)> = self.resend.iter().flat_map(|resend| resend.pairs()).collect();
         unacked.extend(self.inflight.iter().filter_map(|(id, inflight)| match inflight {
             Inflight::Queued { key: Some(key), .. } => Some((*key, *id)),
             _ => None,
@@ -582,6 +626,7 @@ impl Session {
             released: self.released_ids(),
             unacked,
             expiry: self.session_expiry,
+            left: None,
             will: self.delayed_will.as_deref().cloned(),
         };
         kept.bound();
@@ -942,7 +987,15 @@ impl Session {
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
         let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
         if !ours {
-            // A newer connection took the session over; it owns the queue now.
+            // A newer connection took the session over; it owns the queue now, and waits for
+            // what the session keeps (once: this runs again on drop).
+            if let Some(entry) = sessions.get_mut(&key) {
+                if std::mem::take(&mut entry.awaiting_handover) {
+                    entry.kept = kept;
+                }
+            }
+            drop(sessions);
+            self.released.notify_one();
             return;
         }
         self.subscriptions.clear();
@@ -956,6 +1009,7 @@ impl Session {
         } else if let Some(entry) = sessions.get_mut(&key) {
             entry.connection = None;
             entry.kept = kept;
+            entry.kept.left = Some(std::time::SystemTime::now());
             if self.queue.is_none() && entry.kept.is_empty() {
                 // Nothing to keep: no queue, no subscriptions, no ids, no will.
                 let record = sessions.remove(&key).and_then(|entry| entry.record);
@@ -1026,23 +1080,26 @@ pub(crate) fn will_later(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
-        let resumed = {
-            let sessions = state.sessions.lock().expect("sessions lock poisoned");
-            sessions.get(&key).is_some_and(|entry| entry.connection.is_some() || entry.generation != generation)
+        // Claimed under the registry's lock: a connection that resumes the session from here on
+        // finds no will to cancel, and one that resumed it before is seen here.
+        let in_record = {
+            let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+            match sessions.get_mut(&key) {
+                Some(entry) if entry.connection.is_some() || entry.generation != generation => return,
+                Some(entry) => {
+                    entry.will = None;
+                    entry.kept.will.take().is_some()
+                }
+                None => false,
+            }
         };
-        if resumed {
-            return;
-        }
         debug!(client_id = %key.1, topic = %will.will.topic, "publishing delayed last will");
         crate::inbound::publish_will(&state, &vhost, will.will, will.properties.as_deref());
         // Published first, then taken out of the record: a crash in between publishes it again
         // rather than never.
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation) {
-            entry.will = None;
-            if entry.kept.will.take().is_some() {
-                state.store_kept(vhost.name(), &key.1, entry);
-            }
+        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation && in_record) {
+            state.store_kept(vhost.name(), &key.1, entry);
         }
     });
     Some(task.abort_handle())

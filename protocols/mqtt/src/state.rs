@@ -76,6 +76,12 @@ pub(crate) struct SessionEntry {
     pub kept: Kept,
     /// The journal record of `kept`, when it has one.
     pub record: Option<u64>,
+    /// The connection that holds the entry took the session over from one still connected,
+    /// and waits for it to hand over what it keeps (`Session::release`).
+    pub awaiting_handover: bool,
+    /// Fired by the connection that holds the entry once it has let the session go: its
+    /// deliveries are back in the queue, and what it keeps is handed over.
+    pub released: Arc<Notify>,
     /// A delayed will waiting to be published; aborted when a connection takes the session
     /// back (it would not be published then anyway).
     pub will: Option<tokio::task::AbortHandle>,
@@ -83,7 +89,7 @@ pub(crate) struct SessionEntry {
 
 impl SessionEntry {
     /// A registry entry for a connection that now holds the session.
-    pub(crate) fn new(connection: u64, kick: Arc<Notify>) -> SessionEntry {
+    pub(crate) fn new(connection: u64, kick: Arc<Notify>, released: Arc<Notify>) -> SessionEntry {
         SessionEntry {
             connection: Some(connection),
             generation: connection,
@@ -91,6 +97,8 @@ impl SessionEntry {
             sweeper: None,
             kept: Kept::default(),
             record: None,
+            awaiting_handover: false,
+            released,
             will: None,
         }
     }
@@ -325,21 +333,38 @@ impl MqttState {
             }
         }
         let Some((id, kept)) = kept else { return };
-        let Some(vhost) = self.broker.vhost(vhost_name) else {
+        if self.broker.vhost(vhost_name).is_none() {
             journal.removed(vhost_name, pseudo_queue, id);
             return;
-        };
-        let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
-        let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
-        entry.connection = None;
-        entry.sweeper = crate::session::expire_later(self, &vhost, key.clone(), 0, kept.expiry);
-        if let Some(will) = &kept.will {
-            let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-            entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.clone(), delay);
         }
+        let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
+        let mut entry = SessionEntry::new(0, Arc::new(Notify::new()), Arc::new(Notify::new()));
+        entry.connection = None;
         entry.kept = kept;
         entry.record = Some(id);
         self.sessions.lock().expect("sessions lock poisoned").insert(key, entry);
+    }
+
+    /// Starts the clocks of the sessions restored at start: their expiry, counted from when
+    /// their client left (or from now, if it was connected at the crash), and their delayed
+    /// wills. Called once every pseudo-queue is restored, so a will that is already due cannot
+    /// race the restore of the retained messages it may replace.
+    pub fn start_restored(self: &Arc<Self>) {
+        let now = SystemTime::now();
+        let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+        for (key, entry) in sessions.iter_mut() {
+            if entry.generation != 0 || entry.connection.is_some() || entry.sweeper.is_some() {
+                continue;
+            }
+            let Some(vhost) = self.broker.vhost(&key.0) else { continue };
+            let gone_for = entry.kept.left.and_then(|left| now.duration_since(left).ok()).unwrap_or_default();
+            let expiry = entry.kept.expiry.saturating_sub(gone_for);
+            entry.sweeper = crate::session::expire_later(self, &vhost, key.clone(), 0, expiry);
+            if let Some(will) = &entry.kept.will {
+                let delay = will.due.duration_since(now).unwrap_or_default();
+                entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.clone(), delay);
+            }
+        }
     }
 
     /// The retained messages whose topic matches `filter`. Expired ones are dropped.
