@@ -193,6 +193,27 @@ async fn queue_message_ttl_expires_messages_which_are_never_delivered() {
 }
 
 #[tokio::test]
+async fn a_requeued_message_keeps_its_original_expiry() {
+    // RabbitMQ: "The original expiry time of a message is preserved if it is requeued".
+    let broker = Broker::start();
+    let connection = connect(&broker).await;
+    let setup = confirm_channel(&connection).await;
+    let queue = "ttl-requeued";
+    declare_queue_with(&setup, queue, table(vec![("x-message-ttl", AMQPValue::LongInt(2_000))])).await;
+    publish_plain(&setup, "", queue, "short-lived").await;
+    let published = Instant::now();
+    // Delivered, held unacknowledged, then requeued by closing the channel, 1.2 s in.
+    let holder = open_channel(&connection).await;
+    let mut consumer = consume(&holder, queue, "ttl-holder", BasicConsumeOptions::default()).await;
+    assert_eq!(next_delivery(&mut consumer).await.data, b"short-lived");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    holder.close(200, "requeue").await.expect("close the channel");
+    // 2.6 s after the publish it has expired: its 2 s did not start again at the requeue.
+    tokio::time::sleep(Duration::from_millis(2600).saturating_sub(published.elapsed())).await;
+    assert!(get_no_ack(&setup, queue).await.is_none(), "expired 2 s after it was published");
+}
+
+#[tokio::test]
 async fn smaller_of_queue_ttl_and_message_expiration_applies() {
     let broker = Broker::start();
     let connection = connect(&broker).await;

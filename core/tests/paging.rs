@@ -177,8 +177,8 @@ async fn paging_keeps_priorities_and_requeued_positions() {
     assert_eq!((index_of(&first.message), index_of(&second.message)), (3, 7));
     // Put them back: they return to their places, ahead of the rest of priority 3.
     queue.requeue([
-        Requeue { sequence: second.sequence, message: second.message, redelivered: true },
-        Requeue { sequence: first.sequence, message: first.message, redelivered: true },
+        Requeue { sequence: second.sequence, message: second.message, redelivered: true, expires_at: None },
+        Requeue { sequence: first.sequence, message: first.message, redelivered: true, expires_at: None },
     ]);
     let mut order = Vec::new();
     while let Some(got) = queue.get() {

@@ -37,7 +37,12 @@ impl Delivery {
     /// own redelivered flag, then frees the credit it held (in that order, so no other consumer
     /// is served ahead of it).
     pub fn return_to_queue(self) {
-        let requeue = Requeue { sequence: self.sequence, message: self.message, redelivered: self.redelivered };
+        let requeue = Requeue {
+            sequence: self.sequence,
+            message: self.message,
+            redelivered: self.redelivered,
+            expires_at: self.expires_at,
+        };
         self.queue.requeue([requeue]);
         self.consumer.settle(1);
     }

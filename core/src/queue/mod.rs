@@ -87,6 +87,9 @@ pub struct Requeue {
     pub message: Arc<Message>,
     /// Whether a consumer has seen it.
     pub redelivered: bool,
+    /// When it expires, as it was handed out: a requeued message keeps its original expiry,
+    /// as in RabbitMQ. `None` if it had none then (a TTL set since applies from now).
+    pub expires_at: Option<Instant>,
 }
 
 /// A message found in the journal at start, for its queue: a reference (the body stays on
@@ -155,6 +158,8 @@ pub struct Got {
     pub sequence: u64,
     pub message: Arc<Message>,
     pub redelivered: bool,
+    /// When it expires, if it does (kept if it is requeued).
+    pub expires_at: Option<Instant>,
     /// Messages still ready after this one.
     pub remaining: usize,
 }
@@ -638,7 +643,7 @@ impl Queue {
                     state.bytes += requeue.message.body_bytes();
                     Ready {
                         sequence: requeue.sequence,
-                        expires_at: Self::expiry_of(&state, &requeue.message, now),
+                        expires_at: requeue.expires_at.or_else(|| Self::expiry_of(&state, &requeue.message, now)),
                         level: state.ready.level_of(requeue.message.properties.priority),
                         slot: Slot::Memory(requeue.message),
                         redelivered: requeue.redelivered,
@@ -681,6 +686,7 @@ impl Queue {
                     sequence: taken.sequence,
                     message: taken.message,
                     redelivered: taken.redelivered,
+                    expires_at: taken.expires_at,
                     remaining: state.ready.len(),
                 }
             })

@@ -103,6 +103,8 @@ pub struct Unacked {
     pub consumer: Option<Arc<Consumer>>,
     /// When it was sent, for the consumer timeout.
     pub delivered_at: Instant,
+    /// When it expires, kept if it is requeued.
+    pub expires_at: Option<Instant>,
 }
 
 /// Publisher-confirm bookkeeping.
@@ -344,7 +346,12 @@ pub fn requeue(entries: Vec<Unacked>) {
     let consumers: Vec<Arc<Consumer>> = entries.iter().filter_map(|entry| entry.consumer.clone()).collect();
     let mut by_queue: Vec<(Arc<Queue>, Vec<Requeue>)> = Vec::new();
     for entry in entries {
-        let requeue = Requeue { sequence: entry.sequence, message: entry.message, redelivered: true };
+        let requeue = Requeue {
+            sequence: entry.sequence,
+            message: entry.message,
+            redelivered: true,
+            expires_at: entry.expires_at,
+        };
         match by_queue.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, &entry.queue)) {
             Some((_, items)) => items.push(requeue),
             None => by_queue.push((entry.queue, vec![requeue])),

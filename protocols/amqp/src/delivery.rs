@@ -70,6 +70,7 @@ impl Connection {
                 message: delivery.message,
                 consumer: Some(consumer),
                 delivered_at: now,
+                expires_at: delivery.expires_at,
             });
         }
     }

@@ -473,6 +473,7 @@ impl Connection {
                 message: got.message.clone(),
                 consumer: None,
                 delivered_at: tokio::time::Instant::now(),
+                expires_at: got.expires_at,
             });
         } else {
             queue.acked([&got.message]);

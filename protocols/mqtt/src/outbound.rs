@@ -32,7 +32,15 @@ pub(crate) enum Inflight {
     /// connection goes first.
     /// `key` is its identity in the session's own queue, to resend it under the same id after
     /// a reconnect (`None` for a shared subscription's, which goes back to the group).
-    Queued { queue: Arc<Queue>, consumer: Arc<Consumer>, sequence: u64, message: Arc<Message>, key: Option<MessageKey> },
+    Queued {
+        queue: Arc<Queue>,
+        consumer: Arc<Consumer>,
+        sequence: u64,
+        message: Arc<Message>,
+        key: Option<MessageKey>,
+        /// When it expires: kept when it is requeued.
+        expires_at: Option<tokio::time::Instant>,
+    },
     /// A retained message sent on subscribe: it holds a unit of the session's window.
     Retained,
     /// QoS 2 after PUBREC: the client has the message; PUBREL sent, PUBCOMP awaited. The
@@ -197,6 +205,7 @@ impl Session {
                 sequence: delivery.sequence,
                 message: delivery.message,
                 key,
+                expires_at: delivery.expires_at,
             };
             self.inflight.insert(publish.pkid, inflight);
         }
@@ -463,8 +472,8 @@ impl Session {
     /// not messages any more; the registry keeps them for a persistent session.)
     pub(crate) fn requeue_inflight(&mut self) {
         for (_, inflight) in self.inflight.drain() {
-            if let Inflight::Queued { queue, sequence, message, .. } = inflight {
-                queue.requeue([Requeue { sequence, message, redelivered: true }]);
+            if let Inflight::Queued { queue, sequence, message, expires_at, .. } = inflight {
+                queue.requeue([Requeue { sequence, message, redelivered: true, expires_at }]);
             }
         }
     }

@@ -46,6 +46,8 @@ pub(crate) struct Unacked {
     pub sequence: u64,
     pub message: Arc<Message>,
     pub consumer: Arc<Consumer>,
+    /// When it expires, kept if it is requeued.
+    pub expires_at: Option<tokio::time::Instant>,
 }
 
 /// Deliveries drained from the inbox per pass, and the output size at which draining pauses
@@ -345,7 +347,12 @@ impl Session {
         let requeue = !acked && frame.header("requeue") != Some("false");
         for entry in settled {
             if requeue {
-                entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
+                entry.queue.requeue([Requeue {
+                    sequence: entry.sequence,
+                    message: entry.message,
+                    redelivered: true,
+                    expires_at: entry.expires_at,
+                }]);
             } else if acked {
                 entry.queue.acked([&entry.message]);
             } else {
@@ -404,6 +411,7 @@ impl Session {
                 sequence: delivery.sequence,
                 message: delivery.message,
                 consumer: delivery.consumer,
+                expires_at: delivery.expires_at,
             });
         }
     }
@@ -427,7 +435,12 @@ impl Session {
             subscription.queue.detach_consumer(subscription.consumer.id, &self.inbox);
         }
         for entry in std::mem::take(&mut self.unacked) {
-            entry.queue.requeue([Requeue { sequence: entry.sequence, message: entry.message, redelivered: true }]);
+            entry.queue.requeue([Requeue {
+                sequence: entry.sequence,
+                message: entry.message,
+                redelivered: true,
+                expires_at: entry.expires_at,
+            }]);
             entry.consumer.settle(1);
         }
         self.inbox.return_undelivered();
