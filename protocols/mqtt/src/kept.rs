@@ -126,6 +126,17 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
+    /// Nothing kept.
+    pub(crate) const NOTHING: Kept = Kept {
+        subscriptions: Vec::new(),
+        extras: Vec::new(),
+        released: Vec::new(),
+        unacked: Vec::new(),
+        expiry: Duration::ZERO,
+        left: None,
+        will: None,
+    };
+
     /// Whether there is anything beyond a queue to keep.
     pub(crate) fn is_empty(&self) -> bool {
         self.subscriptions.is_empty()

@@ -5,7 +5,9 @@
 //! half, and hands encoded bytes to a writer task over a bounded channel, so a client that stops
 //! reading stops being read.
 
-use std::collections::{HashMap, HashSet};
+// The per-session sets and maps that are usually empty are B-trees: 24 bytes each and no
+// allocation while empty, against 48 for a hash map, in every idle connection.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +31,10 @@ use crate::outbound::Inflight;
 use crate::state::{MqttState, SessionEntry, SessionKey};
 use crate::translate;
 
-/// How long a connection that takes a session over waits for the one it replaces to let go.
+/// How long a connection that takes a session over waits for the one it replaces to let go,
+/// and how often it looks.
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+const HANDOVER_POLL: Duration = Duration::from_millis(5);
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
 /// How long a closing connection may take to write its last bytes.
@@ -91,7 +95,7 @@ pub(crate) struct Session {
     pub(crate) ends_with_connection: bool,
     keep_alive: Duration,
     pub(crate) vhost: Arc<Vhost>,
-    pub(crate) will: Option<LastWill>,
+    pub(crate) will: Option<Box<LastWill>>,
     /// An MQTT 5 will's properties.
     pub(crate) will_properties: Option<Box<mqttbytes::v5::PublishProperties>>,
     /// What the user's permissions allow, checked once at connect (every MQTT publish goes to
@@ -116,9 +120,9 @@ pub(crate) struct Session {
     /// How long an MQTT 5 will waits after an abnormal end, unless the session resumes first.
     pub(crate) will_delay: Duration,
     /// MQTT 5 filters subscribed with No Local: this connection's own messages skip them.
-    pub(crate) no_local: HashSet<String>,
+    pub(crate) no_local: BTreeSet<String>,
     /// MQTT 5 filters subscribed with Retain As Published.
-    pub(crate) retain_as_published: HashSet<String>,
+    pub(crate) retain_as_published: BTreeSet<String>,
     /// Every packet id is in use: the inbox is not drained until one frees.
     pub(crate) ids_exhausted: bool,
     /// The session's delivery window (prefetch, or MQTT 5's Receive Maximum), shared by its
@@ -126,13 +130,13 @@ pub(crate) struct Session {
     pub(crate) window: Option<Arc<warren_core::queue::Credit>>,
     /// MQTT 5 reason codes for PUBACKs and PUBRECs not yet sent, by packet id (Success is not
     /// recorded).
-    pub(crate) ack_reasons: HashMap<u16, u8>,
+    pub(crate) ack_reasons: BTreeMap<u16, u8>,
     /// MQTT 5 subscription identifiers, by filter: sent back on the deliveries each matches.
-    pub(crate) subscription_ids: HashMap<String, usize>,
+    pub(crate) subscription_ids: BTreeMap<String, usize>,
     /// The identifier of the SUBSCRIBE being handled.
     pub(crate) pending_identifier: Option<usize>,
     /// Shared subscriptions, by their `$share/...` filter.
-    pub(crate) shared: HashMap<String, crate::shared::SharedSubscription>,
+    pub(crate) shared: BTreeMap<String, crate::shared::SharedSubscription>,
     /// The session's queue, bound to `amq.topic` once per subscription.
     pub(crate) queue: Option<Arc<Queue>>,
     pub(crate) consumer: Option<Arc<Consumer>>,
@@ -156,11 +160,9 @@ pub(crate) struct Session {
     pub(crate) pending_retained: Option<Box<crate::outbound::PendingRetained>>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
-    pub(crate) incoming_qos2: HashSet<u16>,
+    pub(crate) incoming_qos2: BTreeSet<u16>,
     pub(crate) out: BytesMut,
     kick: Arc<Notify>,
-    /// Fired once this connection has let the session go (see `SessionEntry::released`).
-    released: Arc<Notify>,
     /// A queue left over its memory bound by our last publish: we read nothing more until it has
     /// room, so TCP pushes back on the publisher.
     pub(crate) paused_on: Option<Arc<Queue>>,
@@ -336,22 +338,21 @@ async fn open(
     }
     let key: SessionKey = (vhost_name.clone(), client_id.clone());
     let kick = Arc::new(Notify::new());
-    let released = Arc::new(Notify::new());
     let previous = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        let mut entry = SessionEntry::new(connection, kick.clone(), released.clone());
+        let mut entry = SessionEntry::new(connection, kick.clone());
         let previous = sessions.remove(&key);
         if let Some(previous) = &previous {
             // What the session keeps moves to the new entry at once, so a connection that
             // takes the session over from this one while it opens inherits it too.
-            entry.kept = previous.kept.clone();
+            entry.set_kept(previous.kept().clone());
             entry.record = previous.record;
             entry.awaiting_handover = previous.connection.is_some() || previous.awaiting_handover;
         }
         sessions.insert(key.clone(), entry);
         previous
     };
-    let mut handover = None;
+    let mut handover = false;
     if let Some(previous) = &previous {
         if let Some(sweeper) = &previous.sweeper {
             sweeper.abort();
@@ -362,15 +363,26 @@ async fn open(
         if previous.connection.is_some() {
             info!(%client_id, "session taken over by a new connection");
             previous.kick.notify_one();
-            handover = Some(previous.released.clone());
+            handover = true;
         }
     }
     // A connection taken over first puts its unacknowledged deliveries back in the queue and
-    // hands over what the session keeps (`Session::release`), so this one starts from all of
-    // it and the requeued messages come first. Bounded, in case it is stuck.
-    if let Some(released) = handover {
-        if tokio::time::timeout(HANDOVER_WAIT, released.notified()).await.is_err() {
-            warn!(%client_id, "the connection taken over did not let the session go in time");
+    // hands over what the session keeps (`Session::release`, which clears the entry's
+    // `awaiting_handover`), so this one starts from all of it and the requeued messages come
+    // first. Takeovers are rare, so this polls rather than keep a signal in every entry; it is
+    // bounded, in case the old connection is stuck.
+    if handover {
+        let deadline = Instant::now() + HANDOVER_WAIT;
+        let waiting = || {
+            let sessions = state.sessions.lock().expect("sessions lock poisoned");
+            sessions.get(&key).is_some_and(|entry| entry.connection == Some(connection) && entry.awaiting_handover)
+        };
+        while waiting() {
+            if Instant::now() >= deadline {
+                warn!(%client_id, "the connection taken over did not let the session go in time");
+                break;
+            }
+            tokio::time::sleep(HANDOVER_POLL).await;
         }
     }
     let kept = {
@@ -378,7 +390,7 @@ async fn open(
         match sessions.get_mut(&key).filter(|entry| entry.connection == Some(connection)) {
             Some(entry) => {
                 entry.awaiting_handover = false;
-                previous.is_some().then(|| entry.kept.clone())
+                previous.is_some().then(|| entry.kept().clone())
             }
             None => None,
         }
@@ -393,7 +405,7 @@ async fn open(
         ends_with_connection: connect.clean_session,
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
-        will: connect.last_will,
+        will: connect.last_will.map(Box::new),
         will_properties: None,
         permitted,
         level,
@@ -403,13 +415,13 @@ async fn open(
         aliases: crate::v5::TopicAliases::default(),
         outbound_aliases: None,
         will_delay: Duration::ZERO,
-        no_local: HashSet::new(),
-        retain_as_published: HashSet::new(),
-        shared: HashMap::new(),
-        ack_reasons: HashMap::new(),
+        no_local: BTreeSet::new(),
+        retain_as_published: BTreeSet::new(),
+        shared: BTreeMap::new(),
+        ack_reasons: BTreeMap::new(),
         ids_exhausted: false,
         window: None,
-        subscription_ids: HashMap::new(),
+        subscription_ids: BTreeMap::new(),
         pending_identifier: None,
         queue: None,
         consumer: None,
@@ -423,10 +435,9 @@ async fn open(
         principal: Box::new(principal.clone()),
         pending_retained: None,
         next_packet_id: 1,
-        incoming_qos2: HashSet::new(),
+        incoming_qos2: BTreeSet::new(),
         out: BytesMut::new(),
         kick,
-        released,
         paused_on: None,
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
@@ -577,7 +588,7 @@ impl Session {
             let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
             match sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
                 Some(entry) => {
-                    entry.kept = Kept::default();
+                    entry.set_kept(Kept::NOTHING);
                     entry.record.take()
                 }
                 None => None,
@@ -637,12 +648,16 @@ impl Session {
     /// session over while this one is still open inherits it (MQTT 3.1.1 section 3.1.2.4); with
     /// `journal`, a persistent session's record is rewritten too.
     pub(crate) fn keep(&mut self, journal: bool) {
+        // A session that ends with its connection has nothing to keep for another.
+        if self.ends_with_connection {
+            return;
+        }
         let kept = self.kept();
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
         if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
-            entry.kept = kept;
-            if journal && !self.ends_with_connection {
+            entry.set_kept(kept);
+            if journal {
                 self.state.store_kept(self.vhost.name(), &self.client_id, entry);
                 self.kept_dirty = false;
             }
@@ -947,7 +962,7 @@ impl Session {
             }
         }
         if end != End::Graceful {
-            if let Some(will) = self.will.take() {
+            if let Some(will) = self.will.take().map(|will| *will) {
                 if !self.will_delay.is_zero() && !self.ends_with_connection && self.permitted.publish {
                     // MQTT 5's will delay (3.1.3.2.2): the will goes out after the delay, or
                     // when the session ends if that is sooner, unless a connection resumes the
@@ -991,11 +1006,9 @@ impl Session {
             // what the session keeps (once: this runs again on drop).
             if let Some(entry) = sessions.get_mut(&key) {
                 if std::mem::take(&mut entry.awaiting_handover) {
-                    entry.kept = kept;
+                    entry.set_kept(kept);
                 }
             }
-            drop(sessions);
-            self.released.notify_one();
             return;
         }
         self.subscriptions.clear();
@@ -1008,9 +1021,10 @@ impl Session {
             }
         } else if let Some(entry) = sessions.get_mut(&key) {
             entry.connection = None;
-            entry.kept = kept;
-            entry.kept.left = Some(std::time::SystemTime::now());
-            if self.queue.is_none() && entry.kept.is_empty() {
+            let mut kept = kept;
+            kept.left = Some(std::time::SystemTime::now());
+            entry.set_kept(kept);
+            if self.queue.is_none() && entry.kept().is_empty() {
                 // Nothing to keep: no queue, no subscriptions, no ids, no will.
                 let record = sessions.remove(&key).and_then(|entry| entry.record);
                 drop(sessions);
@@ -1019,9 +1033,9 @@ impl Session {
             }
             self.state.store_kept(self.vhost.name(), &self.client_id, entry);
             entry.sweeper = expire_later(&self.state, &self.vhost, key.clone(), self.connection, self.session_expiry);
-            if let Some(will) = &entry.kept.will {
+            if let Some(will) = entry.kept().will.clone() {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-                entry.will = will_later(&self.state, &self.vhost, key, self.connection, will.clone(), delay);
+                entry.will = will_later(&self.state, &self.vhost, key, self.connection, will, delay);
             }
         }
     }
@@ -1088,7 +1102,7 @@ pub(crate) fn will_later(
                 Some(entry) if entry.connection.is_some() || entry.generation != generation => return,
                 Some(entry) => {
                     entry.will = None;
-                    entry.kept.will.take().is_some()
+                    entry.take_will().is_some()
                 }
                 None => false,
             }

@@ -126,7 +126,7 @@ impl Session {
 
     /// After the deliveries went back: empty groups' queues go, the others serve their members.
     pub(crate) fn release_shared(&mut self) {
-        for (_, shared) in self.shared.drain() {
+        for (_, shared) in std::mem::take(&mut self.shared) {
             if shared.queue.consumer_count() == 0 {
                 self.vhost.remove_queue(&shared.queue);
             } else {

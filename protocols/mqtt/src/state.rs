@@ -72,16 +72,14 @@ pub(crate) struct SessionEntry {
     /// connection takes the session back, so each entry has at most one.
     pub sweeper: Option<tokio::task::AbortHandle>,
     /// What a persistent session keeps for its next connection (mirrored while connected, so
-    /// a takeover inherits it).
-    pub kept: Kept,
+    /// a takeover inherits it); `None` for nothing (most entries: clean sessions keep nothing),
+    /// so an entry stays small (see `kept` and `set_kept`).
+    kept: Option<Box<Kept>>,
     /// The journal record of `kept`, when it has one.
     pub record: Option<u64>,
     /// The connection that holds the entry took the session over from one still connected,
     /// and waits for it to hand over what it keeps (`Session::release`).
     pub awaiting_handover: bool,
-    /// Fired by the connection that holds the entry once it has let the session go: its
-    /// deliveries are back in the queue, and what it keeps is handed over.
-    pub released: Arc<Notify>,
     /// A delayed will waiting to be published; aborted when a connection takes the session
     /// back (it would not be published then anyway).
     pub will: Option<tokio::task::AbortHandle>,
@@ -89,18 +87,32 @@ pub(crate) struct SessionEntry {
 
 impl SessionEntry {
     /// A registry entry for a connection that now holds the session.
-    pub(crate) fn new(connection: u64, kick: Arc<Notify>, released: Arc<Notify>) -> SessionEntry {
+    pub(crate) fn new(connection: u64, kick: Arc<Notify>) -> SessionEntry {
         SessionEntry {
             connection: Some(connection),
             generation: connection,
             kick,
             sweeper: None,
-            kept: Kept::default(),
+            kept: None,
             record: None,
             awaiting_handover: false,
-            released,
             will: None,
         }
+    }
+
+    /// What the session keeps.
+    pub(crate) fn kept(&self) -> &Kept {
+        static NOTHING: Kept = Kept::NOTHING;
+        self.kept.as_deref().unwrap_or(&NOTHING)
+    }
+
+    pub(crate) fn set_kept(&mut self, kept: Kept) {
+        self.kept = (kept != Kept::NOTHING).then(|| Box::new(kept));
+    }
+
+    /// Takes the delayed will out of what the session keeps.
+    pub(crate) fn take_will(&mut self) -> Option<crate::kept::KeptWill> {
+        self.kept.as_deref_mut().and_then(|kept| kept.will.take())
     }
 }
 
@@ -285,7 +297,7 @@ impl MqttState {
             exchange: ExchangeName::new(""),
             routing_key: warren_core::topic::RoutingKey::new(client_id),
             properties: Properties { delivery_mode: Some(2), ..Properties::default() },
-            body: entry.kept.encode(),
+            body: entry.kept().encode(),
             journal: None,
         };
         match journal.publish(vhost, &[&pseudo_queue], &message) {
@@ -338,9 +350,9 @@ impl MqttState {
             return;
         }
         let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
-        let mut entry = SessionEntry::new(0, Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
         entry.connection = None;
-        entry.kept = kept;
+        entry.set_kept(kept);
         entry.record = Some(id);
         self.sessions.lock().expect("sessions lock poisoned").insert(key, entry);
     }
@@ -357,12 +369,12 @@ impl MqttState {
                 continue;
             }
             let Some(vhost) = self.broker.vhost(&key.0) else { continue };
-            let gone_for = entry.kept.left.and_then(|left| now.duration_since(left).ok()).unwrap_or_default();
-            let expiry = entry.kept.expiry.saturating_sub(gone_for);
+            let gone_for = entry.kept().left.and_then(|left| now.duration_since(left).ok()).unwrap_or_default();
+            let expiry = entry.kept().expiry.saturating_sub(gone_for);
             entry.sweeper = crate::session::expire_later(self, &vhost, key.clone(), 0, expiry);
-            if let Some(will) = &entry.kept.will {
+            if let Some(will) = entry.kept().will.clone() {
                 let delay = will.due.duration_since(now).unwrap_or_default();
-                entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will.clone(), delay);
+                entry.will = crate::session::will_later(self, &vhost, key.clone(), 0, will, delay);
             }
         }
     }
