@@ -98,7 +98,7 @@ impl Session {
         &mut self,
         packet_id: u16,
         qos: QoS,
-        lsn: Option<warren_core::journal::Lsn>,
+        mut lsn: Option<warren_core::journal::Lsn>,
         reason: u8,
     ) -> Option<End> {
         if self.level == crate::codec::Level::V5 && reason != crate::v5::REASON_SUCCESS {
@@ -110,6 +110,9 @@ impl Session {
             QoS::ExactlyOnce => {
                 if reason < 0x80 {
                     self.incoming_qos2.insert(packet_id);
+                    // A persistent session's record holds the id before PUBREC goes out, so a
+                    // resend after a reconnect or a crash is recognised, not routed again.
+                    lsn = lsn.max(self.keep(true));
                 }
                 self.send_after_sync(lsn, Packet::PubRec(PubRec::new(packet_id)))
             }
@@ -117,8 +120,9 @@ impl Session {
     }
 
     pub(crate) fn released(&mut self, packet_id: u16) -> Option<End> {
-        self.incoming_qos2.remove(&packet_id);
-        self.send(Packet::PubComp(PubComp::new(packet_id)))
+        // ...and drops it before PUBCOMP, after which the client may use the id again.
+        let lsn = if self.incoming_qos2.remove(&packet_id) { self.keep(true) } else { None };
+        self.send_after_sync(lsn, Packet::PubComp(PubComp::new(packet_id)))
     }
 
     /// Routes a message through `amq.topic` (see `route_message`).

@@ -10,9 +10,9 @@
 //!
 //! The record is appended before what depends on it: a released id before its message's
 //! removal (so a crash cannot lose both the message and the PUBREL owed for it), an unacked
-//! QoS 2 PUBLISH's id before the PUBLISH is written to the socket. It is not waited for: a
-//! crash within the store's sync interval of a QoS 2 PUBLISH can still resend it under a new id.
-//! Stale entries are harmless: a PUBREL for a completed id gets a PUBCOMP anyway (4.3.3), and
+//! QoS 2 PUBLISH's id before the PUBLISH; and the session holds its output until the store has
+//! synced those (`Session::hold_output`), so no client sees a PUBLISH or PUBREL that a crash
+//! would contradict. Stale entries are harmless: a PUBREL for a completed id gets a PUBCOMP anyway (4.3.3), and
 //! an id kept for a message no longer queued is only held back.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -116,6 +116,9 @@ pub(crate) struct Kept {
     pub extras: Vec<KeptSubscription>,
     /// Outbound QoS 2 ids between PUBREC and PUBCOMP: PUBREL is resent for them.
     pub released: Vec<u16>,
+    /// Inbound QoS 2 ids between PUBREC and PUBREL: a PUBLISH resent with one is not routed
+    /// again.
+    pub incoming: Vec<u16>,
     /// Outbound PUBLISHes not acknowledged, by message: resent under the same ids (4.4).
     pub unacked: Vec<(MessageKey, u16)>,
     /// How long the session outlives its connection.
@@ -131,6 +134,7 @@ impl Kept {
         subscriptions: Vec::new(),
         extras: Vec::new(),
         released: Vec::new(),
+        incoming: Vec::new(),
         unacked: Vec::new(),
         expiry: Duration::ZERO,
         left: None,
@@ -142,6 +146,7 @@ impl Kept {
         self.subscriptions.is_empty()
             && self.extras.is_empty()
             && self.released.is_empty()
+            && self.incoming.is_empty()
             && self.unacked.is_empty()
             && self.will.is_none()
     }
@@ -177,10 +182,12 @@ impl Kept {
             out.put_u8(flags);
             out.put_u32(extra.identifier.map_or(0, |identifier| u32::try_from(identifier).unwrap_or(u32::MAX)));
         }
-        let released: Vec<u16> = self.released.iter().copied().take(0xFFFF).collect();
-        out.put_u16(released.len() as u16);
-        for id in released {
-            out.put_u16(id);
+        for ids in [&self.released, &self.incoming] {
+            let ids = &ids[..ids.len().min(0xFFFF)];
+            out.put_u16(ids.len() as u16);
+            for id in ids {
+                out.put_u16(*id);
+            }
         }
         let unacked: Vec<(u64, u16)> = self
             .unacked
@@ -245,6 +252,9 @@ impl Kept {
         }
         for _ in 0..get_u16(input)? {
             kept.released.push(get_u16(input)?);
+        }
+        for _ in 0..get_u16(input)? {
+            kept.incoming.push(get_u16(input)?);
         }
         for _ in 0..get_u16(input)? {
             let record = get_u64(input)?;
@@ -409,6 +419,7 @@ mod tests {
                 },
             ],
             released: vec![3, 65535],
+            incoming: vec![8],
             unacked: vec![(MessageKey::Journal(42), 9)],
             expiry: Duration::from_secs(600),
             left: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)),

@@ -99,7 +99,11 @@ impl Session {
             }
         }
         if self.kept_dirty {
-            self.keep(true);
+            // The QoS 2 PUBLISHes of this batch go out once their ids are on disk, so a crash
+            // cannot make them go out again under other ids.
+            if let Some(lsn) = self.keep(true) {
+                self.hold_output(lsn);
+            }
         }
         // A delivery handed back to its queue freed a window unit without `slot_freed`.
         if self.pending_retained.is_some() {
@@ -348,6 +352,12 @@ impl Session {
         if let Some((queue, message)) = settled {
             // The client has it: it leaves the queue now; the window slot waits for PUBCOMP.
             queue.acked([&message]);
+            // A stored message of a persistent session: PUBREL goes out once its removal is on
+            // disk, or a crash could send the PUBLISH again after the client released its id.
+            let journal = self.state.broker.journal().filter(|journal| journal.confirms_wait());
+            if let (Some(journal), Some(_), false) = (journal, message.journal, self.ends_with_connection) {
+                self.hold_output(journal.appended());
+            }
         }
         self.send(Packet::PubRel(PubRel::new(packet_id)))
     }

@@ -31,6 +31,8 @@ use crate::outbound::Inflight;
 use crate::state::{MqttState, SessionEntry, SessionKey};
 use crate::translate;
 
+/// Output held for the store (see `Session::hold_output`) beyond which the reader waits.
+const HELD_OUTPUT_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// How long a connection that takes a session over waits for the one it replaces to let go,
 /// and how often it looks.
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
@@ -123,6 +125,8 @@ pub(crate) struct Session {
     pub(crate) no_local: BTreeSet<String>,
     /// MQTT 5 filters subscribed with Retain As Published.
     pub(crate) retain_as_published: BTreeSet<String>,
+    /// The output waits until the store has synced up to here (see `hold_output`).
+    pub(crate) hold_until: Option<Lsn>,
     /// Every packet id is in use: the inbox is not drained until one frees.
     pub(crate) ids_exhausted: bool,
     /// The session's delivery window (prefetch, or MQTT 5's Receive Maximum), shared by its
@@ -420,6 +424,7 @@ async fn open(
         shared: BTreeMap::new(),
         ack_reasons: BTreeMap::new(),
         ids_exhausted: false,
+        hold_until: None,
         window: None,
         subscription_ids: BTreeMap::new(),
         pending_identifier: None,
@@ -515,8 +520,7 @@ impl Session {
             return false;
         }
         let kept = previous.unwrap_or_default();
-        let has_shared = kept.extras.iter().any(|extra| extra.shared);
-        if existing.is_none() && !has_shared && kept.released.is_empty() {
+        if existing.is_none() && kept.is_empty() {
             return false;
         }
         if let Some(queue) = existing {
@@ -548,6 +552,7 @@ impl Session {
             }
         }
         self.resend = crate::kept::Resend::new(kept.unacked);
+        self.incoming_qos2 = kept.incoming.into_iter().collect();
         self.resume_released(kept.released);
         true
     }
@@ -635,6 +640,7 @@ impl Session {
             subscriptions: self.subscriptions.clone(),
             extras,
             released: self.released_ids(),
+            incoming: self.incoming_qos2.iter().copied().collect(),
             unacked,
             expiry: self.session_expiry,
             left: None,
@@ -646,11 +652,12 @@ impl Session {
 
     /// Mirrors what the session keeps into its registry entry, so a connection that takes the
     /// session over while this one is still open inherits it (MQTT 3.1.1 section 3.1.2.4); with
-    /// `journal`, a persistent session's record is rewritten too.
-    pub(crate) fn keep(&mut self, journal: bool) {
+    /// `journal`, a persistent session's record is rewritten too, and the position to wait for
+    /// before what depends on it goes out is returned.
+    pub(crate) fn keep(&mut self, journal: bool) -> Option<Lsn> {
         // A session that ends with its connection has nothing to keep for another.
         if self.ends_with_connection {
-            return;
+            return None;
         }
         let kept = self.kept();
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
@@ -658,9 +665,30 @@ impl Session {
         if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
             entry.set_kept(kept);
             if journal {
-                self.state.store_kept(self.vhost.name(), &self.client_id, entry);
                 self.kept_dirty = false;
+                return self.state.store_kept(self.vhost.name(), &self.client_id, entry);
             }
+        }
+        None
+    }
+
+    /// Holds everything written from now on until the store has synced up to `lsn`: the
+    /// output stays in order, and waits for what it depends on (see `kept`).
+    pub(crate) fn hold_output(&mut self, lsn: Lsn) {
+        self.hold_until = Some(self.hold_until.map_or(lsn, |held| held.max(lsn)));
+    }
+
+    /// Whether the output is held (see `hold_output`); `Err` if the store failed to write
+    /// what it waits for.
+    fn output_held(&mut self) -> Result<bool, End> {
+        let Some(lsn) = self.hold_until else { return Ok(false) };
+        match self.sync.as_ref().map(|sync| sync.borrow().outcome(lsn)) {
+            None | Some(Some(true)) => {
+                self.hold_until = None;
+                Ok(false)
+            }
+            Some(None) => Ok(true),
+            Some(Some(false)) => Err(End::Abnormal("message store failure")),
         }
     }
 
@@ -711,7 +739,11 @@ impl Session {
             return end;
         }
         loop {
-            if !self.out.is_empty() {
+            let held = match self.output_held() {
+                Ok(held) => held,
+                Err(end) => return end,
+            };
+            if !self.out.is_empty() && !held {
                 // With room in the channel this is a plain send. When it is full (a client that
                 // stopped reading), a takeover or shutdown must still end the session.
                 match chunks.try_send(self.out.split().freeze()) {
@@ -738,7 +770,8 @@ impl Session {
                         return end;
                     }
                 }
-                read = reader.read_buf(buffer), if paused.is_none() => match read {
+                // Held output is bounded too: a client cannot pile up replies while it waits.
+                read = reader.read_buf(buffer), if paused.is_none() && !(held && self.out.len() > HELD_OUTPUT_BYTES_MAX) => match read {
                     Ok(0) | Err(_) => return End::Abnormal("socket closed"),
                     Ok(read) => {
                         sizer.observe(read);
@@ -753,7 +786,7 @@ impl Session {
                         return end;
                     }
                 }
-                changed = journal::changed(self.sync.as_mut()), if !self.waiting.is_empty() => {
+                changed = journal::changed(self.sync.as_mut()), if !self.waiting.is_empty() || held => {
                     if changed.is_err() {
                         return End::Abnormal("message store stopped");
                     }

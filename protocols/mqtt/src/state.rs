@@ -289,9 +289,10 @@ impl MqttState {
 
     /// Journals a session's kept state, replacing its previous record (the new record first,
     /// then the old one's removal). Without a store, or for a client id too long to name a
-    /// record, the state stays in memory only.
-    pub(crate) fn store_kept(&self, vhost: &VhostName, client_id: &str, entry: &mut SessionEntry) {
-        let Some(journal) = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX) else { return };
+    /// record, the state stays in memory only. Returns the position to wait for before what
+    /// depends on the record goes out (`None`: nothing to wait for).
+    pub(crate) fn store_kept(&self, vhost: &VhostName, client_id: &str, entry: &mut SessionEntry) -> Option<Lsn> {
+        let journal = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX)?;
         let pseudo_queue = QueueName::from(format!("{SESSION_PREFIX}{client_id}"));
         let message = Message {
             exchange: ExchangeName::new(""),
@@ -305,9 +306,11 @@ impl MqttState {
                 if let Some(previous) = entry.record.replace(reference.id) {
                     journal.removed(vhost, &pseudo_queue, previous);
                 }
+                journal.confirms_wait().then_some(reference.lsn)
             }
             Err(_) => {
-                tracing::warn!(%vhost, client_id, "message store cannot write; session state kept in memory only")
+                tracing::warn!(%vhost, client_id, "message store cannot write; session state kept in memory only");
+                None
             }
         }
     }
