@@ -112,7 +112,10 @@ impl Session {
                     self.incoming_qos2.insert(packet_id);
                     // A persistent session's record holds the id before PUBREC goes out, so a
                     // resend after a reconnect or a crash is recognised, not routed again.
-                    lsn = lsn.max(self.keep(true));
+                    match self.keep(true) {
+                        Ok(recorded) => lsn = lsn.max(recorded),
+                        Err(end) => return Some(end),
+                    }
                 }
                 self.send_after_sync(lsn, Packet::PubRec(PubRec::new(packet_id)))
             }
@@ -121,7 +124,14 @@ impl Session {
 
     pub(crate) fn released(&mut self, packet_id: u16) -> Option<End> {
         // ...and drops it before PUBCOMP, after which the client may use the id again.
-        let lsn = if self.incoming_qos2.remove(&packet_id) { self.keep(true) } else { None };
+        let lsn = if self.incoming_qos2.remove(&packet_id) {
+            match self.keep(true) {
+                Ok(lsn) => lsn,
+                Err(end) => return Some(end),
+            }
+        } else {
+            None
+        };
         self.send_after_sync(lsn, Packet::PubComp(PubComp::new(packet_id)))
     }
 
@@ -242,7 +252,8 @@ impl Session {
                 }
             }
         }
-        self.keep(true);
+        // The SUBACK does not wait for the record: a subscription is in the bindings already.
+        let _ = self.keep(true);
         if self.level == crate::codec::Level::V5 {
             crate::v5::encode_suback(subscribe.pkid, &reasons, &mut self.out);
         } else {
@@ -378,7 +389,7 @@ impl Session {
                 self.unbind(&queue, filter, None);
             }
         }
-        self.keep(true);
+        let _ = self.keep(true);
         if self.level == crate::codec::Level::V5 {
             // MQTT 5's UNSUBACK has a reason code per filter.
             crate::v5::encode_unsuback(unsubscribe.pkid, &existed, &mut self.out);

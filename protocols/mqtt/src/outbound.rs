@@ -23,7 +23,7 @@ use crate::translate;
 /// Deliveries taken from the inbox per pass, and the output size at which draining pauses
 /// until the writer has taken what is there.
 const DRAIN_BATCH: usize = 256;
-const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
+pub(crate) const OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 
 /// An outbound QoS 1 or 2 publish awaiting its acknowledgement.
 #[derive(Debug)]
@@ -101,8 +101,10 @@ impl Session {
         if self.kept_dirty {
             // The QoS 2 PUBLISHes of this batch go out once their ids are on disk, so a crash
             // cannot make them go out again under other ids.
-            if let Some(lsn) = self.keep(true) {
-                self.hold_output(lsn);
+            match self.keep(true) {
+                Ok(Some(lsn)) => self.hold_output(lsn),
+                Ok(None) => {}
+                Err(end) => return Some(end),
             }
         }
         // A delivery handed back to its queue freed a window unit without `slot_freed`.
@@ -347,15 +349,21 @@ impl Session {
         };
         self.inflight.insert(packet_id, released);
         // The released id is recorded before the message's removal, so a crash cannot lose
-        // both the message and the PUBREL owed for it.
-        self.keep(true);
+        // both the message and the PUBREL owed for it; PUBREL goes out once both are on disk
+        // (a crash could otherwise send the PUBLISH again after the client released its id, or
+        // forget the PUBREL a client delivering at PUBREL waits for).
+        let recorded = match self.keep(true) {
+            Ok(recorded) => recorded,
+            Err(end) => return Some(end),
+        };
+        if let Some(lsn) = recorded {
+            self.hold_output(lsn);
+        }
         if let Some((queue, message)) = settled {
             // The client has it: it leaves the queue now; the window slot waits for PUBCOMP.
             queue.acked([&message]);
-            // A stored message of a persistent session: PUBREL goes out once its removal is on
-            // disk, or a crash could send the PUBLISH again after the client released its id.
             let journal = self.state.broker.journal().filter(|journal| journal.confirms_wait());
-            if let (Some(journal), Some(_), false) = (journal, message.journal, self.ends_with_connection) {
+            if let (Some(journal), Some(_), Some(_)) = (journal, message.journal, recorded) {
                 self.hold_output(journal.appended());
             }
         }

@@ -127,6 +127,8 @@ pub(crate) struct Session {
     pub(crate) retain_as_published: BTreeSet<String>,
     /// The output waits until the store has synced up to here (see `hold_output`).
     pub(crate) hold_until: Option<Lsn>,
+    /// `release` has run.
+    released: bool,
     /// Every packet id is in use: the inbox is not drained until one frees.
     pub(crate) ids_exhausted: bool,
     /// The session's delivery window (prefetch, or MQTT 5's Receive Maximum), shared by its
@@ -200,6 +202,8 @@ where
     // connection (and its socket) open for ever.
     let mut writer_task = writer_task;
     let flushed = tokio::time::timeout(WRITER_CLOSE_GRACE, async {
+        // Held output goes only once what it depends on is on disk (`hold_output`).
+        session.flush_hold().await;
         let _ = chunks.send(session.out.split().freeze()).await;
         drop(chunks);
         let _ = (&mut writer_task).await;
@@ -351,7 +355,9 @@ async fn open(
             // takes the session over from this one while it opens inherits it too.
             entry.set_kept(previous.kept().clone());
             entry.record = previous.record;
-            entry.awaiting_handover = previous.connection.is_some() || previous.awaiting_handover;
+            // The connection that still owes the handover: the one taken over, or the one that
+            // one was itself waiting for.
+            entry.awaiting_handover = previous.awaiting_handover.or(previous.connection);
         }
         sessions.insert(key.clone(), entry);
         previous
@@ -379,7 +385,9 @@ async fn open(
         let deadline = Instant::now() + HANDOVER_WAIT;
         let waiting = || {
             let sessions = state.sessions.lock().expect("sessions lock poisoned");
-            sessions.get(&key).is_some_and(|entry| entry.connection == Some(connection) && entry.awaiting_handover)
+            sessions
+                .get(&key)
+                .is_some_and(|entry| entry.connection == Some(connection) && entry.awaiting_handover.is_some())
         };
         while waiting() {
             if Instant::now() >= deadline {
@@ -391,10 +399,18 @@ async fn open(
     }
     let kept = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        match sessions.get_mut(&key).filter(|entry| entry.connection == Some(connection)) {
-            Some(entry) => {
-                entry.awaiting_handover = false;
+        match sessions.get_mut(&key) {
+            Some(entry) if entry.connection == Some(connection) => {
+                entry.awaiting_handover = None;
                 previous.is_some().then(|| entry.kept().clone())
+            }
+            // Taken over while it opened: the newer connection copied the state already; it
+            // must not wait for this one, which has nothing newer to give.
+            Some(entry) => {
+                if entry.awaiting_handover == Some(connection) {
+                    entry.awaiting_handover = None;
+                }
+                None
             }
             None => None,
         }
@@ -424,6 +440,7 @@ async fn open(
         shared: BTreeMap::new(),
         ack_reasons: BTreeMap::new(),
         ids_exhausted: false,
+        released: false,
         hold_until: None,
         window: None,
         subscription_ids: BTreeMap::new(),
@@ -472,8 +489,9 @@ async fn open(
     if !session_present {
         session.forget_record();
     }
-    // A record that still holds the will just cancelled or published is rewritten without it.
-    session.keep(had_will);
+    // The record is rewritten from what this connection took over: without the will just
+    // cancelled or published, and with what the connection taken over handed over last.
+    let _ = session.keep(had_will || previous.is_some());
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
 }
@@ -520,7 +538,11 @@ impl Session {
             return false;
         }
         let kept = previous.unwrap_or_default();
-        if existing.is_none() && kept.is_empty() {
+        // Without its queue, subscriptions are not a session (they are restored from the
+        // queue's bindings); shared subscriptions and packet ids still are.
+        let stateful =
+            kept.extras.iter().any(|extra| extra.shared) || !kept.released.is_empty() || !kept.incoming.is_empty();
+        if existing.is_none() && !stateful {
             return false;
         }
         if let Some(queue) = existing {
@@ -653,11 +675,13 @@ impl Session {
     /// Mirrors what the session keeps into its registry entry, so a connection that takes the
     /// session over while this one is still open inherits it (MQTT 3.1.1 section 3.1.2.4); with
     /// `journal`, a persistent session's record is rewritten too, and the position to wait for
-    /// before what depends on it goes out is returned.
-    pub(crate) fn keep(&mut self, journal: bool) -> Option<Lsn> {
+    /// before what depends on it goes out is returned. `Err` when the connection must end
+    /// instead of acknowledging what depends on the record: another connection has taken the
+    /// session over (it carries on from the state handed over), or the store cannot write.
+    pub(crate) fn keep(&mut self, journal: bool) -> Result<Option<Lsn>, End> {
         // A session that ends with its connection has nothing to keep for another.
         if self.ends_with_connection {
-            return None;
+            return Ok(None);
         }
         let kept = self.kept();
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
@@ -666,10 +690,33 @@ impl Session {
             entry.set_kept(kept);
             if journal {
                 self.kept_dirty = false;
-                return self.state.store_kept(self.vhost.name(), &self.client_id, entry);
+                return self
+                    .state
+                    .store_kept(self.vhost.name(), &self.client_id, entry)
+                    .map_err(|_| End::Abnormal("message store failure"));
+            }
+            return Ok(None);
+        }
+        if journal {
+            return Err(End::Abnormal("taken over by a new connection"));
+        }
+        Ok(None)
+    }
+
+    /// Waits (the caller bounds it) until held output may go; output still held by a store
+    /// that failed or stopped is dropped, since what it depends on is not on disk.
+    pub(crate) async fn flush_hold(&mut self) {
+        loop {
+            match self.output_held() {
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(_) => break,
+            }
+            if journal::changed(self.sync.as_mut()).await.is_err() {
+                break;
             }
         }
-        None
+        self.out.clear();
     }
 
     /// Holds everything written from now on until the store has synced up to `lsn`: the
@@ -758,6 +805,10 @@ impl Session {
             }
             sizer.prepare(buffer);
             let paused = self.paused_on.clone();
+            // Held output past its bound stops the reader, and a full held output stops the
+            // draining (which would find no room and spin on the inbox's readiness).
+            let reading_held = held && self.out.len() > HELD_OUTPUT_BYTES_MAX;
+            let draining_held = held && self.out.len() >= crate::outbound::OUTPUT_BYTES_MAX;
             tokio::select! {
                 // The writer gave up (the client stopped reading): end, even with nothing to send.
                 _ = chunks.closed() => return End::Abnormal("writer closed"),
@@ -771,7 +822,7 @@ impl Session {
                     }
                 }
                 // Held output is bounded too: a client cannot pile up replies while it waits.
-                read = reader.read_buf(buffer), if paused.is_none() && !(held && self.out.len() > HELD_OUTPUT_BYTES_MAX) => match read {
+                read = reader.read_buf(buffer), if paused.is_none() && !reading_held => match read {
                     Ok(0) | Err(_) => return End::Abnormal("socket closed"),
                     Ok(read) => {
                         sizer.observe(read);
@@ -781,7 +832,7 @@ impl Session {
                         }
                     }
                 },
-                _ = inbox.ready() => {
+                _ = inbox.ready(), if !draining_held => {
                     if let Some(end) = self.drain_inbox() {
                         return end;
                     }
@@ -790,6 +841,10 @@ impl Session {
                     if changed.is_err() {
                         return End::Abnormal("message store stopped");
                     }
+                    if reading_held {
+                        // Not read meanwhile: its silence was ours.
+                        last_packet = Instant::now();
+                    }
                     if let Some(end) = self.release_synced() {
                         return end;
                     }
@@ -797,7 +852,9 @@ impl Session {
                 _ = keep_alive_check.tick() => {
                     // The spec's grace: one and a half keep-alive periods.
                     // A paused session is silent because we stopped reading it.
-                    let silent = self.paused_on.is_none() && last_packet.elapsed() > self.keep_alive * 3 / 2;
+                    let silent = self.paused_on.is_none()
+                        && !reading_held
+                        && last_packet.elapsed() > self.keep_alive * 3 / 2;
                     if !self.keep_alive.is_zero() && silent {
                         warn!(client_id = %self.client_id, "keep-alive expired");
                         return End::Abnormal("keep-alive expired");
@@ -1015,6 +1072,10 @@ impl Session {
     }
 
     fn release(&mut self) {
+        // Once: this runs from `finish`, and again on drop in case `finish` never ran.
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
         // What a persistent session keeps, taken before the deliveries in flight go back.
         let kept = self.kept();
         let had_no_local = !self.no_local.is_empty();
@@ -1038,8 +1099,10 @@ impl Session {
             // A newer connection took the session over; it owns the queue now, and waits for
             // what the session keeps (once: this runs again on drop).
             if let Some(entry) = sessions.get_mut(&key) {
-                if std::mem::take(&mut entry.awaiting_handover) {
-                    entry.set_kept(kept);
+                if entry.awaiting_handover == Some(self.connection) {
+                    entry.awaiting_handover = None;
+                    // A session that ended with this connection leaves nothing to take over.
+                    entry.set_kept(if self.ends_with_connection { Kept::NOTHING } else { kept });
                 }
             }
             return;
@@ -1064,7 +1127,8 @@ impl Session {
                 self.state.forget_kept(self.vhost.name(), &self.client_id, record);
                 return;
             }
-            self.state.store_kept(self.vhost.name(), &self.client_id, entry);
+            // A store that cannot write has logged it; the state stays in memory.
+            let _ = self.state.store_kept(self.vhost.name(), &self.client_id, entry);
             entry.sweeper = expire_later(&self.state, &self.vhost, key.clone(), self.connection, self.session_expiry);
             if let Some(will) = entry.kept().will.clone() {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
@@ -1146,7 +1210,7 @@ pub(crate) fn will_later(
         // rather than never.
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
         if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation && in_record) {
-            state.store_kept(vhost.name(), &key.1, entry);
+            let _ = state.store_kept(vhost.name(), &key.1, entry);
         }
     });
     Some(task.abort_handle())

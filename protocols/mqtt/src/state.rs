@@ -77,9 +77,10 @@ pub(crate) struct SessionEntry {
     kept: Option<Box<Kept>>,
     /// The journal record of `kept`, when it has one.
     pub record: Option<u64>,
-    /// The connection that holds the entry took the session over from one still connected,
-    /// and waits for it to hand over what it keeps (`Session::release`).
-    pub awaiting_handover: bool,
+    /// The connection that holds the entry took the session over from this one, still
+    /// connected, and waits for it to hand over what it keeps (`Session::release`); only that
+    /// connection may.
+    pub awaiting_handover: Option<u64>,
     /// A delayed will waiting to be published; aborted when a connection takes the session
     /// back (it would not be published then anyway).
     pub will: Option<tokio::task::AbortHandle>,
@@ -95,7 +96,7 @@ impl SessionEntry {
             sweeper: None,
             kept: None,
             record: None,
-            awaiting_handover: false,
+            awaiting_handover: None,
             will: None,
         }
     }
@@ -291,8 +292,15 @@ impl MqttState {
     /// then the old one's removal). Without a store, or for a client id too long to name a
     /// record, the state stays in memory only. Returns the position to wait for before what
     /// depends on the record goes out (`None`: nothing to wait for).
-    pub(crate) fn store_kept(&self, vhost: &VhostName, client_id: &str, entry: &mut SessionEntry) -> Option<Lsn> {
-        let journal = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX)?;
+    pub(crate) fn store_kept(
+        &self,
+        vhost: &VhostName,
+        client_id: &str,
+        entry: &mut SessionEntry,
+    ) -> Result<Option<Lsn>, JournalUnavailable> {
+        let Some(journal) = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX) else {
+            return Ok(None);
+        };
         let pseudo_queue = QueueName::from(format!("{SESSION_PREFIX}{client_id}"));
         let message = Message {
             exchange: ExchangeName::new(""),
@@ -306,11 +314,11 @@ impl MqttState {
                 if let Some(previous) = entry.record.replace(reference.id) {
                     journal.removed(vhost, &pseudo_queue, previous);
                 }
-                journal.confirms_wait().then_some(reference.lsn)
+                Ok(journal.confirms_wait().then_some(reference.lsn))
             }
-            Err(_) => {
-                tracing::warn!(%vhost, client_id, "message store cannot write; session state kept in memory only");
-                None
+            Err(unavailable) => {
+                tracing::warn!(%vhost, client_id, "message store cannot write the session's state");
+                Err(unavailable)
             }
         }
     }
