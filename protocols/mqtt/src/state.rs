@@ -253,23 +253,7 @@ impl MqttState {
         else {
             return;
         };
-        let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
-        let Ok(messages) = journal.read(&references) else {
-            // Nothing is lost: the records stay, and the next start tries again.
-            tracing::warn!(%vhost, topic, "cannot read a stored retained message back; not restored");
-            return;
-        };
-        // The newest record that reads back wins; the others (older, or damaged) are removed.
-        let keep = messages.iter().rposition(Option::is_some);
-        let mut kept = None;
-        for (index, (reference, message)) in references.iter().zip(messages).enumerate() {
-            if Some(index) == keep {
-                kept = message.map(|message| (reference.id, message));
-            } else {
-                journal.removed(vhost, pseudo_queue, reference.id);
-            }
-        }
-        let Some((id, message)) = kept else { return };
+        let Some((id, message)) = newest_record(journal.as_ref(), vhost, pseudo_queue, found, Some) else { return };
         let qos = crate::outbound::message_qos(&message);
         let headers = message.properties.headers.as_ref();
         let expires_at = headers
@@ -339,23 +323,8 @@ impl MqttState {
         else {
             return;
         };
-        let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
-        let Ok(messages) = journal.read(&references) else {
-            tracing::warn!(vhost = %vhost_name, client_id, "cannot read a stored mqtt session back; not restored");
-            return;
-        };
-        let decoded: Vec<Option<Kept>> =
-            messages.into_iter().map(|message| message.and_then(|message| Kept::decode(message.body))).collect();
-        let keep = decoded.iter().rposition(Option::is_some);
-        let mut kept = None;
-        for (index, (reference, record)) in references.iter().zip(decoded).enumerate() {
-            if Some(index) == keep {
-                kept = record.map(|record| (reference.id, record));
-            } else {
-                journal.removed(vhost_name, pseudo_queue, reference.id);
-            }
-        }
-        let Some((id, kept)) = kept else { return };
+        let decode = |message: Message| Kept::decode(message.body);
+        let Some((id, kept)) = newest_record(journal.as_ref(), vhost_name, pseudo_queue, found, decode) else { return };
         if self.broker.vhost(vhost_name).is_none() {
             journal.removed(vhost_name, pseudo_queue, id);
             return;
@@ -414,6 +383,35 @@ impl MqttState {
         }
         matching
     }
+}
+
+/// Of a pseudo-queue's records found at start, the newest that reads back and decodes, with its
+/// id; the others (older ones left by a crash between a rewrite's two steps, or damaged ones)
+/// are removed. `None` if none does, or if the journal cannot read now (then nothing is
+/// removed, and the next start tries again).
+fn newest_record<T>(
+    journal: &dyn warren_core::journal::Journal,
+    vhost: &VhostName,
+    pseudo_queue: &QueueName,
+    found: Vec<Recovered>,
+    decode: impl Fn(Message) -> Option<T>,
+) -> Option<(u64, T)> {
+    let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
+    let Ok(messages) = journal.read(&references) else {
+        tracing::warn!(%vhost, queue = %pseudo_queue, "cannot read stored mqtt state back; not restored");
+        return None;
+    };
+    let decoded: Vec<Option<T>> = messages.into_iter().map(|message| message.and_then(&decode)).collect();
+    let newest = decoded.iter().rposition(Option::is_some);
+    let mut kept = None;
+    for (index, (reference, value)) in references.iter().zip(decoded).enumerate() {
+        if Some(index) == newest {
+            kept = value.map(|value| (reference.id, value));
+        } else {
+            journal.removed(vhost, pseudo_queue, reference.id);
+        }
+    }
+    kept
 }
 
 /// A retained message as journaled: the payload, persistent, with its MQTT 5 properties, its
