@@ -1,6 +1,6 @@
 //! What a persistent session keeps between its connections, beyond its queue and bindings:
-//! subscription options and identifiers, shared subscriptions, the packet ids of outbound QoS 2
-//! messages (between PUBREC and PUBCOMP, and PUBLISHes not yet acknowledged), its expiry and a
+//! subscription options and identifiers, shared subscriptions, the packet ids of QoS 2
+//! exchanges in progress both ways and of PUBLISHes not yet acknowledged, its expiry and a
 //! delayed will.
 //!
 //! In memory it lives in the session registry while no connection holds the session. With a
@@ -8,12 +8,22 @@
 //! ([`SESSION_PREFIX`]), rewritten when it changes (the new record first, then the old one's
 //! removal, as retained messages are), so it comes back after a restart or a crash.
 //!
-//! The record is appended before what depends on it: a released id before its message's
-//! removal (so a crash cannot lose both the message and the PUBREL owed for it), an unacked
-//! QoS 2 PUBLISH's id before the PUBLISH; and the session holds its output until the store has
-//! synced those (`Session::hold_output`), so no client sees a PUBLISH or PUBREL that a crash
-//! would contradict. Stale entries are harmless: a PUBREL for a completed id gets a PUBCOMP anyway (4.3.3), and
-//! an id kept for a message no longer queued is only held back.
+//! The record is appended before what depends on it, and the session holds what it sends until
+//! the store has synced the record (`Session::hold_output`, `send_after_sync`), so no client
+//! sees a packet that a crash would contradict:
+//! - an outbound QoS 2 PUBLISH waits for the record of its id, so a crash resends it under
+//!   that id;
+//! - PUBREL waits for its released id and its message's removal, so a crash resends PUBREL,
+//!   never the PUBLISH;
+//! - an inbound QoS 2 PUBREC waits for the record of its id (and the message), and PUBCOMP for
+//!   the record without it: after PUBCOMP the client may use the id for a new message, which a
+//!   stale id would make the broker drop as a resend.
+//!
+//! Other stale entries are harmless: a PUBREL for a completed id gets a PUBCOMP anyway (4.3.3),
+//! and an id kept for a message no longer queued is only held back. One window is left: an
+//! inbound QoS 2 message's own record and the record of its id are two appends, and a crash
+//! whose last sync falls between them keeps the message without the id; the client, which got
+//! no PUBREC, resends it and it is routed twice.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
