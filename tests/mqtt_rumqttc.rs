@@ -697,25 +697,39 @@ fn inbound_qos2_once_across(crash: bool) {
     let mut connack = [0u8; 4];
     std::io::Read::read_exact(&mut publisher, &mut connack).expect("CONNACK");
     assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
-    for (first_byte, body) in [(wire::PUBLISH_QOS2 | wire::DUP, &b"once"[..]), (wire::PUBLISH_QOS2, b"again")] {
+    let exchange = |publisher: &mut std::net::TcpStream, first_byte: u8, body: &[u8]| {
         publisher.write_all(&wire::publish(first_byte, "inq2/a", Some(7), body)).expect("PUBLISH");
-        assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), 7u16.to_be_bytes());
+        assert_eq!(wire::expect_packet(publisher, wire::PUBREC), 7u16.to_be_bytes());
         publisher.write_all(&wire::ack(wire::PUBREL, 7)).expect("PUBREL");
-        assert_eq!(wire::expect_packet(&mut publisher, wire::PUBCOMP), 7u16.to_be_bytes());
-    }
+        assert_eq!(wire::expect_packet(publisher, wire::PUBCOMP), 7u16.to_be_bytes());
+    };
+    exchange(&mut publisher, wire::PUBLISH_QOS2 | wire::DUP, b"once");
+    exchange(&mut publisher, wire::PUBLISH_QOS2, b"again");
+    let mut expected = vec![b"once".to_vec(), b"again".to_vec()];
+    let broker = if crash {
+        // After PUBCOMP the id is free, also across a crash: a new message with it is routed.
+        drop(publisher);
+        let broker = broker.crash_and_restart();
+        let mut publisher = wire::open_session(broker.mqtt_addr, &publisher_connect, false);
+        exchange(&mut publisher, wire::PUBLISH_QOS2, b"third");
+        expected.push(b"third".to_vec());
+        broker
+    } else {
+        broker
+    };
 
     let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
     subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     subscriber.write_all(&subscriber_connect).expect("CONNECT");
     std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
     let mut bodies = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..expected.len() {
         let (first, body) = wire::read_packet(&mut subscriber).expect("read").expect("a packet");
         let (_, id, payload) = wire::parse_publish(first, &body);
         subscriber.write_all(&wire::ack(wire::PUBACK, id.expect("QoS 1"))).expect("PUBACK");
         bodies.push(payload);
     }
-    assert_eq!(bodies, [b"once".to_vec(), b"again".to_vec()]);
+    assert_eq!(bodies, expected);
     // Nothing else: the resent PUBLISH was not routed again.
     subscriber.write_all(&[wire::PINGREQ, 0]).expect("PINGREQ");
     wire::expect_packet(&mut subscriber, wire::PINGRESP);
@@ -1273,6 +1287,17 @@ mod wire {
             .unwrap_or_else(|| panic!("socket closed while waiting for packet {first_byte:#04x}"));
         assert_eq!(first, first_byte, "unexpected packet {first:#04x} with body {body:?}");
         body
+    }
+
+    /// Connects with a persistent session's CONNECT and asserts CONNACK's session-present flag.
+    pub fn open_session(addr: SocketAddr, connect: &[u8], present: bool) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).expect("connect to warren's MQTT port");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).expect("set read timeout");
+        stream.write_all(connect).expect("send CONNECT");
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).expect("read CONNACK");
+        assert_eq!(connack, [CONNACK, 0x02, u8::from(present), 0x00], "CONNACK");
+        stream
     }
 
     /// Connects, sends `connect` and asserts that CONNACK accepts it.

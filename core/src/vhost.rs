@@ -83,6 +83,8 @@ pub struct Published {
     pub lsn: Option<Lsn>,
     /// The journal could not take it, so it reached no durable queue (`rejected` is set too).
     pub unstored: bool,
+    /// Its record's id, when it was journaled.
+    pub journal_id: Option<u64>,
 }
 
 /// The hook a broker and its vhosts share, set once by the server.
@@ -678,17 +680,27 @@ impl Vhost {
     /// Puts a routed message into its queues. A persistent message bound for durable queues is
     /// journaled first, before any queue holds it, so that its publish record precedes every
     /// record of its delivery or removal.
-    pub fn enqueue(&self, mut message: Message, queues: &[Arc<Queue>]) -> Published {
+    pub fn enqueue(&self, message: Message, queues: &[Arc<Queue>]) -> Published {
+        self.enqueue_also(message, queues, None)
+    }
+
+    /// `enqueue`, with a persistent message's record also naming `also`, a name no queue has:
+    /// an adapter's own marker, in the same record as the message (so both survive a crash or
+    /// neither does), which recovery hands back under that name and which the adapter removes
+    /// itself (`Journal::removed`).
+    pub fn enqueue_also(&self, mut message: Message, queues: &[Arc<Queue>], also: Option<&QueueName>) -> Published {
         let mut published = Published::default();
         if let Some(journal) = self.journal.get() {
             if message.properties.delivery_mode() == DeliveryMode::Persistent {
-                let durable: Vec<&QueueName> =
+                let mut durable: Vec<&QueueName> =
                     queues.iter().filter(|queue| queue.is_journaled()).map(|queue| queue.name()).collect();
+                durable.extend(also);
                 if !durable.is_empty() {
                     match journal.publish(&self.name, &durable, &message) {
                         Ok(journaled) => {
                             message.journal = Some(journaled);
                             published.lsn = journal.confirms_wait().then_some(journaled.lsn);
+                            published.journal_id = Some(journaled.id);
                         }
                         Err(_) => published.unstored = true,
                     }

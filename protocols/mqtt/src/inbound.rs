@@ -8,7 +8,7 @@ use mqttbytes::v4::{
 use mqttbytes::QoS;
 use std::sync::Arc;
 use tracing::warn;
-use warren_core::name::{ConnectionId, ExchangeName};
+use warren_core::name::{ConnectionId, ExchangeName, QueueName};
 use warren_core::properties::Properties;
 use warren_core::queue::{Durability, QueueOptions};
 use warren_core::value::{Table, Value};
@@ -29,6 +29,9 @@ pub(crate) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 pub(crate) const ORIGIN_HEADER: &str = "x-mqtt-origin";
 /// Set on a message published with RETAIN, for MQTT 5's Retain As Published.
 pub(crate) const RETAIN_HEADER: &str = "x-mqtt-retain";
+/// On an inbound QoS 2 message of a persistent session, its packet id: the message's record
+/// then also marks the id in the session's pseudo-queue (see `kept`).
+pub(crate) const PACKET_ID_HEADER: &str = "x-mqtt-packet-id";
 /// The binding argument that keeps a subscription's granted QoS.
 pub(crate) const SUBSCRIPTION_QOS_ARGUMENT: &str = "x-mqtt-subscription-qos";
 /// The highest QoS granted to subscriptions: QoS 2 both ways (RabbitMQ grants at most 1).
@@ -50,13 +53,13 @@ impl Session {
             if self.level == crate::codec::Level::V5 && publish.qos != QoS::AtMostOnce {
                 // MQTT 5 refuses one PUBLISH with a reason code: 0x87, not authorised.
                 warn!(client_id = %self.client_id, "no write permission on amq.topic; publish refused");
-                return self.acknowledge(publish.pkid, publish.qos, None, crate::v5::REASON_NOT_AUTHORIZED);
+                return self.acknowledge(publish.pkid, publish.qos, None, crate::v5::REASON_NOT_AUTHORIZED, None);
             }
             // MQTT 3.1.1 has no way to refuse one PUBLISH: RabbitMQ closes the connection.
             warn!(client_id = %self.client_id, "no write permission on amq.topic; disconnecting");
             return Some(End::Abnormal("publish not authorised"));
         }
-        if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&publish.pkid) {
+        if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains_key(&publish.pkid) {
             // A resend before PUBREL: already routed once, so only acknowledge again (after the
             // first acknowledgement, if that still waits for the store).
             return self.send_after_sync(None, Packet::PubRec(PubRec::new(publish.pkid)));
@@ -73,7 +76,11 @@ impl Session {
                 Err(_) => {}
             }
         }
-        let origin = Origin { connection: self.connection, retained: publish.retain };
+        // A persistent session's QoS 2 PUBLISH is marked in its own record (see `kept`), so
+        // the message and the id that recognises its resend are stored together.
+        let marker = (publish.qos == QoS::ExactlyOnce).then(|| self.inbound_marker()).flatten();
+        let marker = marker.as_ref().map(|queue| (queue, publish.pkid));
+        let origin = Origin { connection: self.connection, retained: publish.retain, marker };
         let (mut published, routed) = self.route(&publish.topic, publish.payload, publish.qos, properties, origin);
         // A retained message is stored before its publish is acknowledged, like a queued one.
         published.lsn = published.lsn.max(retained_lsn);
@@ -89,17 +96,27 @@ impl Session {
         } else {
             crate::v5::REASON_SUCCESS
         };
-        self.acknowledge(publish.pkid, publish.qos, published.lsn, reason)
+        let marked = marker.and(published.journal_id);
+        self.acknowledge(publish.pkid, publish.qos, published.lsn, reason, marked)
+    }
+
+    /// The pseudo-queue that marks this persistent session's inbound QoS 2 messages in their
+    /// own records; `None` for a session that ends with its connection, or without a store.
+    fn inbound_marker(&self) -> Option<QueueName> {
+        let persistent = !self.ends_with_connection && self.client_id.len() <= crate::kept::CLIENT_ID_BYTES_MAX;
+        (persistent && self.state.broker.journal().is_some()).then(|| crate::kept::session_queue(&self.client_id))
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2), with an MQTT 5 reason code for a v5 client. The
     /// acknowledgement means the message is safe: a persistent one waits for the disk.
+    /// `marked`: the journal id of the message's record when it marks the id (`inbound_marker`).
     fn acknowledge(
         &mut self,
         packet_id: u16,
         qos: QoS,
-        mut lsn: Option<warren_core::journal::Lsn>,
+        lsn: Option<warren_core::journal::Lsn>,
         reason: u8,
+        marked: Option<u64>,
     ) -> Option<End> {
         if self.level == crate::codec::Level::V5 && reason != crate::v5::REASON_SUCCESS {
             self.ack_reasons.insert(packet_id, reason);
@@ -109,28 +126,33 @@ impl Session {
             QoS::AtLeastOnce => self.send_after_sync(lsn, Packet::PubAck(PubAck::new(packet_id))),
             QoS::ExactlyOnce => {
                 if reason < 0x80 {
-                    self.incoming_qos2.insert(packet_id);
-                    // A persistent session's record holds the id before PUBREC goes out, so a
-                    // resend after a reconnect or a crash is recognised, not routed again.
-                    match self.keep(true) {
-                        Ok(recorded) => lsn = lsn.max(recorded),
-                        Err(end) => return Some(end),
-                    }
+                    // Until PUBREL, a resend of this id is recognised, not routed again: after
+                    // a reconnect through the session, after a crash through the marker in the
+                    // message's record (PUBREC waits for that record).
+                    self.incoming_qos2.insert(packet_id, marked);
+                } else if let Some(record) = marked {
+                    // Refused: no exchange follows, so the mark goes.
+                    self.unmark(record);
                 }
                 self.send_after_sync(lsn, Packet::PubRec(PubRec::new(packet_id)))
             }
         }
     }
 
+    /// Removes an inbound QoS 2 message's mark; returns the position to wait for.
+    fn unmark(&self, record: u64) -> Option<warren_core::journal::Lsn> {
+        let journal = self.state.broker.journal()?;
+        journal.removed(self.vhost.name(), &crate::kept::session_queue(&self.client_id), record);
+        journal.confirms_wait().then(|| journal.appended())
+    }
+
     pub(crate) fn released(&mut self, packet_id: u16) -> Option<End> {
         // ...and drops it before PUBCOMP, after which the client may use the id again.
-        let lsn = if self.incoming_qos2.remove(&packet_id) {
-            match self.keep(true) {
-                Ok(lsn) => lsn,
-                Err(end) => return Some(end),
-            }
-        } else {
-            None
+        // ...and PUBCOMP waits for the mark's removal: after it the client may use the id for a
+        // new message, which a mark left after a crash would make the broker drop as a resend.
+        let lsn = match self.incoming_qos2.remove(&packet_id) {
+            Some(Some(record)) => self.unmark(record),
+            _ => None,
         };
         self.send_after_sync(lsn, Packet::PubComp(PubComp::new(packet_id)))
     }
@@ -142,7 +164,7 @@ impl Session {
         payload: Bytes,
         qos: QoS,
         extra: Option<&mqttbytes::v5::PublishProperties>,
-        origin: Origin,
+        origin: Origin<'_>,
     ) -> (Published, usize) {
         let state = &self.state;
         let (published, queues) = route_message(state, &self.vhost, topic, payload, qos, extra, Some(origin));
@@ -409,8 +431,9 @@ pub(crate) fn route_message(
     payload: Bytes,
     qos: QoS,
     extra: Option<&mqttbytes::v5::PublishProperties>,
-    origin: Option<Origin>,
+    origin: Option<Origin<'_>>,
 ) -> (Published, Vec<Arc<Queue>>) {
+    let marker = origin.and_then(|origin| origin.marker);
     let Ok(exchange) = vhost.exchange(&ExchangeName::new(TOPIC_EXCHANGE)) else {
         return (Published::default(), Vec::new());
     };
@@ -423,6 +446,9 @@ pub(crate) fn route_message(
         if origin.retained {
             headers.insert(RETAIN_HEADER, Value::Bool(true));
         }
+    }
+    if let Some((_, packet_id)) = marker {
+        headers.insert(PACKET_ID_HEADER, Value::U16(packet_id));
     }
     let mut properties = Properties {
         delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
@@ -443,7 +469,7 @@ pub(crate) fn route_message(
     if vhost.route(&exchange, &message, &mut queues).is_err() {
         return (Published::default(), Vec::new());
     }
-    (vhost.enqueue(message, &queues), queues)
+    (vhost.enqueue_also(message, &queues, marker.map(|(queue, _)| queue)), queues)
 }
 
 /// Publishes a will (retained too, if it says so). Nobody waits for a will's acknowledgement;
@@ -461,9 +487,12 @@ pub(crate) fn publish_will(
     route_message(state, vhost, &will.topic, will.message, will.qos, properties, None);
 }
 
-/// Where an MQTT publish came from, for MQTT 5's No Local and Retain As Published.
+/// Where an MQTT publish came from, for MQTT 5's No Local and Retain As Published, and the
+/// mark its record carries for an inbound QoS 2 exchange (`Session::inbound_marker`, with the
+/// packet id).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Origin {
+pub(crate) struct Origin<'a> {
     pub(crate) connection: u64,
     pub(crate) retained: bool,
+    pub(crate) marker: Option<(&'a QueueName, u16)>,
 }

@@ -15,15 +15,16 @@
 //!   that id;
 //! - PUBREL waits for its released id and its message's removal, so a crash resends PUBREL,
 //!   never the PUBLISH;
-//! - an inbound QoS 2 PUBREC waits for the record of its id (and the message), and PUBCOMP for
-//!   the record without it: after PUBCOMP the client may use the id for a new message, which a
-//!   stale id would make the broker drop as a resend.
+//! - an inbound QoS 2 id is not in the session record at all: the message's own record names
+//!   the session's pseudo-queue too, with the id in a header (`Vhost::enqueue_also`,
+//!   `inbound::PACKET_ID_HEADER`), so the message and the id that recognises its resend are
+//!   stored together or not at all; PUBREC waits for that record, and PUBCOMP for the mark's
+//!   removal (after PUBCOMP the client may use the id for a new message, which a mark left
+//!   behind would make the broker drop as a resend). At start the marks become the restored
+//!   session's inbound ids.
 //!
 //! Other stale entries are harmless: a PUBREL for a completed id gets a PUBCOMP anyway (4.3.3),
-//! and an id kept for a message no longer queued is only held back. One window is left: an
-//! inbound QoS 2 message's own record and the record of its id are two appends, and a crash
-//! whose last sync falls between them keeps the message without the id; the client, which got
-//! no PUBREC, resends it and it is routed twice.
+//! and an id kept for a message no longer queued is only held back.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,11 @@ use mqttbytes::QoS;
 /// Session records are journaled as messages of a pseudo-queue per session, named with this
 /// prefix and the client id, which no client can declare (`amq.` names are reserved).
 pub const SESSION_PREFIX: &str = "amq.mqtt-session/";
+
+/// The pseudo-queue of a client id's session records.
+pub(crate) fn session_queue(client_id: &str) -> warren_core::name::QueueName {
+    warren_core::name::QueueName::from(format!("{SESSION_PREFIX}{client_id}"))
+}
 
 /// The longest client id whose session is journaled: the pseudo-queue's name must fit the
 /// journal's 16-bit name length with the prefix. (Longer ones keep their state in memory.)
@@ -127,8 +133,10 @@ pub(crate) struct Kept {
     /// Outbound QoS 2 ids between PUBREC and PUBCOMP: PUBREL is resent for them.
     pub released: Vec<u16>,
     /// Inbound QoS 2 ids between PUBREC and PUBREL: a PUBLISH resent with one is not routed
-    /// again.
-    pub incoming: Vec<u16>,
+    /// again. Each with the record of its message, which marks it in the session's
+    /// pseudo-queue (`inbound::PACKET_ID_HEADER`): the marks, not the session record, carry
+    /// these across a restart, since a mark is stored with its message or not at all.
+    pub incoming: Vec<(u16, Option<u64>)>,
     /// Outbound PUBLISHes not acknowledged, by message: resent under the same ids (4.4).
     pub unacked: Vec<(MessageKey, u16)>,
     /// How long the session outlives its connection.
@@ -192,12 +200,10 @@ impl Kept {
             out.put_u8(flags);
             out.put_u32(extra.identifier.map_or(0, |identifier| u32::try_from(identifier).unwrap_or(u32::MAX)));
         }
-        for ids in [&self.released, &self.incoming] {
-            let ids = &ids[..ids.len().min(0xFFFF)];
-            out.put_u16(ids.len() as u16);
-            for id in ids {
-                out.put_u16(*id);
-            }
+        let released = &self.released[..self.released.len().min(0xFFFF)];
+        out.put_u16(released.len() as u16);
+        for id in released {
+            out.put_u16(*id);
         }
         let unacked: Vec<(u64, u16)> = self
             .unacked
@@ -263,9 +269,7 @@ impl Kept {
         for _ in 0..get_u16(input)? {
             kept.released.push(get_u16(input)?);
         }
-        for _ in 0..get_u16(input)? {
-            kept.incoming.push(get_u16(input)?);
-        }
+
         for _ in 0..get_u16(input)? {
             let record = get_u64(input)?;
             kept.unacked.push((MessageKey::Journal(record), get_u16(input)?));
@@ -429,7 +433,8 @@ mod tests {
                 },
             ],
             released: vec![3, 65535],
-            incoming: vec![8],
+            // Carried by the messages' marks, not by the record.
+            incoming: Vec::new(),
             unacked: vec![(MessageKey::Journal(42), 9)],
             expiry: Duration::from_secs(600),
             left: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)),

@@ -166,7 +166,8 @@ pub(crate) struct Session {
     pub(crate) pending_retained: Option<Box<crate::outbound::PendingRetained>>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids between PUBREC and PUBREL: a duplicate is not routed again.
-    pub(crate) incoming_qos2: BTreeSet<u16>,
+    /// With each, the record of its message when that marks the id (`Session::inbound_marker`).
+    pub(crate) incoming_qos2: BTreeMap<u16, Option<u64>>,
     pub(crate) out: BytesMut,
     kick: Arc<Notify>,
     /// A queue left over its memory bound by our last publish: we read nothing more until it has
@@ -457,7 +458,7 @@ async fn open(
         principal: Box::new(principal.clone()),
         pending_retained: None,
         next_packet_id: 1,
-        incoming_qos2: BTreeSet::new(),
+        incoming_qos2: BTreeMap::new(),
         out: BytesMut::new(),
         kick,
         paused_on: None,
@@ -611,17 +612,18 @@ impl Session {
     /// this connection still holds the entry (one that took it over since has the record).
     fn forget_record(&self) {
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
-        let record = {
+        let (record, marks) = {
             let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
             match sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
                 Some(entry) => {
+                    let marks = std::mem::take(&mut entry.kept_mut().incoming);
                     entry.set_kept(Kept::NOTHING);
-                    entry.record.take()
+                    (entry.record.take(), marks)
                 }
-                None => None,
+                None => (None, Vec::new()),
             }
         };
-        self.state.forget_kept(self.vhost.name(), &self.client_id, record);
+        self.state.forget_kept(self.vhost.name(), &self.client_id, record, &marks);
     }
 
     /// What the session keeps for its next connection (see `kept`).
@@ -662,7 +664,7 @@ impl Session {
             subscriptions: self.subscriptions.clone(),
             extras,
             released: self.released_ids(),
-            incoming: self.incoming_qos2.iter().copied().collect(),
+            incoming: self.incoming_qos2.iter().map(|(id, mark)| (*id, *mark)).collect(),
             unacked,
             expiry: self.session_expiry,
             left: None,
@@ -1111,7 +1113,7 @@ impl Session {
         if self.ends_with_connection {
             let record = sessions.remove(&key).and_then(|entry| entry.record);
             drop(sessions);
-            self.state.forget_kept(self.vhost.name(), &self.client_id, record);
+            self.state.forget_kept(self.vhost.name(), &self.client_id, record, &kept.incoming);
             if let Some(queue) = self.queue.take() {
                 self.vhost.remove_queue(&queue);
             }
@@ -1124,7 +1126,7 @@ impl Session {
                 // Nothing to keep: no queue, no subscriptions, no ids, no will.
                 let record = sessions.remove(&key).and_then(|entry| entry.record);
                 drop(sessions);
-                self.state.forget_kept(self.vhost.name(), &self.client_id, record);
+                self.state.forget_kept(self.vhost.name(), &self.client_id, record, &[]);
                 return;
             }
             // A store that cannot write has logged it; the state stays in memory.
@@ -1161,12 +1163,15 @@ pub(crate) fn expire_later(
         if !unchanged {
             return;
         }
-        let record = sessions.remove(&key).and_then(|entry| entry.record);
+        let (record, marks) = match sessions.remove(&key) {
+            Some(entry) => (entry.record, entry.kept().incoming.clone()),
+            None => (None, Vec::new()),
+        };
         if let Ok(queue) = vhost.queue(&session_queue_name(&key.1), ConnectionId(generation)) {
             vhost.remove_queue(&queue);
         }
         drop(sessions);
-        state.forget_kept(vhost.name(), &key.1, record);
+        state.forget_kept(vhost.name(), &key.1, record, &marks);
         info!(client_id = %key.1, "mqtt session expired");
     });
     Some(sweeper.abort_handle())

@@ -107,6 +107,11 @@ impl SessionEntry {
         self.kept.as_deref().unwrap_or(&NOTHING)
     }
 
+    /// What the session keeps, to change in place.
+    pub(crate) fn kept_mut(&mut self) -> &mut Kept {
+        self.kept.get_or_insert_with(|| Box::new(Kept::NOTHING))
+    }
+
     pub(crate) fn set_kept(&mut self, kept: Kept) {
         self.kept = (kept != Kept::NOTHING).then(|| Box::new(kept));
     }
@@ -253,7 +258,8 @@ impl MqttState {
         else {
             return;
         };
-        let Some((id, message)) = newest_record(journal.as_ref(), vhost, pseudo_queue, found, Some) else { return };
+        let Some(records) = read_records(journal.as_ref(), vhost, pseudo_queue, found) else { return };
+        let Some((id, message)) = newest_record(journal.as_ref(), vhost, pseudo_queue, records, Some) else { return };
         let qos = crate::outbound::message_qos(&message);
         let headers = message.properties.headers.as_ref();
         let expires_at = headers
@@ -307,10 +313,18 @@ impl MqttState {
         }
     }
 
-    /// Removes a session's journal record (the session ended).
-    pub(crate) fn forget_kept(&self, vhost: &VhostName, client_id: &str, record: Option<u64>) {
-        if let (Some(journal), Some(record)) = (self.broker.journal(), record) {
-            journal.removed(vhost, &QueueName::from(format!("{SESSION_PREFIX}{client_id}")), record);
+    /// Removes a session's journal record and its inbound QoS 2 marks (the session ended).
+    pub(crate) fn forget_kept(
+        &self,
+        vhost: &VhostName,
+        client_id: &str,
+        record: Option<u64>,
+        marks: &[(u16, Option<u64>)],
+    ) {
+        let Some(journal) = self.broker.journal() else { return };
+        let pseudo_queue = crate::kept::session_queue(client_id);
+        for id in record.into_iter().chain(marks.iter().filter_map(|(_, mark)| *mark)) {
+            journal.removed(vhost, &pseudo_queue, id);
         }
     }
 
@@ -323,17 +337,39 @@ impl MqttState {
         else {
             return;
         };
+        let Some(records) = read_records(journal.as_ref(), vhost_name, pseudo_queue, found) else { return };
+        // Inbound QoS 2 messages' marks (see `kept`), apart from the session's own records.
+        let mut marks = Vec::new();
+        let mut states = Vec::new();
+        for (id, message) in records {
+            let marked = message
+                .as_ref()
+                .and_then(|message| message.properties.headers.as_ref())
+                .and_then(|headers| headers.get(crate::inbound::PACKET_ID_HEADER))
+                .and_then(Value::as_i64)
+                .and_then(|packet_id| u16::try_from(packet_id).ok());
+            match marked {
+                Some(packet_id) => marks.push((packet_id, Some(id))),
+                None => states.push((id, message)),
+            }
+        }
         let decode = |message: Message| Kept::decode(message.body);
-        let Some((id, kept)) = newest_record(journal.as_ref(), vhost_name, pseudo_queue, found, decode) else { return };
+        let newest = newest_record(journal.as_ref(), vhost_name, pseudo_queue, states, decode);
         if self.broker.vhost(vhost_name).is_none() {
-            journal.removed(vhost_name, pseudo_queue, id);
+            self.forget_kept(vhost_name, client_id, newest.as_ref().map(|(id, _)| *id), &marks);
             return;
         }
+        let (record, mut kept) = match newest {
+            Some((id, kept)) => (Some(id), kept),
+            None if marks.is_empty() => return,
+            None => (None, Kept { expiry: self.config.session_expiry, ..Kept::NOTHING }),
+        };
+        kept.incoming = marks;
         let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
         let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
         entry.connection = None;
         entry.set_kept(kept);
-        entry.record = Some(id);
+        entry.record = record;
         self.sessions.lock().expect("sessions lock poisoned").insert(key, entry);
     }
 
@@ -393,25 +429,37 @@ fn newest_record<T>(
     journal: &dyn warren_core::journal::Journal,
     vhost: &VhostName,
     pseudo_queue: &QueueName,
-    found: Vec<Recovered>,
+    records: Vec<(u64, Option<Message>)>,
     decode: impl Fn(Message) -> Option<T>,
 ) -> Option<(u64, T)> {
+    let decoded: Vec<(u64, Option<T>)> =
+        records.into_iter().map(|(id, message)| (id, message.and_then(&decode))).collect();
+    let newest = decoded.iter().rposition(|(_, value)| value.is_some());
+    let mut kept = None;
+    for (index, (id, value)) in decoded.into_iter().enumerate() {
+        if Some(index) == newest {
+            kept = value.map(|value| (id, value));
+        } else {
+            journal.removed(vhost, pseudo_queue, id);
+        }
+    }
+    kept
+}
+
+/// A pseudo-queue's records found at start, read back (`None` for a damaged one), by id;
+/// `None` if the journal cannot read now: nothing is lost, the next start tries again.
+fn read_records(
+    journal: &dyn warren_core::journal::Journal,
+    vhost: &VhostName,
+    pseudo_queue: &QueueName,
+    found: Vec<Recovered>,
+) -> Option<Vec<(u64, Option<Message>)>> {
     let references: Vec<JournalRef> = found.iter().map(|recovered| recovered.reference).collect();
     let Ok(messages) = journal.read(&references) else {
         tracing::warn!(%vhost, queue = %pseudo_queue, "cannot read stored mqtt state back; not restored");
         return None;
     };
-    let decoded: Vec<Option<T>> = messages.into_iter().map(|message| message.and_then(&decode)).collect();
-    let newest = decoded.iter().rposition(Option::is_some);
-    let mut kept = None;
-    for (index, (reference, value)) in references.iter().zip(decoded).enumerate() {
-        if Some(index) == newest {
-            kept = value.map(|value| (reference.id, value));
-        } else {
-            journal.removed(vhost, pseudo_queue, reference.id);
-        }
-    }
-    kept
+    Some(references.iter().map(|reference| reference.id).zip(messages).collect())
 }
 
 /// A retained message as journaled: the payload, persistent, with its MQTT 5 properties, its
