@@ -957,6 +957,22 @@ async fn persistent_session_taken_over_keeps_its_subscriptions() {
 }
 
 #[tokio::test]
+async fn a_clean_session_taken_over_leaves_no_session_behind() {
+    // A clean session ends with its connection (MQTT-3.1.2-6), so a persistent connection that
+    // takes its client id over starts a new session: not present, no subscriptions.
+    const CLIENT: &str = "clean-then-persistent";
+    let broker = Broker::start();
+    let mut first = connect_mqtt(mqtt_options(&broker, CLIENT)).await;
+    first.subscribe("clean-over/#", QoS::AtLeastOnce).await;
+    let mut second = connect_mqtt(persistent_mqtt_options(&broker, CLIENT)).await;
+    assert!(!second.connack.session_present, "the clean session ended with its connection");
+    first.wait_closed("a second connection with the same client id").await;
+    let mut publisher = connect_mqtt(mqtt_options(&broker, "clean-over-publisher")).await;
+    publisher.publish("clean-over/x", QoS::AtLeastOnce, false, b"not for it").await;
+    second.assert_no_publish(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn persistent_session_keeps_messages_while_offline() {
     const CLIENT: &str = "persistent-client";
     const TOPIC: &str = "persistent/topic";

@@ -114,7 +114,7 @@ impl Session {
         &mut self,
         packet_id: u16,
         qos: QoS,
-        lsn: Option<warren_core::journal::Lsn>,
+        mut lsn: Option<warren_core::journal::Lsn>,
         reason: u8,
         marked: Option<u64>,
     ) -> Option<End> {
@@ -131,8 +131,9 @@ impl Session {
                     // message's record (PUBREC waits for that record).
                     self.incoming_qos2.insert(packet_id, marked);
                 } else if let Some(record) = marked {
-                    // Refused: no exchange follows, so the mark goes.
-                    self.unmark(record);
+                    // Refused: the exchange ends here and the id is free again, so the mark
+                    // goes first (a mark left after a crash would drop the id's next message).
+                    lsn = lsn.max(self.unmark(record));
                 }
                 self.send_after_sync(lsn, Packet::PubRec(PubRec::new(packet_id)))
             }
@@ -147,9 +148,8 @@ impl Session {
     }
 
     pub(crate) fn released(&mut self, packet_id: u16) -> Option<End> {
-        // ...and drops it before PUBCOMP, after which the client may use the id again.
-        // ...and PUBCOMP waits for the mark's removal: after it the client may use the id for a
-        // new message, which a mark left after a crash would make the broker drop as a resend.
+        // PUBCOMP waits for the mark's removal: after it the client may use the id for a new
+        // message, which a mark left after a crash would make the broker drop as a resend.
         let lsn = match self.incoming_qos2.remove(&packet_id) {
             Some(Some(record)) => self.unmark(record),
             _ => None,

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use warren_core::auth::{Access, Credentials, Principal};
 use warren_core::journal::{self, ConfirmQueue, Lsn, SyncState};
 use warren_core::name::{ConnectionId, ConsumerId, UserName, VhostName};
-use warren_core::queue::{Consumer, Inbox};
+use warren_core::queue::{Consumer, Durability, Inbox};
 use warren_core::{Queue, Vhost};
 
 use crate::codec::{self, Level};
@@ -532,7 +532,10 @@ impl Session {
     /// comes from the session's journal record (`MqttState::restore_session`).
     fn resume(&mut self, previous: Option<Kept>, shares_allowed: &HashSet<String>) -> bool {
         let existing = self.vhost.queue(&self.queue_name(), ConnectionId(self.connection)).ok();
-        if self.clean_session {
+        // A transient queue is that of a session that ends with its connection (one this
+        // connection took over): there is no session to resume from it.
+        let ended = existing.as_ref().is_some_and(|queue| queue.options().durability == Durability::Transient);
+        if self.clean_session || ended {
             if let Some(queue) = existing {
                 self.vhost.remove_queue(&queue);
             }
