@@ -39,6 +39,19 @@ async fn next<T>(events: &mut EventLoop, what: &str, mut pick: impl FnMut(Packet
     .await
 }
 
+/// Polls until the event loop reports an error: rumqttc reports a non-success reason code in a
+/// SUBACK, UNSUBACK or PUBACK as one of its own.
+async fn next_error(events: &mut EventLoop, what: &str) -> ConnectionError {
+    within(what, async {
+        loop {
+            if let Err(error) = events.poll().await {
+                return error;
+            }
+        }
+    })
+    .await
+}
+
 async fn connect(options: MqttOptions) -> (AsyncClient, EventLoop, bool) {
     let (client, mut events) = AsyncClient::new(options, 16);
     let connack = next(&mut events, "CONNACK", |packet| match packet {
@@ -127,14 +140,7 @@ async fn mqtt5_wrong_password_gets_reason_code_134() {
     let mut options = options(&broker, "v5-wrong-password");
     options.set_credentials("guest", "nope");
     let (_client, mut events) = AsyncClient::new(options, 16);
-    let error = within("the refusal", async {
-        loop {
-            if let Err(error) = events.poll().await {
-                return error;
-            }
-        }
-    })
-    .await;
+    let error = next_error(&mut events, "the refusal").await;
     assert!(matches!(error, ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword)), "{error:?}");
 }
 
@@ -545,14 +551,7 @@ async fn mqtt5_puback_reason_codes_say_no_subscribers_and_not_authorised() {
     let (reader, mut reader_events, _) = connect(reader).await;
     reader.publish("any/topic", QoS::AtLeastOnce, false, "x").await.expect("queue PUBLISH");
     // rumqttc reports a failed PUBACK as an error of its own state machine, with the reason.
-    let error = within("the refused PUBACK", async {
-        loop {
-            if let Err(error) = reader_events.poll().await {
-                return error;
-            }
-        }
-    })
-    .await;
+    let error = next_error(&mut reader_events, "the refused PUBACK").await;
     assert!(
         matches!(
             error,
@@ -752,14 +751,7 @@ async fn mqtt5_suback_and_unsuback_say_why() {
     let (client, mut events, _) = connect(options(&broker, "v5-unsuback-reasons")).await;
     client.unsubscribe("why/never").await.expect("queue UNSUBSCRIBE");
     // 0x11 is not an error in MQTT 5, but rumqttc reports any reason but Success as one.
-    let error = within("the UNSUBACK", async {
-        loop {
-            if let Err(error) = events.poll().await {
-                return error;
-            }
-        }
-    })
-    .await;
+    let error = next_error(&mut events, "the UNSUBACK").await;
     assert!(
         matches!(
             error,
@@ -773,14 +765,7 @@ async fn mqtt5_suback_and_unsuback_say_why() {
     let (client, mut events, _) = connect(options(&broker, "v5-suback-reasons")).await;
     client.subscribe("why/#/bad", QoS::AtLeastOnce).await.expect("queue SUBSCRIBE");
     // rumqttc reports a failed SUBACK as an error of its own, with the reason code.
-    let error = within("the refused SUBACK", async {
-        loop {
-            if let Err(error) = events.poll().await {
-                return error;
-            }
-        }
-    })
-    .await;
+    let error = next_error(&mut events, "the refused SUBACK").await;
     assert!(
         matches!(
             error,
@@ -1106,14 +1091,7 @@ async fn mqtt5_shared_subscriptions_are_authorised_per_group() {
     assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)], "its own group");
     client.subscribe("$share/team-b/jobs/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
     // rumqttc reports a failed SUBACK as an error of its own, with the reason code.
-    let error = within("the refused SUBACK", async {
-        loop {
-            if let Err(error) = events.poll().await {
-                return error;
-            }
-        }
-    })
-    .await;
+    let error = next_error(&mut events, "the refused SUBACK").await;
     assert!(
         matches!(
             error,

@@ -504,10 +504,7 @@ fn qos2_resend_before_pubrel_is_routed_once() {
 fn outbound_qos2_reaches_the_client_once_across_a_reconnect() {
     const CLIENT: &str = "qos2-outbound-subscriber";
     let broker = Broker::start();
-    // A persistent session: the CONNECT flags byte (after the length, the protocol name and
-    // the level) without the clean-session bit.
-    let mut persistent = wire::connect("MQTT", 4, 0, CLIENT, None);
-    persistent[9] &= !0x02;
+    let persistent = wire::persistent_connect(CLIENT);
     let mut subscriber = wire::open(broker.mqtt_addr, &persistent);
     subscriber.write_all(&wire::subscribe(1, "qos2out/#", 2)).expect("send SUBSCRIBE");
     assert_eq!(wire::expect_packet(&mut subscriber, wire::SUBACK), [0x00, 0x01, 0x02], "SUBACK: QoS 2 granted");
@@ -556,8 +553,7 @@ fn outbound_qos2_reaches_the_client_once_across_a_reconnect() {
 fn resend_under_original_ids(crash: bool) {
     let client = if crash { "ids-after-crash" } else { "ids-after-reconnect" };
     let broker = Broker::start();
-    let mut persistent = wire::connect("MQTT", 4, 0, client, None);
-    persistent[9] &= !0x02;
+    let persistent = wire::persistent_connect(client);
     let mut subscriber = wire::open(broker.mqtt_addr, &persistent);
     subscriber.write_all(&wire::subscribe(1, "ids/#", 2)).expect("send SUBSCRIBE");
     assert_eq!(wire::expect_packet(&mut subscriber, wire::SUBACK), [0x00, 0x01, 0x02]);
@@ -625,8 +621,7 @@ fn resend_under_original_ids(crash: bool) {
 fn a_takeover_resends_under_the_original_ids_before_newer_messages() {
     let client = "ids-takeover";
     let broker = Broker::start();
-    let mut persistent = wire::connect("MQTT", 4, 0, client, None);
-    persistent[9] &= !0x02;
+    let persistent = wire::persistent_connect(client);
     let mut old = wire::open(broker.mqtt_addr, &persistent);
     old.write_all(&wire::subscribe(1, "takeover/#", 1)).expect("send SUBSCRIBE");
     assert_eq!(wire::expect_packet(&mut old, wire::SUBACK), [0x00, 0x01, 0x01]);
@@ -676,14 +671,12 @@ fn a_takeover_resends_under_the_original_ids_before_newer_messages() {
 fn inbound_qos2_once_across(crash: bool) {
     let suffix = if crash { "crash" } else { "reconnect" };
     let broker = Broker::start();
-    let mut subscriber_connect = wire::connect("MQTT", 4, 0, &format!("inq2-sub-{suffix}"), None);
-    subscriber_connect[9] &= !0x02;
+    let subscriber_connect = wire::persistent_connect(&format!("inq2-sub-{suffix}"));
     let mut subscriber = wire::open(broker.mqtt_addr, &subscriber_connect);
     subscriber.write_all(&wire::subscribe(1, "inq2/#", 1)).expect("send SUBSCRIBE");
     assert_eq!(wire::expect_packet(&mut subscriber, wire::SUBACK), [0x00, 0x01, 0x01]);
     drop(subscriber);
-    let mut publisher_connect = wire::connect("MQTT", 4, 0, &format!("inq2-pub-{suffix}"), None);
-    publisher_connect[9] &= !0x02;
+    let publisher_connect = wire::persistent_connect(&format!("inq2-pub-{suffix}"));
     let mut publisher = wire::open(broker.mqtt_addr, &publisher_connect);
     publisher.write_all(&wire::publish(wire::PUBLISH_QOS2, "inq2/a", Some(7), b"once")).expect("PUBLISH");
     assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), 7u16.to_be_bytes());
@@ -1303,6 +1296,14 @@ mod wire {
             .unwrap_or_else(|| panic!("socket closed while waiting for packet {first_byte:#04x}"));
         assert_eq!(first, first_byte, "unexpected packet {first:#04x} with body {body:?}");
         body
+    }
+
+    /// An MQTT 3.1.1 CONNECT as guest without the clean-session bit (the flags byte comes after
+    /// the length, the protocol name and the level), keep-alive 0, no will.
+    pub fn persistent_connect(client_id: &str) -> Vec<u8> {
+        let mut packet = connect("MQTT", 4, 0, client_id, None);
+        packet[9] &= !0x02;
+        packet
     }
 
     /// Connects with a persistent session's CONNECT and asserts CONNACK's session-present flag.
