@@ -60,9 +60,11 @@ impl Session {
             return Some(End::Abnormal("publish not authorised"));
         }
         if publish.qos == QoS::ExactlyOnce && self.incoming_qos2.contains_key(&publish.pkid) {
-            // A resend before PUBREL: already routed once, so only acknowledge again (after the
-            // first acknowledgement, if that still waits for the store).
-            return self.send_after_sync(None, Packet::PubRec(PubRec::new(publish.pkid)));
+            // A resend before PUBREL: already routed once, so only acknowledge again, once what
+            // the first acknowledgement waited for is on disk (it may have waited on another
+            // connection).
+            let lsn = self.appended_lsn();
+            return self.send_after_sync(lsn, Packet::PubRec(PubRec::new(publish.pkid)));
         }
         let mut retained_lsn = None;
         if publish.retain {
@@ -140,6 +142,13 @@ impl Session {
         }
     }
 
+    /// The position of everything journaled so far, to wait for when the store confirms after
+    /// its sync.
+    fn appended_lsn(&self) -> Option<warren_core::journal::Lsn> {
+        let journal = self.state.broker.journal().filter(|journal| journal.confirms_wait())?;
+        Some(journal.appended())
+    }
+
     /// Removes an inbound QoS 2 message's mark; returns the position to wait for.
     fn unmark(&self, record: u64) -> Option<warren_core::journal::Lsn> {
         let journal = self.state.broker.journal()?;
@@ -152,7 +161,10 @@ impl Session {
         // message, which a mark left after a crash would make the broker drop as a resend.
         let lsn = match self.incoming_qos2.remove(&packet_id) {
             Some(Some(record)) => self.unmark(record),
-            _ => None,
+            Some(None) => None,
+            // A PUBREL again (its PUBCOMP lost with a connection): that PUBCOMP may have waited
+            // for a mark's removal, so this one does too.
+            None => self.appended_lsn(),
         };
         self.send_after_sync(lsn, Packet::PubComp(PubComp::new(packet_id)))
     }

@@ -392,8 +392,15 @@ async fn open(
         };
         while waiting() {
             if Instant::now() >= deadline {
-                warn!(%client_id, "the connection taken over did not let the session go in time");
-                break;
+                // Carrying on from the state copied at the start could repeat what the old
+                // connection did since (a QoS 2 step): refuse, and leave the session for the
+                // handover to complete; a later connection waits for it again.
+                warn!(%client_id, "the connection taken over did not let the session go in time; refused");
+                let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+                if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(connection)) {
+                    entry.connection = None;
+                }
+                return Err(ConnectReturnCode::ServiceUnavailable);
             }
             tokio::time::sleep(HANDOVER_POLL).await;
         }
@@ -1103,13 +1110,22 @@ impl Session {
         if !ours {
             // A newer connection took the session over; it owns the queue now, and waits for
             // what the session keeps (once: this runs again on drop).
+            let mut ended_marks = Vec::new();
             if let Some(entry) = sessions.get_mut(&key) {
                 if entry.awaiting_handover == Some(self.connection) {
                     entry.awaiting_handover = None;
-                    // A session that ended with this connection leaves nothing to take over.
-                    entry.set_kept(if self.ends_with_connection { Kept::NOTHING } else { kept });
+                    if self.ends_with_connection {
+                        // A session that ended with this connection leaves nothing to take
+                        // over, and its inbound QoS 2 marks go with it.
+                        ended_marks = kept.incoming;
+                        entry.set_kept(Kept::NOTHING);
+                    } else {
+                        entry.set_kept(kept);
+                    }
                 }
             }
+            drop(sessions);
+            self.state.forget_kept(self.vhost.name(), &self.client_id, None, &ended_marks);
             return;
         }
         self.subscriptions.clear();

@@ -364,7 +364,20 @@ impl MqttState {
             None if marks.is_empty() => return,
             None => (None, Kept { expiry: self.config.session_expiry, ..Kept::NOTHING }),
         };
-        kept.incoming = marks;
+        // One mark per packet id: the newest (two can only be left by a fault), the others go.
+        marks.sort_unstable();
+        let mut incoming: Vec<(u16, Option<u64>)> = Vec::with_capacity(marks.len());
+        for (packet_id, mark) in marks {
+            match incoming.last_mut() {
+                Some(last) if last.0 == packet_id => {
+                    if let Some(older) = std::mem::replace(&mut last.1, mark) {
+                        journal.removed(vhost_name, pseudo_queue, older);
+                    }
+                }
+                _ => incoming.push((packet_id, mark)),
+            }
+        }
+        kept.incoming = incoming;
         let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
         let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
         entry.connection = None;

@@ -31,12 +31,13 @@ use crate::codec::CodecError;
 use crate::translate;
 
 /// Headers the adapter uses itself, which are not user properties.
-const INTERNAL_HEADERS: [&str; 5] = [
+const INTERNAL_HEADERS: [&str; 6] = [
     crate::inbound::QOS_HEADER,
     crate::inbound::ORIGIN_HEADER,
     crate::inbound::RETAIN_HEADER,
     PAYLOAD_FORMAT_HEADER,
     crate::state::RETAINED_EXPIRES_HEADER,
+    crate::inbound::PACKET_ID_HEADER,
 ];
 
 /// The header that carries an MQTT 5 Payload Format Indicator, which the server forwards
