@@ -524,12 +524,7 @@ fn outbound_qos2_reaches_the_client_once_across_a_reconnect() {
     // The connection drops before PUBCOMP.
     drop(subscriber);
 
-    let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
-    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    subscriber.write_all(&persistent).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    let mut subscriber = wire::open_session(broker.mqtt_addr, &persistent, true);
     assert_eq!(
         wire::expect_packet(&mut subscriber, wire::PUBREL),
         packet_id.to_be_bytes(),
@@ -596,12 +591,7 @@ fn resend_under_original_ids(crash: bool) {
     publisher.write_all(&wire::publish(wire::PUBLISH_QOS2, "ids/a", Some(9), b"new")).expect("PUBLISH");
     assert_eq!(wire::expect_packet(&mut publisher, wire::PUBREC), 9u16.to_be_bytes());
 
-    let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
-    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    subscriber.write_all(&persistent).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    let mut subscriber = wire::open_session(broker.mqtt_addr, &persistent, true);
     assert_eq!(wire::expect_packet(&mut subscriber, wire::PUBREL), released.to_be_bytes(), "PUBREL owed");
     for (id, payload) in &sent[1..] {
         let body = wire::expect_packet(&mut subscriber, wire::PUBLISH_QOS2 | wire::DUP);
@@ -646,12 +636,7 @@ fn a_takeover_resends_under_the_original_ids_before_newer_messages() {
     let owed = sent.split_off(1);
 
     // The same client id again, while the old connection is open.
-    let mut new = std::net::TcpStream::connect(broker.mqtt_addr).expect("connect");
-    new.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    new.write_all(&persistent).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    std::io::Read::read_exact(&mut new, &mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    let mut new = wire::open_session(broker.mqtt_addr, &persistent, true);
     for (id, payload) in &owed {
         let body = wire::expect_packet(&mut new, wire::PUBLISH_QOS1 | wire::DUP);
         let (_, resent_id, resent_payload) = wire::parse_publish(wire::PUBLISH_QOS1, &body);
@@ -684,12 +669,7 @@ fn inbound_qos2_once_across(crash: bool) {
     drop(publisher);
     let broker = if crash { broker.crash_and_restart() } else { broker };
 
-    let mut publisher = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
-    publisher.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    publisher.write_all(&publisher_connect).expect("CONNECT");
-    let mut connack = [0u8; 4];
-    std::io::Read::read_exact(&mut publisher, &mut connack).expect("CONNACK");
-    assert_eq!(connack, [0x20, 0x02, 0x01, 0x00], "session present");
+    let mut publisher = wire::open_session(broker.mqtt_addr, &publisher_connect, true);
     let exchange = |publisher: &mut std::net::TcpStream, first_byte: u8, body: &[u8]| {
         publisher.write_all(&wire::publish(first_byte, "inq2/a", Some(7), body)).expect("PUBLISH");
         assert_eq!(wire::expect_packet(publisher, wire::PUBREC), 7u16.to_be_bytes());
@@ -711,10 +691,7 @@ fn inbound_qos2_once_across(crash: bool) {
         broker
     };
 
-    let mut subscriber = std::net::TcpStream::connect(broker.mqtt_addr).expect("reconnect");
-    subscriber.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    subscriber.write_all(&subscriber_connect).expect("CONNECT");
-    std::io::Read::read_exact(&mut subscriber, &mut connack).expect("CONNACK");
+    let mut subscriber = wire::open_session(broker.mqtt_addr, &subscriber_connect, true);
     let mut bodies = Vec::new();
     for _ in 0..expected.len() {
         let (first, body) = wire::read_packet(&mut subscriber).expect("read").expect("a packet");
