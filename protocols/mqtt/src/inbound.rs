@@ -287,7 +287,7 @@ impl Session {
             }
         }
         // The SUBACK does not wait for the record: a subscription is in the bindings already.
-        let _ = self.keep(true);
+        let _ = self.keep();
         if self.level == crate::codec::Level::V5 {
             crate::v5::encode_suback(subscribe.pkid, &reasons, &mut self.out);
         } else {
@@ -423,7 +423,7 @@ impl Session {
                 self.unbind(&queue, filter, None);
             }
         }
-        let _ = self.keep(true);
+        let _ = self.keep();
         if self.level == crate::codec::Level::V5 {
             // MQTT 5's UNSUBACK has a reason code per filter.
             crate::v5::encode_unsuback(unsubscribe.pkid, &existed, &mut self.out);

@@ -101,7 +101,7 @@ impl Session {
         if self.kept_dirty {
             // The QoS 2 PUBLISHes of this batch go out once their ids are on disk, so a crash
             // cannot make them go out again under other ids.
-            match self.keep(true) {
+            match self.keep() {
                 Ok(Some(lsn)) => self.hold_output(lsn),
                 Ok(None) => {}
                 Err(end) => return Some(end),
@@ -352,7 +352,7 @@ impl Session {
         // both the message and the PUBREL owed for it; PUBREL goes out once both are on disk
         // (a crash could otherwise send the PUBLISH again after the client released its id, or
         // forget the PUBREL a client delivering at PUBREL waits for).
-        let recorded = match self.keep(true) {
+        let recorded = match self.keep() {
             Ok(recorded) => recorded,
             Err(end) => return Some(end),
         };
@@ -392,7 +392,7 @@ impl Session {
         }
     }
 
-    /// The ids awaiting PUBCOMP, mirrored into the session registry for the next connection.
+    /// The ids awaiting PUBCOMP, kept for the next connection.
     pub(crate) fn released_ids(&self) -> Vec<u16> {
         let mut ids: Vec<u16> = self
             .inflight

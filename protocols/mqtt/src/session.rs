@@ -499,7 +499,9 @@ async fn open(
     }
     // The record is rewritten from what this connection took over: without the will just
     // cancelled or published, and with what the connection taken over handed over last.
-    let _ = session.keep(had_will || previous.is_some());
+    if had_will || previous.is_some() {
+        let _ = session.keep();
+    }
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
 }
@@ -636,8 +638,9 @@ impl Session {
         self.state.forget_kept(self.vhost.name(), &self.client_id, record, &marks);
     }
 
-    /// What the session keeps for its next connection (see `kept`).
-    pub(crate) fn kept(&self) -> Kept {
+    /// What the session keeps for its next connection (see `kept`). The subscriptions only
+    /// `with_subscriptions`: the record leaves them to the durable bindings.
+    pub(crate) fn kept(&self, with_subscriptions: bool) -> Kept {
         let mut extras = Vec::new();
         for (filter, qos) in &self.subscriptions {
             let no_local = self.no_local.contains(filter);
@@ -671,7 +674,7 @@ impl Session {
             _ => None,
         }));
         let mut kept = Kept {
-            subscriptions: self.subscriptions.clone(),
+            subscriptions: if with_subscriptions { self.subscriptions.clone() } else { Vec::new() },
             extras,
             released: self.released_ids(),
             incoming: self.incoming_qos2.iter().map(|(id, mark)| (*id, *mark)).collect(),
@@ -684,35 +687,27 @@ impl Session {
         kept
     }
 
-    /// Mirrors what the session keeps into its registry entry, so a connection that takes the
-    /// session over while this one is still open inherits it (MQTT 3.1.1 section 3.1.2.4); with
-    /// `journal`, a persistent session's record is rewritten too, and the position to wait for
-    /// before what depends on it goes out is returned. `Err` when the connection must end
-    /// instead of acknowledging what depends on the record: another connection has taken the
-    /// session over (it carries on from the state handed over), or the store cannot write.
-    pub(crate) fn keep(&mut self, journal: bool) -> Result<Option<Lsn>, End> {
+    /// Rewrites a persistent session's record, returning the position to wait for before what
+    /// depends on it goes out. (The registry entry gets the session's state only when the
+    /// connection lets it go, `release`: a connection that takes the session over waits for
+    /// that handover.) `Err` when the connection must end instead of acknowledging what
+    /// depends on the record: another connection has taken the session over (it carries on
+    /// from the state handed over), or the store cannot write.
+    pub(crate) fn keep(&mut self) -> Result<Option<Lsn>, End> {
         // A session that ends with its connection has nothing to keep for another.
         if self.ends_with_connection {
             return Ok(None);
         }
-        let kept = self.kept();
+        let kept = self.kept(false);
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) {
-            entry.set_kept(kept);
-            if journal {
-                self.kept_dirty = false;
-                return self
-                    .state
-                    .store_kept(self.vhost.name(), &self.client_id, entry)
-                    .map_err(|_| End::Abnormal("message store failure"));
-            }
-            return Ok(None);
-        }
-        if journal {
+        let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.connection == Some(self.connection)) else {
             return Err(End::Abnormal("taken over by a new connection"));
-        }
-        Ok(None)
+        };
+        self.kept_dirty = false;
+        self.state
+            .store_kept(self.vhost.name(), &self.client_id, &mut entry.record, &kept)
+            .map_err(|_| End::Abnormal("message store failure"))
     }
 
     /// Waits (the caller bounds it) until held output may go; output still held by a store
@@ -1089,7 +1084,7 @@ impl Session {
             return;
         }
         // What a persistent session keeps, taken before the deliveries in flight go back.
-        let kept = self.kept();
+        let kept = self.kept(true);
         let had_no_local = !self.no_local.is_empty();
         self.no_local.clear();
         self.count_no_local(had_no_local);
@@ -1140,8 +1135,7 @@ impl Session {
             entry.connection = None;
             let mut kept = kept;
             kept.left = Some(std::time::SystemTime::now());
-            entry.set_kept(kept);
-            if self.queue.is_none() && entry.kept().is_empty() {
+            if self.queue.is_none() && kept.is_empty() {
                 // Nothing to keep: no queue, no subscriptions, no ids, no will.
                 let record = sessions.remove(&key).and_then(|entry| entry.record);
                 drop(sessions);
@@ -1149,7 +1143,8 @@ impl Session {
                 return;
             }
             // A store that cannot write has logged it; the state stays in memory.
-            let _ = self.state.store_kept(self.vhost.name(), &self.client_id, entry);
+            let _ = self.state.store_kept(self.vhost.name(), &self.client_id, &mut entry.record, &kept);
+            entry.set_kept(kept);
             entry.sweeper = expire_later(&self.state, &self.vhost, key.clone(), self.connection, self.session_expiry);
             if let Some(will) = entry.kept().will.clone() {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
@@ -1234,7 +1229,8 @@ pub(crate) fn will_later(
         // rather than never.
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
         if let Some(entry) = sessions.get_mut(&key).filter(|entry| entry.generation == generation && in_record) {
-            let _ = state.store_kept(vhost.name(), &key.1, entry);
+            let kept = entry.kept().clone();
+            let _ = state.store_kept(vhost.name(), &key.1, &mut entry.record, &kept);
         }
     });
     Some(task.abort_handle())

@@ -71,8 +71,8 @@ pub(crate) struct SessionEntry {
     /// The task that forgets this disconnected session once its queue expires; aborted when a
     /// connection takes the session back, so each entry has at most one.
     pub sweeper: Option<tokio::task::AbortHandle>,
-    /// What a persistent session keeps for its next connection (mirrored while connected, so
-    /// a takeover inherits it); `None` for nothing (most entries: clean sessions keep nothing),
+    /// What a persistent session keeps for its next connection, written when its connection
+    /// lets it go (a takeover waits for that handover); `None` for nothing (most entries: clean sessions keep nothing),
     /// so an entry stays small (see `kept` and `set_kept`).
     kept: Option<Box<Kept>>,
     /// The journal record of `kept`, when it has one.
@@ -286,7 +286,8 @@ impl MqttState {
         &self,
         vhost: &VhostName,
         client_id: &str,
-        entry: &mut SessionEntry,
+        record: &mut Option<u64>,
+        kept: &Kept,
     ) -> Result<Option<Lsn>, JournalUnavailable> {
         let Some(journal) = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX) else {
             return Ok(None);
@@ -296,12 +297,12 @@ impl MqttState {
             exchange: ExchangeName::new(""),
             routing_key: warren_core::topic::RoutingKey::new(client_id),
             properties: Properties { delivery_mode: Some(2), ..Properties::default() },
-            body: entry.kept().encode(),
+            body: kept.encode(),
             journal: None,
         };
         match journal.publish(vhost, &[&pseudo_queue], &message) {
             Ok(reference) => {
-                if let Some(previous) = entry.record.replace(reference.id) {
+                if let Some(previous) = record.replace(reference.id) {
                     journal.removed(vhost, &pseudo_queue, previous);
                 }
                 Ok(journal.confirms_wait().then_some(reference.lsn))
