@@ -942,6 +942,31 @@ async fn a_clean_session_taken_over_leaves_no_session_behind() {
     second.assert_no_publish(Duration::from_millis(300)).await;
 }
 
+#[test]
+fn subscriptions_per_session_are_bounded() {
+    // 1,001 filters in one SUBSCRIBE: the first 1,000 are granted, the last is refused.
+    const LIMIT: u16 = 1_000;
+    let broker = Broker::start();
+    let mut client = wire::open(broker.mqtt_addr, &wire::connect("MQTT", 4, 0, "many-filters", None));
+    let mut body = vec![0x00, 0x01];
+    for index in 0..=LIMIT {
+        let filter = format!("cap/{index}");
+        body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        body.extend_from_slice(filter.as_bytes());
+        body.push(0);
+    }
+    client.write_all(&wire::packet(wire::SUBSCRIBE, &body)).expect("SUBSCRIBE");
+    client.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let suback = wire::expect_packet(&mut client, wire::SUBACK);
+    let codes = &suback[2..];
+    assert_eq!(codes.len(), usize::from(LIMIT) + 1);
+    assert!(codes[..usize::from(LIMIT)].iter().all(|code| *code == 0), "the first 1,000 granted");
+    assert_eq!(codes[usize::from(LIMIT)], 0x80, "the one past the limit refused");
+    // A filter already held is not new: granted again.
+    client.write_all(&wire::subscribe(2, "cap/7", 1)).expect("SUBSCRIBE");
+    assert_eq!(wire::expect_packet(&mut client, wire::SUBACK), [0x00, 0x02, 0x01]);
+}
+
 #[tokio::test]
 async fn persistent_session_keeps_messages_while_offline() {
     const CLIENT: &str = "persistent-client";

@@ -36,6 +36,11 @@ pub(crate) const PACKET_ID_HEADER: &str = "x-mqtt-packet-id";
 pub(crate) const SUBSCRIPTION_QOS_ARGUMENT: &str = "x-mqtt-subscription-qos";
 /// The highest QoS granted to subscriptions: QoS 2 both ways (RabbitMQ grants at most 1).
 const GRANTED_QOS_MAX: QoS = QoS::ExactlyOnce;
+/// The most subscriptions (ordinary and shared) one session holds: each is a binding and some
+/// state, and SUBSCRIBE work grows with their number (each checks and replaces bindings), so a
+/// client must not add them without end. A new filter past it is refused (SUBACK
+/// failure; MQTT 5: 0x97, quota exceeded); a device needs a handful.
+pub(crate) const SUBSCRIPTIONS_MAX: usize = 1_000;
 
 impl Session {
     /// A client's PUBLISH; `properties` are an MQTT 5 client's.
@@ -212,6 +217,14 @@ impl Session {
         let mut granted_filters = Vec::new();
         for (index, filter) in subscribe.filters.into_iter().enumerate() {
             let options = options.get(index).copied().unwrap_or_default();
+            let new = !self.subscriptions.iter().any(|(existing, _)| *existing == filter.path)
+                && !self.shared.contains_key(&filter.path);
+            if new && self.subscriptions.len() + self.shared.len() >= SUBSCRIPTIONS_MAX {
+                warn!(client_id = %self.client_id, limit = SUBSCRIPTIONS_MAX, "subscription limit reached; filter refused");
+                codes.push(SubscribeReasonCode::Failure);
+                reasons.push(crate::v5::REASON_QUOTA_EXCEEDED);
+                continue;
+            }
             if let Some((group, inner)) = crate::shared::parse(&filter.path) {
                 let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
                 let result = if inner.is_empty() {
@@ -261,7 +274,7 @@ impl Session {
             let granted = if filter.qos > GRANTED_QOS_MAX { GRANTED_QOS_MAX } else { filter.qos };
             match self.bind(&filter.path, granted) {
                 Ok(()) => {
-                    let existed = self.subscriptions.iter().any(|(existing, _)| *existing == filter.path);
+                    let existed = !new;
                     self.subscriptions.retain(|(existing, _)| *existing != filter.path);
                     self.subscriptions.push((filter.path.clone(), granted));
                     self.set_subscription_options(&filter.path, options);

@@ -115,7 +115,10 @@ impl Session {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        if !self.consumes(&delivery.queue) {
+        // Through the session's own queue, or through a shared subscription (looked up once).
+        let shared = self.shared_through(&delivery.queue);
+        let own_queue = self.queue.as_ref().is_some_and(|own| std::ptr::eq(Arc::as_ptr(own), &*delivery.queue));
+        if shared.is_none() && !own_queue {
             // From a shared subscription left while this was in the inbox: back to the group.
             delivery.return_to_queue();
             return;
@@ -131,7 +134,6 @@ impl Session {
         // A delivery through a shared subscription's queue has that subscription's QoS; one
         // through the session queue, the highest of the subscriptions it matches. No vector
         // is built on this path: the MQTT 5 extras are looked at only when some are in use.
-        let shared = self.shared_through(&delivery.queue);
         let shared_qos = shared.map(|(_, qos)| qos);
         let subscription_qos = shared_qos.or_else(|| {
             self.subscriptions.iter().filter(|(filter, _)| wanted(filter)).map(|(_, qos)| *qos).reduce(higher)

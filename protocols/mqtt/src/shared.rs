@@ -135,12 +135,6 @@ impl Session {
         }
     }
 
-    /// Whether the session consumes this queue now: its own, or a shared subscription's.
-    pub(crate) fn consumes(&self, queue: &Queue) -> bool {
-        self.queue.as_ref().is_some_and(|own| std::ptr::eq(Arc::as_ptr(own), queue))
-            || self.shared_through(queue).is_some()
-    }
-
     /// The shared subscription a delivery came through, if any, as its `$share/...` filter
     /// and QoS.
     pub(crate) fn shared_through(&self, queue: &Queue) -> Option<(&str, QoS)> {
