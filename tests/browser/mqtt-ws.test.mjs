@@ -5,31 +5,22 @@
 // target/debug/warren.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
-import { chromium } from 'playwright-core';
+import { LAUNCH_BUDGET_MS, launchChromium } from './chromium.mjs';
 import { startBroker } from './warren.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
-// Chromium's background services try to reach the internet, which this closed network refuses.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const MQTT_BUNDLE = fileURLToPath(new URL('./node_modules/mqtt/dist/mqtt.min.js', import.meta.url));
 const STEP_TIMEOUT_MS = 15_000;
 const TEST_TIMEOUT_MS = 45_000;
-const HOOK_TIMEOUT_MS = 45_000;
+const HOOK_TIMEOUT_MS = 45_000 + LAUNCH_BUDGET_MS;
 
 let broker;
 let amqpConnection;
 let channel;
+let browser;
 let context;
-let userDataDir;
 let pageServer;
 let pageUrl;
 
@@ -43,18 +34,15 @@ before(async () => {
   broker = await startBroker();
   amqpConnection = await amqp.connect(`amqp://guest:guest@127.0.0.1:${broker.ports.amqp}`);
   channel = await amqpConnection.createChannel();
-  userDataDir = mkdtempSync(join(tmpdir(), 'warren-mqtt-ws-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: STEP_TIMEOUT_MS,
-  });
+  browser = await launchChromium();
+  ({ context } = browser);
 }, { timeout: HOOK_TIMEOUT_MS });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   await amqpConnection?.close().catch(() => {});
   broker?.stop();
   pageServer?.close();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
 }, { timeout: HOOK_TIMEOUT_MS });
 
 /** An empty page with mqtt.js loaded (its global `mqtt`). The page is served from 127.0.0.1 by

@@ -6,33 +6,26 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import amqp from 'amqplib';
-import { chromium } from 'playwright-core';
+import { LAUNCH_BUDGET_MS, launchChromium } from './chromium.mjs';
 import { REPO_ROOT, startBroker } from './warren.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
-// Chromium's background services try to reach the internet, which this closed network refuses.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 const EXAMPLE_DIR = join(REPO_ROOT, 'examples', 'web-chat');
 const SCREENSHOT = join(REPO_ROOT, 'test-artifacts', 'web-chat.png');
 // Deadlines for one step each; the whole file stays well under a minute.
 const STEP_TIMEOUT_MS = 15_000;
 const TEST_TIMEOUT_MS = 45_000;
 // Hooks get deadlines too, so a hung connect fails the run instead of stalling it.
-const HOOK_TIMEOUT_MS = 45_000;
+const HOOK_TIMEOUT_MS = 45_000 + LAUNCH_BUDGET_MS;
 
 let broker;
 let server;
 let amqpConnection;
 let inbox;
+let browser;
 let context;
-let userDataDir;
 const pages = {};
 const pageErrors = [];
 
@@ -138,11 +131,8 @@ before(async () => {
   server = await startStaticServer();
   amqpConnection = await amqp.connect(`amqp://guest:guest@127.0.0.1:${broker.ports.amqp}`);
   inbox = await bindChatQueue(amqpConnection);
-  userDataDir = mkdtempSync(join(tmpdir(), 'warren-chromium-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: STEP_TIMEOUT_MS,
-    viewport: { width: 800, height: 500 },
-  });
+  browser = await launchChromium({ viewport: { width: 800, height: 500 } });
+  ({ context } = browser);
   pages.alice = await openChat('alice');
   pages.bob = await openChat('bob');
   await Promise.all([waitConnected(pages.alice), waitConnected(pages.bob)]);
@@ -157,8 +147,7 @@ after(async () => {
     }
   } finally {
     // Each step runs even if an earlier one failed, so nothing outlives the test.
-    await context?.close().catch(() => {});
-    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+    await browser?.close();
     await amqpConnection?.close().catch(() => {});
     server?.stop();
     await broker?.stop();
