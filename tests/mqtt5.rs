@@ -1218,3 +1218,108 @@ async fn mqtt5_a_clean_start_takeover_publishes_the_old_sessions_delayed_will() 
         assert_eq!(wills.len(), 1, "{client_id}: the old session's will, now");
     }
 }
+
+/// Whether the queue `name` exists, by an AMQP passive declare.
+async fn queue_exists(connection: &lapin::Connection, name: &str) -> bool {
+    let channel = common::open_channel(connection).await;
+    match channel.queue_declare(name, common::passive(), lapin::types::FieldTable::default()).await {
+        Ok(_) => true,
+        Err(error) => {
+            assert_eq!(common::reply_code(&error), Some(404), "{name}: {error:?}");
+            false
+        }
+    }
+}
+
+/// A shared subscription is part of each member's session (4.8.2): while every member of a
+/// group of persistent sessions is away, the group's messages wait for the first one back,
+/// across a broker crash too. The group's queue goes with the last session that holds it: a
+/// clean start that replaces it, its expiry, or a clean session's end.
+#[tokio::test]
+async fn mqtt5_shared_subscription_messages_wait_for_persistent_members() {
+    let persistent = |broker: &Broker, client_id: &str, expiry: u32| {
+        let mut client_options = options(broker, client_id);
+        client_options.set_clean_start(false);
+        client_options.set_connect_properties(ConnectProperties {
+            session_expiry_interval: Some(expiry),
+            ..ConnectProperties::new()
+        });
+        client_options
+    };
+    let join = |client_options: MqttOptions, path: &'static str| async move {
+        let (client, mut events, _) = connect(client_options).await;
+        client.subscribe(path, QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+        next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+        client.disconnect().await.expect("DISCONNECT");
+        let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+    };
+    let broker = Broker::start();
+    for member in ["v5-away-a", "v5-away-b"] {
+        join(persistent(&broker, member, 600), "$share/away/away/jobs/#").await;
+    }
+    // Every member is away: the publishes still have a subscription (PUBACK success, which
+    // rumqttc checks), and wait in the group's queue.
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-away-publisher")).await;
+    for index in 0..3 {
+        publisher
+            .publish(format!("away/jobs/{index}"), QoS::AtLeastOnce, false, format!("job-{index}"))
+            .await
+            .expect("PUBLISH");
+        next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    }
+    drop((publisher, publisher_events));
+    // A group made durable by a persistent session, whose only member left at the crash is a
+    // clean session: nobody holds it after the restart.
+    let orphan = "$share/orphan/orphan/#";
+    let (creator, mut creator_events, _) = connect(persistent(&broker, "v5-orphan-creator", 600)).await;
+    creator.subscribe(orphan, QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut creator_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let (clean, mut clean_events, _) = connect(options(&broker, "v5-orphan-clean")).await;
+    clean.subscribe(orphan, QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut clean_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    creator.unsubscribe(orphan).await.expect("UNSUBSCRIBE");
+    next(&mut creator_events, "UNSUBACK", |packet| matches!(packet, Packet::UnsubAck(_)).then_some(())).await;
+    let amqp = common::connect(&broker).await;
+    assert!(queue_exists(&amqp, "mqtt-shared-orphan/orphan/#").await, "kept for the member still connected");
+    drop(amqp);
+    let broker = broker.crash_and_restart();
+    drop((creator, creator_events, clean, clean_events));
+    let amqp = common::connect(&broker).await;
+    assert!(!queue_exists(&amqp, "mqtt-shared-orphan/orphan/#").await, "a group without members, removed at start");
+    let (client, mut events, present) = connect(persistent(&broker, "v5-away-a", 600)).await;
+    assert!(present, "session present after the crash");
+    let mut got: Vec<String> = publishes_within(&mut events, Duration::from_millis(1000))
+        .await
+        .into_iter()
+        .map(|publish| String::from_utf8_lossy(&publish.payload).into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["job-0", "job-1", "job-2"], "the messages that waited, to the first member back");
+    client.disconnect().await.expect("DISCONNECT");
+    let _ = within("the disconnect", async { while events.poll().await.is_ok() {} }).await;
+
+    // The group's queue goes with the last session that holds it.
+    let queue = "mqtt-shared-away/away/jobs/#";
+    for (member, left) in [("v5-away-a", false), ("v5-away-b", true)] {
+        let (_client, _events, present) = connect(options(&broker, member)).await;
+        assert!(!present, "{member}: a clean start ends the session");
+        assert_eq!(queue_exists(&amqp, queue).await, !left, "after {member}'s clean start");
+    }
+    // A session's expiry takes it too.
+    join(persistent(&broker, "v5-brief", 1), "$share/brief/brief/#").await;
+    assert!(queue_exists(&amqp, "mqtt-shared-brief/brief/#").await, "kept while the session is");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!queue_exists(&amqp, "mqtt-shared-brief/brief/#").await, "gone with the expired session");
+    // A clean session's end takes it at once.
+    join(options(&broker, "v5-clean-member"), "$share/clean/clean/#").await;
+    // (The connection's end is seen by the client a moment before the broker has let it go.)
+    let mut gone = false;
+    for _ in 0..40 {
+        gone = !queue_exists(&amqp, "mqtt-shared-clean/clean/#").await;
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "gone with the clean session");
+}

@@ -353,6 +353,12 @@ impl Vhost {
         Ok(queue)
     }
 
+    /// The queues whose names start with `prefix` (an adapter's own queues).
+    pub fn queues_named_with(&self, prefix: &str) -> Vec<Arc<Queue>> {
+        let queues = self.queues.read().expect("queues lock poisoned");
+        queues.values().filter(|queue| queue.name().as_str().starts_with(prefix)).cloned().collect()
+    }
+
     /// Declares a queue; an empty name asks for a server-generated one.
     pub fn declare_queue(
         &self,

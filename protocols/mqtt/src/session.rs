@@ -548,6 +548,9 @@ impl Session {
             if let Some(queue) = existing {
                 self.vhost.remove_queue(&queue);
             }
+            // The session it replaces leaves its groups.
+            let shared = previous.iter().flat_map(|kept| &kept.extras).filter(|extra| extra.shared);
+            self.state.leave_groups(&self.vhost, &self.client_id, shared.map(|extra| extra.filter.as_str()));
             return false;
         }
         let kept = previous.unwrap_or_default();
@@ -571,6 +574,7 @@ impl Session {
                 };
                 if !joined {
                     warn!(client_id = %self.client_id, filter = %extra.filter, "shared subscription not rejoined");
+                    self.state.leave_groups(&self.vhost, &self.client_id, [extra.filter.as_str()]);
                     continue;
                 }
             } else if !self.subscriptions.iter().any(|(filter, _)| *filter == extra.filter) {
@@ -1177,15 +1181,14 @@ pub(crate) fn expire_later(
         if !unchanged {
             return;
         }
-        let (record, marks) = match sessions.remove(&key) {
-            Some(entry) => (entry.record, entry.kept().incoming.clone()),
-            None => (None, Vec::new()),
-        };
+        let Some(entry) = sessions.remove(&key) else { return };
         if let Ok(queue) = vhost.queue(&session_queue_name(&key.1), ConnectionId(generation)) {
             vhost.remove_queue(&queue);
         }
         drop(sessions);
-        state.forget_kept(vhost.name(), &key.1, record, &marks);
+        let shared = entry.kept().extras.iter().filter(|extra| extra.shared);
+        state.leave_groups(&vhost, &key.1, shared.map(|extra| extra.filter.as_str()));
+        state.forget_kept(vhost.name(), &key.1, entry.record, &entry.kept().incoming);
         info!(client_id = %key.1, "mqtt session expired");
     });
     Some(sweeper.abort_handle())

@@ -1,9 +1,17 @@
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 4.8.2, which Mosquitto also accepts
 //! from 3.1.1 clients): the members of a group consume one queue, bound to `amq.topic` with the
-//! filter, so each message goes to one of them. The queue is transient and goes with its last
-//! member. Retained messages are not sent on a shared subscription (4.8.2). Joining needs the
-//! configure, write and read permissions on the group's queue (`mqtt-shared-{group}/{filter}`),
-//! checked when it is joined.
+//! filter, so each message goes to one of them. Retained messages are not sent on a shared
+//! subscription (4.8.2). Joining needs the configure, write and read permissions on the group's
+//! queue (`mqtt-shared-{group}/{filter}`), checked when it is joined.
+//!
+//! A shared subscription is part of each member's session (4.8.2), so the group's queue lives
+//! as long as some session holds the subscription, connected or not: while every member of a
+//! group of persistent sessions is away, its messages wait in the queue for the first to come
+//! back. The members are counted by client id in `MqttState::groups`, and the queue goes with
+//! the last (an UNSUBSCRIBE, a clean session's end, a session's expiry or a clean start that
+//! replaces it). The queue is durable when the session that creates it is persistent, so what
+//! waits survives a restart; a group created by a clean session keeps a transient queue (its
+//! publishes wait for no disk) until it is gone.
 
 use std::sync::Arc;
 
@@ -13,10 +21,12 @@ use warren_core::name::{ConnectionId, ConsumerId, ConsumerTag, ExchangeName, Que
 use warren_core::queue::{AckMode, Consumer, Credit, Durability, Exclusivity, QueueOptions};
 use warren_core::value::Table;
 use warren_core::vhost::Declare;
+use warren_core::vhost::Vhost;
 use warren_core::Queue;
 
 use crate::inbound::TOPIC_EXCHANGE;
 use crate::session::Session;
+use crate::state::MqttState;
 use crate::translate;
 
 /// One shared subscription of a session.
@@ -65,6 +75,51 @@ fn queue_name(group: &str, filter: &str) -> QueueName {
     QueueName::from(format!("{QUEUE_PREFIX}{group}/{filter}"))
 }
 
+/// The queue of the group a `$share/...` filter names.
+fn queue_of(path: &str) -> Option<QueueName> {
+    parse(path).filter(|(_, filter)| !filter.is_empty()).map(|(group, filter)| queue_name(group, filter))
+}
+
+impl MqttState {
+    /// `client_id`'s session no longer holds the shared subscriptions `paths`: a group's queue
+    /// goes with its last member.
+    pub(crate) fn leave_groups<'a>(&self, vhost: &Vhost, client_id: &str, paths: impl IntoIterator<Item = &'a str>) {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        for path in paths {
+            let key = (vhost.name().clone(), path.to_owned());
+            let Some(members) = groups.get_mut(&key) else { continue };
+            members.remove(client_id);
+            if !members.is_empty() {
+                continue;
+            }
+            groups.remove(&key);
+            if let Some(queue) = queue_of(path).and_then(|name| vhost.queue(&name, ConnectionId(0)).ok()) {
+                vhost.remove_queue(&queue);
+            }
+        }
+    }
+
+    /// Removes the group queues restored at start that no restored session holds any more
+    /// (their members' sessions were clean, or ended while the broker was down).
+    pub(crate) fn remove_memberless_groups(&self) {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        for vhost_name in self.broker.vhost_names() {
+            let Some(vhost) = self.broker.vhost(&vhost_name) else { continue };
+            let held: std::collections::HashSet<QueueName> = groups
+                .keys()
+                .filter(|(vhost, _)| *vhost == vhost_name)
+                .filter_map(|(_, path)| queue_of(path))
+                .collect();
+            for queue in vhost.queues_named_with(QUEUE_PREFIX) {
+                if !held.contains(queue.name()) {
+                    tracing::info!(vhost = %vhost_name, queue = %queue.name(), "shared subscription without members removed");
+                    vhost.remove_queue(&queue);
+                }
+            }
+        }
+    }
+}
+
 impl Session {
     /// Joins a shared subscription (again, with a new QoS, if already a member).
     pub(crate) fn subscribe_shared(
@@ -79,13 +134,19 @@ impl Session {
             return Ok(());
         }
         let connection = ConnectionId(self.connection);
-        let options = QueueOptions {
-            durability: Durability::Transient,
-            exclusive_owner: None,
-            auto_delete: true,
-            arguments: Table::new(),
+        // Under the members' lock, so the queue cannot go between being found and being joined.
+        let mut groups = self.state.groups.lock().expect("groups lock poisoned");
+        let name = queue_name(group, filter);
+        let queue = match self.vhost.queue(&name, connection) {
+            // Whatever its durability: a group has one queue.
+            Ok(queue) => queue,
+            Err(_) => {
+                let durability = if self.ends_with_connection { Durability::Transient } else { Durability::Durable };
+                let options =
+                    QueueOptions { durability, exclusive_owner: None, auto_delete: false, arguments: Table::new() };
+                self.vhost.declare_queue(&name, options, Declare::Create, connection)?.queue
+            }
         };
-        let queue = self.vhost.declare_queue(&queue_name(group, filter), options, Declare::Create, connection)?.queue;
         self.vhost.bind_queue(
             queue.name(),
             &ExchangeName::new(TOPIC_EXCHANGE),
@@ -93,6 +154,8 @@ impl Session {
             Table::new(),
             connection,
         )?;
+        groups.entry((self.vhost.name().clone(), path.to_owned())).or_default().insert(self.client_id.clone());
+        drop(groups);
         let consumer = Arc::new(Consumer {
             id: ConsumerId(self.connection),
             tag: ConsumerTag::from(format!("mqtt-shared-{}", self.client_id)),
@@ -111,9 +174,8 @@ impl Session {
     /// Leaves a shared subscription; the group's queue goes with its last member.
     pub(crate) fn unsubscribe_shared(&mut self, path: &str) {
         if let Some(shared) = self.shared.remove(path) {
-            if shared.queue.remove_consumer(shared.consumer.id, &self.inbox) {
-                self.vhost.remove_queue(&shared.queue);
-            }
+            shared.queue.remove_consumer(shared.consumer.id, &self.inbox);
+            self.state.leave_groups(&self.vhost, &self.client_id, [path]);
         }
     }
 
@@ -124,14 +186,16 @@ impl Session {
         }
     }
 
-    /// After the deliveries went back: empty groups' queues go, the others serve their members.
+    /// After the deliveries went back: a session that ends with its connection leaves its
+    /// groups (a persistent one stays a member, to rejoin), and the queues serve the members
+    /// still connected.
     pub(crate) fn release_shared(&mut self) {
-        for (_, shared) in std::mem::take(&mut self.shared) {
-            if shared.queue.consumer_count() == 0 {
-                self.vhost.remove_queue(&shared.queue);
-            } else {
-                shared.queue.dispatch();
-            }
+        let shared = std::mem::take(&mut self.shared);
+        if self.ends_with_connection {
+            self.state.leave_groups(&self.vhost, &self.client_id, shared.keys().map(String::as_str));
+        }
+        for shared in shared.values().filter(|shared| shared.queue.consumer_count() > 0) {
+            shared.queue.dispatch();
         }
     }
 

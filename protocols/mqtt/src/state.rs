@@ -1,7 +1,7 @@
 //! What every MQTT connection shares: settings, the session registry (for takeover and
 //! persistent sessions) and the retained messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -175,6 +175,10 @@ pub struct MqttState {
     pub(crate) config: MqttConfig,
     pub(crate) sessions: Mutex<HashMap<SessionKey, SessionEntry>>,
     pub(crate) retained: Mutex<HashMap<VhostName, HashMap<String, Retained>>>,
+    /// The members of each shared subscription (`$share/...`, by vhost): the client ids of the
+    /// sessions that hold it, connected or kept for a client that will come back. A group's
+    /// queue lives as long as it has a member (`shared`); changed only under this lock.
+    pub(crate) groups: Mutex<HashMap<(VhostName, String), BTreeSet<String>>>,
     /// Sessions with an MQTT 5 No Local subscription. While there are none, publishes carry no
     /// origin header, so the common case pays nothing for the feature.
     pub(crate) no_local_sessions: std::sync::atomic::AtomicUsize,
@@ -187,6 +191,7 @@ impl MqttState {
             config,
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             no_local_sessions: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -379,6 +384,13 @@ impl MqttState {
             }
         }
         kept.incoming = incoming;
+        // Its shared subscriptions keep their groups' queues (restored with the definitions)
+        // for it to rejoin.
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        for extra in kept.extras.iter().filter(|extra| extra.shared) {
+            groups.entry((vhost_name.clone(), extra.filter.clone())).or_default().insert(client_id.to_owned());
+        }
+        drop(groups);
         let key: SessionKey = (vhost_name.clone(), client_id.to_owned());
         let mut entry = SessionEntry::new(0, Arc::new(Notify::new()));
         entry.connection = None;
@@ -392,6 +404,7 @@ impl MqttState {
     /// wills. Called once every pseudo-queue is restored, so a will that is already due cannot
     /// race the restore of the retained messages it may replace.
     pub fn start_restored(self: &Arc<Self>) {
+        self.remove_memberless_groups();
         let now = SystemTime::now();
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
         for (key, entry) in sessions.iter_mut() {
