@@ -37,6 +37,10 @@ const HELD_OUTPUT_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// and how often it looks.
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 const HANDOVER_POLL: Duration = Duration::from_millis(5);
+/// What `SessionEntry::awaiting_handover` names while a session's expiry removes what it
+/// held: a connection that comes meanwhile waits for that as for a handover. (Connection ids
+/// count up from 1 and never get here.)
+const EXPIRING: u64 = u64::MAX;
 /// Encoded chunks queued for the writer before the reader stops.
 const WRITE_QUEUE_CHUNKS: usize = 8;
 /// How long a closing connection may take to write its last bytes.
@@ -376,6 +380,9 @@ async fn open(
             previous.kick.notify_one();
             handover = true;
         }
+        // A handover still owed (by a connection whose taker was refused, or by an expiry
+        // under way) is waited for too.
+        handover |= previous.awaiting_handover.is_some();
     }
     // A connection taken over first puts its unacknowledged deliveries back in the queue and
     // hands over what the session keeps (`Session::release`, which clears the entry's
@@ -1173,22 +1180,38 @@ pub(crate) fn expire_later(
     let (state, vhost) = (state.clone(), vhost.clone());
     let sweeper = runtime.spawn(async move {
         tokio::time::sleep(expiry).await;
-        // Under the registry's lock: a connection that takes the session from here on finds no
-        // queue and starts afresh; one that took it before is seen here.
-        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
-        let unchanged =
-            sessions.get(&key).is_some_and(|entry| entry.connection.is_none() && entry.generation == generation);
-        if !unchanged {
-            return;
-        }
-        let Some(entry) = sessions.remove(&key) else { return };
+        // Claimed under the registry's lock, which a connection that took the session before
+        // is seen under; the removals (a queue, its messages, the definitions file) happen
+        // outside it, so they stall no other client's CONNECT. A connection that comes
+        // meanwhile waits for them as for a handover, then starts afresh.
+        let (record, kept) = {
+            let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+            let Some(entry) =
+                sessions.get_mut(&key).filter(|entry| entry.connection.is_none() && entry.generation == generation)
+            else {
+                return;
+            };
+            entry.awaiting_handover = Some(EXPIRING);
+            let kept = entry.kept().clone();
+            entry.set_kept(Kept::NOTHING);
+            (entry.record.take(), kept)
+        };
         if let Ok(queue) = vhost.queue(&session_queue_name(&key.1), ConnectionId(generation)) {
             vhost.remove_queue(&queue);
         }
-        drop(sessions);
-        let shared = entry.kept().extras.iter().filter(|extra| extra.shared);
+        let shared = kept.extras.iter().filter(|extra| extra.shared);
         state.leave_groups(&vhost, &key.1, shared.map(|extra| extra.filter.as_str()));
-        state.forget_kept(vhost.name(), &key.1, entry.record, &entry.kept().incoming);
+        state.forget_kept(vhost.name(), &key.1, record, &kept.incoming);
+        let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
+        match sessions.get_mut(&key) {
+            Some(entry) if entry.connection.is_none() && entry.awaiting_handover == Some(EXPIRING) => {
+                sessions.remove(&key);
+            }
+            // A connection took the session meanwhile and waits: it finds nothing to resume.
+            Some(entry) if entry.awaiting_handover == Some(EXPIRING) => entry.awaiting_handover = None,
+            _ => {}
+        }
+        drop(sessions);
         info!(client_id = %key.1, "mqtt session expired");
     });
     Some(sweeper.abort_handle())
