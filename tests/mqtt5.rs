@@ -609,6 +609,13 @@ async fn mqtt5_clean_start_and_session_expiry_are_separate() {
     })
     .await;
     assert_eq!(&publish.payload[..], b"kept");
+
+    // That session ends with its connection, so one that takes it over finds none.
+    let mut taker = options(&broker, "v5-separate");
+    taker.set_clean_start(false);
+    taker.set_connect_properties(ConnectProperties { session_expiry_interval: Some(60), ..ConnectProperties::new() });
+    let (_taker, _taker_events, session_present) = connect(taker).await;
+    assert!(!session_present, "the session ended with the connection taken over");
 }
 
 /// An MQTT 5 CONNECT as guest with a QoS 1 will on `topic`, on a raw socket, after CONNACK.

@@ -1113,6 +1113,17 @@ impl Session {
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
         let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
+        let owes_handover = sessions.get(&key).is_some_and(|entry| entry.awaiting_handover == Some(self.connection));
+        if !ours && owes_handover && self.ends_with_connection {
+            // The session ends with this connection (an MQTT 5 Session Expiry of 0 can resume
+            // a durable queue): its queue goes before the handover, outside the lock, so the
+            // connection that took over, waiting for the handover, finds no session.
+            drop(sessions);
+            if let Some(queue) = self.queue.take() {
+                self.vhost.remove_queue(&queue);
+            }
+            sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        }
         if !ours {
             // A newer connection took the session over; it owns the queue now, and waits for
             // what the session keeps (once: this runs again on drop).
