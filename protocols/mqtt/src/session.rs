@@ -351,6 +351,7 @@ async fn open(
     }
     let key: SessionKey = (vhost_name.clone(), client_id.clone());
     let kick = Arc::new(Notify::new());
+    let mut opening = Opening { state, key: &key, connection, done: false };
     let previous = {
         let mut sessions = state.sessions.lock().expect("sessions lock poisoned");
         let mut entry = SessionEntry::new(connection, kick.clone());
@@ -437,7 +438,12 @@ async fn open(
         connection,
         client_id,
         clean_session: connect.clean_session,
-        ends_with_connection: connect.clean_session,
+        // MQTT 5 keeps Clean Start and the expiry apart (see `accept`).
+        ends_with_connection: if level == Level::V5 {
+            extras.session_expiry_seconds == 0
+        } else {
+            connect.clean_session
+        },
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will.map(Box::new),
@@ -479,6 +485,8 @@ async fn open(
         sync: state.broker.journal().map(|journal| journal.sync_state()),
         waiting: ConfirmQueue::default(),
     };
+    // From here the session lets the entry go (`release`, on drop too).
+    opening.done = true;
     // An MQTT 5 client's Receive Maximum narrows the delivery window, before the session's
     // consumer is made.
     if let Some(receive_maximum) = extras.receive_maximum.filter(|maximum| *maximum > 0) {
@@ -511,6 +519,34 @@ async fn open(
     }
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
     Ok((session, session_present))
+}
+
+/// Lets the registry entry go if `open` ends before a `Session` exists to do it (a panic, or
+/// its task dropped at an await): the entry no longer names this connection, and a handover
+/// owed by it (it has nothing to hand over) is not waited for, so the client id is not locked
+/// out.
+struct Opening<'a> {
+    state: &'a MqttState,
+    key: &'a SessionKey,
+    connection: u64,
+    done: bool,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(mut sessions) = self.state.sessions.lock() else { return };
+        if let Some(entry) = sessions.get_mut(self.key) {
+            if entry.connection == Some(self.connection) {
+                entry.connection = None;
+            }
+            if entry.awaiting_handover == Some(self.connection) {
+                entry.awaiting_handover = None;
+            }
+        }
+    }
 }
 
 /// Checks the CONNECT's credentials. A username may name its vhost as `vhost:user`, as with
@@ -1112,6 +1148,17 @@ impl Session {
         }
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+        if let Some(entry) = sessions
+            .get_mut(&key)
+            .filter(|entry| entry.connection.is_none() && entry.awaiting_handover == Some(self.connection))
+        {
+            // The connection that took the session over was refused (this handover came too
+            // late), and none holds it since: the session is this one's to let go, expiry and
+            // all, as if never taken over.
+            entry.connection = Some(self.connection);
+            entry.generation = self.connection;
+            entry.awaiting_handover = None;
+        }
         let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
         let owes_handover = sessions.get(&key).is_some_and(|entry| entry.awaiting_handover == Some(self.connection));
         if !ours && owes_handover && self.ends_with_connection {

@@ -102,6 +102,10 @@ impl MqttState {
     /// Removes the group queues restored at start that no restored session holds any more
     /// (their members' sessions were clean, or ended while the broker was down).
     pub(crate) fn remove_memberless_groups(&self) {
+        if self.sessions_unread.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("some mqtt session state was not read back; shared subscriptions' queues are all kept");
+            return;
+        }
         let groups = self.groups.lock().expect("groups lock poisoned");
         for vhost_name in self.broker.vhost_names() {
             let Some(vhost) = self.broker.vhost(&vhost_name) else { continue };
@@ -134,28 +138,21 @@ impl Session {
             return Ok(());
         }
         let connection = ConnectionId(self.connection);
+        let window = self.window();
+        let state = self.state.clone();
         // Under the members' lock, so the queue cannot go between being found and being joined.
-        let mut groups = self.state.groups.lock().expect("groups lock poisoned");
+        let mut groups = state.groups.lock().expect("groups lock poisoned");
         let name = queue_name(group, filter);
-        let queue = match self.vhost.queue(&name, connection) {
+        let (queue, created) = match self.vhost.queue(&name, connection) {
             // Whatever its durability: a group has one queue.
-            Ok(queue) => queue,
+            Ok(queue) => (queue, false),
             Err(_) => {
                 let durability = if self.ends_with_connection { Durability::Transient } else { Durability::Durable };
                 let options =
                     QueueOptions { durability, exclusive_owner: None, auto_delete: false, arguments: Table::new() };
-                self.vhost.declare_queue(&name, options, Declare::Create, connection)?.queue
+                (self.vhost.declare_queue(&name, options, Declare::Create, connection)?.queue, true)
             }
         };
-        self.vhost.bind_queue(
-            queue.name(),
-            &ExchangeName::new(TOPIC_EXCHANGE),
-            translate::binding_key(filter),
-            Table::new(),
-            connection,
-        )?;
-        groups.entry((self.vhost.name().clone(), path.to_owned())).or_default().insert(self.client_id.clone());
-        drop(groups);
         let consumer = Arc::new(Consumer {
             id: ConsumerId(self.connection),
             tag: ConsumerTag::from(format!("mqtt-shared-{}", self.client_id)),
@@ -164,9 +161,29 @@ impl Session {
             priority: 0,
             inbox: self.inbox.clone(),
             prefetch: Credit::new(0),
-            shared: Some(self.window()),
+            shared: Some(window),
         });
-        queue.add_consumer(consumer.clone())?;
+        let key = (self.vhost.name().clone(), path.to_owned());
+        let joined = self
+            .vhost
+            .bind_queue(
+                queue.name(),
+                &ExchangeName::new(TOPIC_EXCHANGE),
+                translate::binding_key(filter),
+                Table::new(),
+                connection,
+            )
+            .and_then(|()| queue.add_consumer(consumer.clone()));
+        if let Err(error) = joined {
+            // Not a member (an AMQP client may hold the queue exclusively, say); a queue made
+            // for this join goes again.
+            if created && !groups.contains_key(&key) {
+                self.vhost.remove_queue(&queue);
+            }
+            return Err(error);
+        }
+        groups.entry(key).or_default().insert(self.client_id.clone());
+        drop(groups);
         self.shared.insert(path.to_owned(), SharedSubscription { queue, consumer, qos });
         Ok(())
     }

@@ -179,6 +179,9 @@ pub struct MqttState {
     /// sessions that hold it, connected or kept for a client that will come back. A group's
     /// queue lives as long as it has a member (`shared`); changed only under this lock.
     pub(crate) groups: Mutex<HashMap<(VhostName, String), BTreeSet<String>>>,
+    /// Some session's state could not be read back at start: group queues without a known
+    /// member are kept then (their members may be in what was not read).
+    pub(crate) sessions_unread: std::sync::atomic::AtomicBool,
     /// Sessions with an MQTT 5 No Local subscription. While there are none, publishes carry no
     /// origin header, so the common case pays nothing for the feature.
     pub(crate) no_local_sessions: std::sync::atomic::AtomicUsize,
@@ -192,6 +195,7 @@ impl MqttState {
             sessions: Mutex::new(HashMap::new()),
             retained: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            sessions_unread: std::sync::atomic::AtomicBool::new(false),
             no_local_sessions: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -343,7 +347,10 @@ impl MqttState {
         else {
             return;
         };
-        let Some(records) = read_records(journal.as_ref(), vhost_name, pseudo_queue, found) else { return };
+        let Some(records) = read_records(journal.as_ref(), vhost_name, pseudo_queue, found) else {
+            self.sessions_unread.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
         // Inbound QoS 2 messages' marks (see `kept`), apart from the session's own records.
         let mut marks = Vec::new();
         let mut states = Vec::new();
