@@ -1354,3 +1354,40 @@ async fn mqtt5_shared_subscription_messages_wait_for_persistent_members() {
     join(options(&broker, "v5-held-member"), "$share/held/held/#").await;
     assert!(queue_gone_soon(&amqp, held).await, "gone with its only member");
 }
+
+/// A group that a clean session created has a transient queue; its persistent members find a
+/// durable one after a restart, where messages published before they are back wait for them.
+#[tokio::test]
+async fn mqtt5_a_transient_group_gets_a_durable_queue_for_its_persistent_members_at_restart() {
+    let member_options = |broker: &Broker| {
+        let mut member_options = options(broker, "v5-mixed-persistent");
+        member_options.set_clean_start(false);
+        member_options.set_connect_properties(ConnectProperties {
+            session_expiry_interval: Some(600),
+            ..ConnectProperties::new()
+        });
+        member_options
+    };
+    let broker = Broker::start();
+    let path = "$share/mixed/mixed/#";
+    // The clean session first: it creates the group's queue, transient.
+    let (creator, mut creator_events, _) = connect(options(&broker, "v5-mixed-clean")).await;
+    creator.subscribe(path, QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut creator_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    let (member, mut member_events, _) = connect(member_options(&broker)).await;
+    member.subscribe(path, QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut member_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    member.disconnect().await.expect("DISCONNECT");
+    let _ = within("the disconnect", async { while member_events.poll().await.is_ok() {} }).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let broker = broker.crash_and_restart();
+    drop((creator, creator_events));
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-mixed-publisher")).await;
+    publisher.publish("mixed/job", QoS::AtLeastOnce, false, "after the restart").await.expect("PUBLISH");
+    // PUBACK success (rumqttc checks it): the group has a queue again.
+    next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let (_member, mut member_events, present) = connect(member_options(&broker)).await;
+    assert!(present, "session present");
+    let got = publishes_within(&mut member_events, Duration::from_millis(1000)).await;
+    assert_eq!(got.iter().map(|publish| &publish.payload[..]).collect::<Vec<_>>(), [&b"after the restart"[..]]);
+}

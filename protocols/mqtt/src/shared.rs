@@ -11,7 +11,8 @@
 //! the last (an UNSUBSCRIBE, a clean session's end, a session's expiry or a clean start that
 //! replaces it). The queue is durable when the session that creates it is persistent, so what
 //! waits survives a restart; a group created by a clean session keeps a transient queue (its
-//! publishes wait for no disk) until it is gone.
+//! publishes wait for no disk) until it is gone, or until a restart, after which a durable one
+//! is made for its persistent members (`MqttState::settle_groups`).
 
 use std::sync::Arc;
 
@@ -99,14 +100,47 @@ impl MqttState {
         }
     }
 
-    /// Removes the group queues restored at start that no restored session holds any more
-    /// (their members' sessions were clean, or ended while the broker was down).
-    pub(crate) fn remove_memberless_groups(&self) {
+    /// Matches the group queues restored at start to the restored sessions that hold them:
+    /// a queue no session holds any more goes (its members' sessions were clean, or ended while
+    /// the broker was down), and a group whose queue was transient gets a durable one, so its
+    /// messages wait for its members from now on.
+    pub(crate) fn settle_groups(&self) {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        for (vhost_name, path) in groups.keys() {
+            let (Some(vhost), Some((group, filter))) =
+                (self.broker.vhost(vhost_name), parse(path).filter(|(_, filter)| !filter.is_empty()))
+            else {
+                continue;
+            };
+            if vhost.queue(&queue_name(group, filter), ConnectionId(0)).is_ok() {
+                continue;
+            }
+            let options = QueueOptions {
+                durability: Durability::Durable,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: Table::new(),
+            };
+            let made = vhost
+                .declare_queue(&queue_name(group, filter), options, Declare::Create, ConnectionId(0))
+                .and_then(|declared| {
+                    let key = translate::binding_key(filter);
+                    vhost.bind_queue(
+                        declared.queue.name(),
+                        &ExchangeName::new(TOPIC_EXCHANGE),
+                        key,
+                        Table::new(),
+                        ConnectionId(0),
+                    )
+                });
+            if let Err(error) = made {
+                tracing::warn!(vhost = %vhost_name, path, %error, "shared subscription's queue not made again");
+            }
+        }
         if self.sessions_unread.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!("some mqtt session state was not read back; shared subscriptions' queues are all kept");
             return;
         }
-        let groups = self.groups.lock().expect("groups lock poisoned");
         for vhost_name in self.broker.vhost_names() {
             let Some(vhost) = self.broker.vhost(&vhost_name) else { continue };
             let held: std::collections::HashSet<QueueName> = groups

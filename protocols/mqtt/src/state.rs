@@ -411,7 +411,7 @@ impl MqttState {
     /// wills. Called once every pseudo-queue is restored, so a will that is already due cannot
     /// race the restore of the retained messages it may replace.
     pub fn start_restored(self: &Arc<Self>) {
-        self.remove_memberless_groups();
+        self.settle_groups();
         let now = SystemTime::now();
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
         for (key, entry) in sessions.iter_mut() {
