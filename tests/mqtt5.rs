@@ -822,8 +822,31 @@ fn mqtt5_bad_packets_get_their_own_disconnect_reasons() {
     let mut client = raw_v5_connect(&broker, "v5-expiry-from-nothing");
     client.write_all(&[0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 5]).expect("DISCONNECT");
     assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x82, 0x00], "Protocol Error");
+    // AUTH without an Authentication Method in CONNECT: 0x82, Protocol Error (4.12).
+    let mut client = raw_v5_connect(&broker, "v5-auth-unasked");
+    client.write_all(&[0xF0, 0x00]).expect("AUTH");
+    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x82, 0x00], "Protocol Error");
     // And nobody else was harmed.
     let _still = raw_v5_connect(&broker, "v5-after-bad-packets");
+}
+
+/// Enhanced authentication (an Authentication Method, 4.12) is not offered: CONNACK 0x8C, as
+/// from Mosquitto without an auth plugin.
+#[tokio::test]
+async fn mqtt5_an_authentication_method_gets_connack_bad_authentication_method() {
+    let broker = Broker::start();
+    let mut client_options = options(&broker, "v5-scram");
+    client_options.set_connect_properties(ConnectProperties {
+        authentication_method: Some("SCRAM-SHA-1".into()),
+        authentication_data: Some(bytes::Bytes::from_static(b"n,,n=user,r=nonce")),
+        ..ConnectProperties::new()
+    });
+    let (_client, mut events) = AsyncClient::new(client_options, 16);
+    let error = next_error(&mut events, "the refusal").await;
+    assert!(
+        matches!(error, ConnectionError::ConnectionRefused(ConnectReturnCode::BadAuthenticationMethod)),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,10 @@ pub enum CodecError {
     /// An MQTT 5 topic alias out of range, or used before it was set (3.3.2.3.4).
     #[error("topic alias {alias} invalid")]
     TopicAliasInvalid { alias: u16 },
+    /// An MQTT 5 AUTH packet: this server offers no enhanced authentication, so no CONNECT it
+    /// accepted named an Authentication Method, and the client must not send one (4.12).
+    #[error("AUTH without an authentication method")]
+    AuthUnasked,
 }
 
 /// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete.

@@ -257,6 +257,13 @@ async fn accept<R: AsyncRead + Unpin>(
             }
         }
     };
+    if extras.authentication_method {
+        warn!(%peer, "mqtt 5 enhanced authentication asked for; not offered");
+        let mut out = BytesMut::new();
+        crate::v5::encode_connack_bad_authentication_method(&mut out);
+        let _ = chunks.send(out.freeze()).await;
+        return None;
+    }
     // MQTT 5: a session outlives its connection only with a non-zero Session Expiry Interval,
     // and for at most the broker's own `session_expiry`.
     let mut session_expiry = state.config.session_expiry;
@@ -1022,6 +1029,7 @@ impl Session {
                     return Some(End::Abnormal(match error {
                         codec::CodecError::TooLarge { .. } => "packet too large",
                         codec::CodecError::TopicAliasInvalid { .. } => "topic alias invalid",
+                        codec::CodecError::AuthUnasked => "protocol violation",
                         _ => "malformed packet",
                     }));
                 }

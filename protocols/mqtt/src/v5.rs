@@ -59,6 +59,9 @@ pub struct ConnectExtras {
     pub topic_alias_maximum: u16,
     /// The will's properties, published with it (3.1.3.2).
     pub will_properties: Option<Box<v5::PublishProperties>>,
+    /// The client asked for enhanced authentication (an Authentication Method, 4.12), which
+    /// this server does not offer: CONNACK 0x8C.
+    pub authentication_method: bool,
 }
 
 /// Topic aliases a client may use towards the broker (CONNACK's Topic Alias Maximum).
@@ -168,6 +171,7 @@ pub fn decode_connect(
         session_expiry_seconds: properties.and_then(|p| p.session_expiry_interval).unwrap_or(0),
         receive_maximum: properties.and_then(|p| p.receive_maximum),
         maximum_packet_size: properties.and_then(|p| p.max_packet_size),
+        authentication_method: properties.is_some_and(|p| p.authentication_method.is_some()),
         will_delay_seconds: connect
             .last_will
             .as_ref()
@@ -242,6 +246,9 @@ pub fn decode(
     }
     if buffer.first() == Some(&0xA2) {
         return decode_unsubscribe(buffer, packet_bytes_max).map(|packet| packet.map(|packet| (packet, None)));
+    }
+    if buffer.first().is_some_and(|byte| byte >> 4 == 15) {
+        return Err(CodecError::AuthUnasked);
     }
     let length_before = buffer.len();
     let packet = match v5::read(buffer, packet_bytes_max) {
@@ -552,6 +559,14 @@ pub fn encode_connack(
     } else {
         v5::ConnAckProperties::new()
     });
+    connack.write(out).expect("a CONNACK encodes");
+}
+
+/// Encodes the CONNACK that refuses a client's Authentication Method (4.12): this server
+/// offers no enhanced authentication, as Mosquitto without an auth plugin does not.
+pub fn encode_connack_bad_authentication_method(out: &mut BytesMut) {
+    let mut connack = v5::ConnAck::new(v5::ConnectReturnCode::BadAuthenticationMethod, false);
+    connack.properties = Some(v5::ConnAckProperties::new());
     connack.write(out).expect("a CONNACK encodes");
 }
 
