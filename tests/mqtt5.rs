@@ -1299,8 +1299,7 @@ async fn mqtt5_shared_subscription_messages_wait_for_persistent_members() {
     for member in ["v5-away-a", "v5-away-b"] {
         join(persistent(&broker, member, 600), "$share/away/away/jobs/#").await;
     }
-    // Every member is away: the publishes still have a subscription (PUBACK success, which
-    // rumqttc checks), and wait in the group's queue.
+    // Every member is away: the publishes wait in the group's queue.
     let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-away-publisher")).await;
     for index in 0..3 {
         publisher
@@ -1374,6 +1373,14 @@ async fn mqtt5_shared_subscription_messages_wait_for_persistent_members() {
     assert!(matches!(error, ConnectionError::MqttState(rumqttc::v5::StateError::SubFail { .. })), "{error:?}");
     drop((refused, refused_events));
     holder.close(200, "done").await.expect("close");
+    // Nor does it leave the queue bound: a publish to the group's filter does not reach it.
+    let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-held-publisher")).await;
+    publisher.publish("held/x", QoS::AtLeastOnce, false, "not for the held queue").await.expect("PUBLISH");
+    next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
+    let channel = common::open_channel(&amqp).await;
+    let declared =
+        channel.queue_declare(held, common::passive(), lapin::types::FieldTable::default()).await.expect("passive");
+    assert_eq!(declared.message_count(), 0, "no binding left by the refused join");
     join(options(&broker, "v5-held-member"), "$share/held/held/#").await;
     assert!(queue_gone_soon(&amqp, held).await, "gone with its only member");
 }
@@ -1407,10 +1414,37 @@ async fn mqtt5_a_transient_group_gets_a_durable_queue_for_its_persistent_members
     drop((creator, creator_events));
     let (publisher, mut publisher_events, _) = connect(options(&broker, "v5-mixed-publisher")).await;
     publisher.publish("mixed/job", QoS::AtLeastOnce, false, "after the restart").await.expect("PUBLISH");
-    // PUBACK success (rumqttc checks it): the group has a queue again.
     next(&mut publisher_events, "PUBACK", |packet| matches!(packet, Packet::PubAck(_)).then_some(())).await;
     let (_member, mut member_events, present) = connect(member_options(&broker)).await;
     assert!(present, "session present");
     let got = publishes_within(&mut member_events, Duration::from_millis(1000)).await;
     assert_eq!(got.iter().map(|publish| &publish.payload[..]).collect::<Vec<_>>(), [&b"after the restart"[..]]);
+}
+
+/// A session resumed by a connection with Session Expiry 0 ends with that connection, so a
+/// crash while it is connected leaves no session behind: not the delayed will it cancelled,
+/// nor the session itself.
+#[tokio::test]
+async fn mqtt5_a_session_resumed_with_expiry_zero_leaves_nothing_after_a_crash() {
+    let broker = Broker::start();
+    let (client, mut events) = client_with_delayed_will(&broker, "v5-resumed-zero", 2).await;
+    client.subscribe("zero/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    drop((client, events));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut resume = options(&broker, "v5-resumed-zero");
+    resume.set_clean_start(false);
+    let (_resumed, _resumed_events, present) = connect(resume).await;
+    assert!(present, "resumed, cancelling the will");
+    // The records are written as the connections go, not waited for.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let broker = broker.crash_and_restart();
+    let (watcher, mut watcher_events, _) = connect(options(&broker, "v5-resumed-zero-watcher")).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.expect("SUBSCRIBE");
+    next(&mut watcher_events, "SUBACK", |packet| matches!(packet, Packet::SubAck(_)).then_some(())).await;
+    assert!(publishes_within(&mut watcher_events, Duration::from_millis(3000)).await.is_empty(), "no will");
+    let mut again = options(&broker, "v5-resumed-zero");
+    again.set_clean_start(false);
+    let (_again, _again_events, present) = connect(again).await;
+    assert!(!present, "the session ended with the crash");
 }

@@ -99,6 +99,10 @@ pub(crate) struct Session {
     /// The session ends with this connection: a 3.1.1 clean session, or an MQTT 5 Session
     /// Expiry Interval of 0 (3.1.2.11.2). Otherwise its queue is durable and outlives it.
     pub(crate) ends_with_connection: bool,
+    /// A session that ends with this connection but took over a stored one (MQTT 5, Clean
+    /// Start 0 and Session Expiry 0): its record is still rewritten, saying it has expired, so
+    /// that a crash leaves neither it nor what it cancelled (a delayed will) behind.
+    stored_until_end: bool,
     keep_alive: Duration,
     pub(crate) vhost: Arc<Vhost>,
     pub(crate) will: Option<Box<LastWill>>,
@@ -280,12 +284,11 @@ async fn accept<R: AsyncRead + Unpin>(
         session_expiry = session_expiry.min(asked).max(Duration::from_secs(1));
     }
     let empty_client_id = connect.client_id.is_empty();
-    match open(connect, level, &extras, peer, state, connection).await {
+    let lifetime = Lifetime { expiry: session_expiry, ends_with_connection };
+    match open(connect, level, &extras, lifetime, peer, state, connection).await {
         Ok((mut session, session_present)) => {
             session.will_properties = extras.will_properties;
             session.outbound_aliases = crate::v5::OutboundAliases::new(extras.topic_alias_maximum);
-            session.session_expiry = session_expiry;
-            session.ends_with_connection = ends_with_connection;
             session.client_packet_bytes_max = extras.maximum_packet_size.map(|bytes| bytes as usize);
             session.will_delay = Duration::from_secs(u64::from(extras.will_delay_seconds));
             let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
@@ -323,10 +326,18 @@ async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Le
 }
 
 /// Authenticates a CONNECT and takes over (or creates) its session.
+/// How long a session outlives its connection, as its CONNECT set it.
+#[derive(Clone, Copy, Debug)]
+struct Lifetime {
+    expiry: Duration,
+    ends_with_connection: bool,
+}
+
 async fn open(
     connect: Connect,
     level: Level,
     extras: &crate::v5::ConnectExtras,
+    lifetime: Lifetime,
     peer: SocketAddr,
     state: &Arc<MqttState>,
     connection: u64,
@@ -445,19 +456,15 @@ async fn open(
         connection,
         client_id,
         clean_session: connect.clean_session,
-        // MQTT 5 keeps Clean Start and the expiry apart (see `accept`).
-        ends_with_connection: if level == Level::V5 {
-            extras.session_expiry_seconds == 0
-        } else {
-            connect.clean_session
-        },
+        ends_with_connection: lifetime.ends_with_connection,
+        stored_until_end: false,
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         vhost,
         will: connect.last_will.map(Box::new),
         will_properties: None,
         permitted,
         level,
-        session_expiry: state.config.session_expiry,
+        session_expiry: lifetime.expiry,
         prefetch: state.config.prefetch,
         client_packet_bytes_max: None,
         aliases: crate::v5::TopicAliases::default(),
@@ -522,6 +529,7 @@ async fn open(
     // The record is rewritten from what this connection took over: without the will just
     // cancelled or published, and with what the connection taken over handed over last.
     if had_will || previous.is_some() {
+        session.stored_until_end = session.ends_with_connection && session_present;
         let _ = session.keep();
     }
     info!(connection, %peer, client_id = %session.client_id, user = %principal.user, ?level, "mqtt connection open");
@@ -733,7 +741,8 @@ impl Session {
             released: self.released_ids(),
             incoming: self.incoming_qos2.iter().map(|(id, mark)| (*id, *mark)).collect(),
             unacked,
-            expiry: self.session_expiry,
+            // One that ends with its connection has expired by the time anyone reads this.
+            expiry: if self.ends_with_connection { Duration::ZERO } else { self.session_expiry },
             left: None,
             will: self.delayed_will.as_deref().cloned(),
         };
@@ -749,7 +758,7 @@ impl Session {
     /// from the state handed over), or the store cannot write.
     pub(crate) fn keep(&mut self) -> Result<Option<Lsn>, End> {
         // A session that ends with its connection has nothing to keep for another.
-        if self.ends_with_connection {
+        if self.ends_with_connection && !self.stored_until_end {
             return Ok(None);
         }
         let kept = self.kept(false);
@@ -1156,20 +1165,9 @@ impl Session {
         }
         let key: SessionKey = (self.vhost.name().clone(), self.client_id.clone());
         let mut sessions = self.state.sessions.lock().expect("sessions lock poisoned");
-        if let Some(entry) = sessions
-            .get_mut(&key)
-            .filter(|entry| entry.connection.is_none() && entry.awaiting_handover == Some(self.connection))
-        {
-            // The connection that took the session over was refused (this handover came too
-            // late), and none holds it since: the session is this one's to let go, expiry and
-            // all, as if never taken over.
-            entry.connection = Some(self.connection);
-            entry.generation = self.connection;
-            entry.awaiting_handover = None;
-        }
-        let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
+        self.reclaim_if_taker_refused(&mut sessions, &key);
         let owes_handover = sessions.get(&key).is_some_and(|entry| entry.awaiting_handover == Some(self.connection));
-        if !ours && owes_handover && self.ends_with_connection {
+        if owes_handover && self.ends_with_connection {
             // The session ends with this connection (an MQTT 5 Session Expiry of 0 can resume
             // a durable queue): its queue goes before the handover, outside the lock, so the
             // connection that took over, waiting for the handover, finds no session.
@@ -1178,7 +1176,10 @@ impl Session {
                 self.vhost.remove_queue(&queue);
             }
             sessions = self.state.sessions.lock().expect("sessions lock poisoned");
+            // The taker may have been refused meanwhile.
+            self.reclaim_if_taker_refused(&mut sessions, &key);
         }
+        let ours = sessions.get(&key).is_some_and(|entry| entry.connection == Some(self.connection));
         if !ours {
             // A newer connection took the session over; it owns the queue now, and waits for
             // what the session keeps (once: this runs again on drop).
@@ -1227,6 +1228,22 @@ impl Session {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
                 entry.will = will_later(&self.state, &self.vhost, key, self.connection, will, delay);
             }
+        }
+    }
+}
+
+impl Session {
+    /// If the connection that took the session over was refused (this one's handover came too
+    /// late) and none holds it since, the session is this one's to let go, expiry and all, as
+    /// if never taken over.
+    fn reclaim_if_taker_refused(&self, sessions: &mut HashMap<SessionKey, SessionEntry>, key: &SessionKey) {
+        if let Some(entry) = sessions
+            .get_mut(key)
+            .filter(|entry| entry.connection.is_none() && entry.awaiting_handover == Some(self.connection))
+        {
+            entry.connection = Some(self.connection);
+            entry.generation = self.connection;
+            entry.awaiting_handover = None;
         }
     }
 }

@@ -198,21 +198,24 @@ impl Session {
             shared: Some(window),
         });
         let key = (self.vhost.name().clone(), path.to_owned());
-        let joined = self
-            .vhost
-            .bind_queue(
-                queue.name(),
-                &ExchangeName::new(TOPIC_EXCHANGE),
-                translate::binding_key(filter),
-                Table::new(),
-                connection,
-            )
-            .and_then(|()| queue.add_consumer(consumer.clone()));
+        let exchange = ExchangeName::new(TOPIC_EXCHANGE);
+        let binding_key = translate::binding_key(filter);
+        // Bound once, by the group's first member: a durable queue's binding rewrites the
+        // definitions file.
+        let bound = queue.bindings().iter().any(|binding| binding.exchange == exchange && binding.key == binding_key);
+        let joined = if bound {
+            Ok(())
+        } else {
+            self.vhost.bind_queue(queue.name(), &exchange, binding_key.clone(), Table::new(), connection)
+        }
+        .and_then(|()| queue.add_consumer(consumer.clone()));
         if let Err(error) = joined {
-            // Not a member (an AMQP client may hold the queue exclusively, say); a queue made
-            // for this join goes again.
+            // Not a member (an AMQP client may hold the queue exclusively, say): a queue made
+            // for this join goes again, and a binding it made is taken back.
             if created && !groups.contains_key(&key) {
                 self.vhost.remove_queue(&queue);
+            } else if !bound {
+                let _ = self.vhost.unbind_queue(queue.name(), &exchange, binding_key, Table::new(), connection);
             }
             return Err(error);
         }
