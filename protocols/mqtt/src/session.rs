@@ -325,7 +325,6 @@ async fn refuse(chunks: &mpsc::Sender<Bytes>, code: ConnectReturnCode, level: Le
     let _ = chunks.send(out.freeze()).await;
 }
 
-/// Authenticates a CONNECT and takes over (or creates) its session.
 /// How long a session outlives its connection, as its CONNECT set it.
 #[derive(Clone, Copy, Debug)]
 struct Lifetime {
@@ -333,6 +332,7 @@ struct Lifetime {
     ends_with_connection: bool,
 }
 
+/// Authenticates a CONNECT and takes over (or creates) its session.
 async fn open(
     connect: Connect,
     level: Level,
