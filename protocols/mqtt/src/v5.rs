@@ -247,6 +247,11 @@ pub fn decode(
     if buffer.first() == Some(&0xA2) {
         return decode_unsubscribe(buffer, packet_bytes_max).map(|packet| packet.map(|packet| (packet, None)));
     }
+    if buffer.first().is_some_and(|byte| byte >> 4 == 10) {
+        // An UNSUBSCRIBE with reserved flags other than 0010 is malformed (2.1.3); mqttbytes'
+        // reader would take it, printing to stderr (`cargo fuzz run mqtt_packet` found this).
+        return Err(CodecError::Malformed { reason: mqttbytes::Error::IncorrectPacketFormat });
+    }
     if buffer.first().is_some_and(|byte| byte >> 4 == 15) {
         return Err(CodecError::AuthUnasked);
     }
