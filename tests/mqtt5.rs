@@ -822,10 +822,17 @@ fn mqtt5_bad_packets_get_their_own_disconnect_reasons() {
     let mut client = raw_v5_connect(&broker, "v5-expiry-from-nothing");
     client.write_all(&[0xE0, 0x07, 0x00, 0x05, 0x11, 0, 0, 0, 5]).expect("DISCONNECT");
     assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x82, 0x00], "Protocol Error");
-    // An UNSUBSCRIBE whose reserved flags are not 0010: 0x81, Malformed Packet (2.1.3).
-    let mut client = raw_v5_connect(&broker, "v5-unsubscribe-flags");
-    client.write_all(&[0xA0, 0x06, 0, 1, 0, 0, 1, b'a']).expect("UNSUBSCRIBE");
-    assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x81, 0x00], "Malformed Packet");
+    // Wrong reserved flags, 0x81, Malformed Packet (2.1.3): an UNSUBSCRIBE or a SUBSCRIBE
+    // whose flags are not 0010, an AUTH whose flags are not 0000.
+    for (client_id, packet) in [
+        ("v5-unsubscribe-flags", &[0xA0, 0x06, 0, 1, 0, 0, 1, b'a'][..]),
+        ("v5-subscribe-flags", &[0x80, 0x07, 0, 1, 0, 0, 1, b'a', 1][..]),
+        ("v5-auth-flags", &[0xF1, 0x00][..]),
+    ] {
+        let mut client = raw_v5_connect(&broker, client_id);
+        client.write_all(packet).expect("the packet");
+        assert_eq!(read_to_close(&mut client), [0xE0, 0x02, 0x81, 0x00], "{client_id}: Malformed Packet");
+    }
     // AUTH without an Authentication Method in CONNECT: 0x82, Protocol Error (4.12).
     let mut client = raw_v5_connect(&broker, "v5-auth-unasked");
     client.write_all(&[0xF0, 0x00]).expect("AUTH");

@@ -1103,7 +1103,12 @@ async fn malformed_packet_closes_only_that_connection() {
     let mut bystander = connect_mqtt(mqtt_options(&broker, "malformed-bystander")).await;
     bystander.subscribe(TOPIC, QoS::AtLeastOnce).await;
 
-    let cases: [(&str, Vec<u8>); 4] = [
+    let cases: [(&str, Vec<u8>); 7] = [
+        // Reserved fixed-header flags that are wrong (MQTT-2.2.2-2): SUBSCRIBE and PUBREL need
+        // 0010, PINGREQ 0000.
+        ("subscribe-flags", vec![0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01]),
+        ("pubrel-flags", vec![0x60, 0x02, 0x00, 0x01]),
+        ("pingreq-flags", vec![0xC1, 0x00]),
         // Remaining length 4, but the topic claims 16 bytes.
         ("topic-past-the-end", vec![wire::PUBLISH_QOS0, 0x04, 0x00, 0x10, b'a', b'b']),
         // Packet type 15 is reserved (MQTT 2.2.1).

@@ -38,8 +38,31 @@ pub enum CodecError {
     AuthUnasked,
 }
 
+/// Whether a fixed header's first byte has the flags its packet type requires (MQTT 3.1.1
+/// 2.2.2, MQTT 5 2.1.3): 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000 for the other types
+/// but PUBLISH, whose flags carry DUP, QoS and RETAIN (its QoS 3 is refused by the reader).
+/// Invalid flags make the packet malformed; mqttbytes does not check them.
+pub(crate) fn flags_valid(first: u8) -> bool {
+    match first >> 4 {
+        3 => true,
+        6 | 8 | 10 => first & 0x0F == 0b0010,
+        _ => first & 0x0F == 0,
+    }
+}
+
+/// The malformed-packet error for a fixed header whose flags are wrong (`flags_valid`).
+pub(crate) fn check_flags(buffer: &[u8]) -> Result<(), CodecError> {
+    match buffer.first() {
+        Some(first) if !flags_valid(*first) => {
+            Err(CodecError::Malformed { reason: mqttbytes::Error::IncorrectPacketFormat })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete.
 pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
+    check_flags(buffer)?;
     match v4::read(buffer, packet_bytes_max) {
         Ok(packet) => Ok(Some(packet)),
         Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
@@ -54,6 +77,7 @@ pub type Connected = (Packet, Level, crate::v5::ConnectExtras);
 
 /// Decodes the first packet, which must be a CONNECT, accepting 3.1, 3.1.1 and 5.
 pub fn decode_connect(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Connected>, CodecError> {
+    check_flags(buffer)?;
     if is_mqtt5_connect(buffer) {
         return Ok(
             crate::v5::decode_connect(buffer, packet_bytes_max)?.map(|(packet, extras)| (packet, Level::V5, extras))
