@@ -1071,6 +1071,12 @@ fn mqtt31_client_connects() {
     assert_eq!((topic.as_str(), packet_id, payload.as_slice()), ("legacy/topic", None, &b"from 3.1"[..]));
     stream.write_all(&wire::packet(wire::PINGREQ, &[])).expect("send PINGREQ");
     assert!(wire::expect_packet(&mut stream, wire::PINGRESP).is_empty());
+    // 3.1 predates the fixed-header flags rule, and Mosquitto does not check it for 3.1
+    // clients: a SUBSCRIBE with flags 0000 is taken, where 3.1.1 closes the connection.
+    let mut flagless = wire::subscribe(2, "legacy/other", 0);
+    flagless[0] &= 0xF0;
+    stream.write_all(&flagless).expect("send SUBSCRIBE");
+    assert_eq!(wire::expect_packet(&mut stream, wire::SUBACK), [0x00, 0x02, 0x00], "SUBACK: id 2, QoS 0");
 }
 
 /// Connects a raw client (keep-alive 0: it never times out), sends `offending` and waits for

@@ -51,6 +51,7 @@ pub(crate) fn flags_valid(first: u8) -> bool {
 }
 
 /// The malformed-packet error for a fixed header whose flags are wrong (`flags_valid`).
+/// MQTT 3.1 sessions are not checked, as Mosquitto does not check them: 3.1 predates the rule.
 pub(crate) fn check_flags(buffer: &[u8]) -> Result<(), CodecError> {
     match buffer.first() {
         Some(first) if !flags_valid(*first) => {
@@ -60,9 +61,9 @@ pub(crate) fn check_flags(buffer: &[u8]) -> Result<(), CodecError> {
     }
 }
 
-/// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete.
+/// Decodes one packet from the front of `buffer`, or `Ok(None)` if it is incomplete. (The
+/// fixed header's flags are the caller's to check, `check_flags`: 3.1 predates the rule.)
 pub fn decode(buffer: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
-    check_flags(buffer)?;
     match v4::read(buffer, packet_bytes_max) {
         Ok(packet) => Ok(Some(packet)),
         Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),

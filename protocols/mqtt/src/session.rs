@@ -976,7 +976,10 @@ impl Session {
         while self.paused_on.is_none() && self.awaiting_subscribe.is_none() {
             let decoded = match self.level {
                 Level::V5 => crate::v5::decode(buffer, self.state.config.packet_bytes_max, &mut self.aliases),
-                Level::V31 | Level::V311 => {
+                Level::V311 => codec::check_flags(buffer)
+                    .and_then(|()| codec::decode(buffer, self.state.config.packet_bytes_max))
+                    .map(|packet| packet.map(|p| (p, None))),
+                Level::V31 => {
                     codec::decode(buffer, self.state.config.packet_bytes_max).map(|packet| packet.map(|p| (p, None)))
                 }
             };
