@@ -14,7 +14,7 @@ import { REPO_ROOT, startBroker } from './warren.mjs';
 
 const EXAMPLE_DIR = join(REPO_ROOT, 'examples', 'web-chat');
 const SCREENSHOT = join(REPO_ROOT, 'test-artifacts', 'web-chat.png');
-// Deadlines for one step each; the whole file stays well under a minute.
+// Deadlines for one step each.
 const STEP_TIMEOUT_MS = 15_000;
 const TEST_TIMEOUT_MS = 45_000;
 // Hooks get deadlines too, so a hung connect fails the run instead of stalling it.

@@ -322,7 +322,7 @@ impl Session {
                 // A persistent session's queue expires after the broker's longest session expiry
                 // without its client, so sessions that never come back do not hold messages for
                 // ever. A session's own, shorter expiry (MQTT 5), which a later connection may
-                // change, is kept by the session's sweeper (`Session::forget_when_expired`).
+                // change, is kept by the session's sweeper (`session::expire_later`).
                 let mut arguments = Table::new();
                 if !self.ends_with_connection {
                     let expiry_ms = i64::try_from(self.state.config.session_expiry.as_millis()).unwrap_or(i64::MAX);

@@ -271,7 +271,6 @@ impl Kept {
         for _ in 0..get_u16(input)? {
             kept.released.push(get_u16(input)?);
         }
-
         for _ in 0..get_u16(input)? {
             let record = get_u64(input)?;
             kept.unacked.push((MessageKey::Journal(record), get_u16(input)?));

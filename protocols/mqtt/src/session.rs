@@ -1145,6 +1145,20 @@ impl Session {
         self.release();
     }
 
+    /// If the connection that took the session over was refused (this one's handover came too
+    /// late) and none holds it since, the session is this one's to let go, expiry and all, as
+    /// if never taken over.
+    fn reclaim_if_taker_refused(&self, sessions: &mut HashMap<SessionKey, SessionEntry>, key: &SessionKey) {
+        if let Some(entry) = sessions
+            .get_mut(key)
+            .filter(|entry| entry.connection.is_none() && entry.awaiting_handover == Some(self.connection))
+        {
+            entry.connection = Some(self.connection);
+            entry.generation = self.connection;
+            entry.awaiting_handover = None;
+        }
+    }
+
     fn release(&mut self) {
         // Once: this runs from `finish`, and again on drop in case `finish` never ran.
         if std::mem::replace(&mut self.released, true) {
@@ -1231,22 +1245,6 @@ impl Session {
                 let delay = will.due.duration_since(std::time::SystemTime::now()).unwrap_or_default();
                 entry.will = will_later(&self.state, &self.vhost, key, self.connection, will, delay);
             }
-        }
-    }
-}
-
-impl Session {
-    /// If the connection that took the session over was refused (this one's handover came too
-    /// late) and none holds it since, the session is this one's to let go, expiry and all, as
-    /// if never taken over.
-    fn reclaim_if_taker_refused(&self, sessions: &mut HashMap<SessionKey, SessionEntry>, key: &SessionKey) {
-        if let Some(entry) = sessions
-            .get_mut(key)
-            .filter(|entry| entry.connection.is_none() && entry.awaiting_handover == Some(self.connection))
-        {
-            entry.connection = Some(self.connection);
-            entry.generation = self.connection;
-            entry.awaiting_handover = None;
         }
     }
 }

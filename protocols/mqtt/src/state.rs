@@ -165,6 +165,11 @@ pub(crate) const RETAINED_EXPIRES_HEADER: &str = "x-mqtt-retained-expires";
 /// these back to [`MqttState::restore_retained`] instead of to a queue.
 pub const RETAINED_PREFIX: &str = "amq.mqtt-retained/";
 
+/// The pseudo-queue of a topic's retained message.
+fn retained_queue(topic: &str) -> QueueName {
+    QueueName::from(format!("{RETAINED_PREFIX}{topic}"))
+}
+
 /// The longest topic whose retained message is stored: the pseudo-queue's name must fit the
 /// journal's 16-bit name length with the prefix.
 const RETAINED_TOPIC_BYTES_MAX: usize = 60_000;
@@ -213,7 +218,7 @@ impl MqttState {
         let mut all = self.retained.lock().expect("retained lock poisoned");
         let topics = all.entry(vhost.clone()).or_default();
         let journal = self.broker.journal().filter(|_| topic.len() <= RETAINED_TOPIC_BYTES_MAX);
-        let pseudo_queue = QueueName::from(format!("{RETAINED_PREFIX}{topic}"));
+        let pseudo_queue = retained_queue(topic);
         let mut lsn = None;
         if !retained.payload.is_empty() {
             if topics.len() >= self.config.retained_max && !topics.contains_key(topic) {
@@ -301,7 +306,7 @@ impl MqttState {
         let Some(journal) = self.broker.journal().filter(|_| client_id.len() <= CLIENT_ID_BYTES_MAX) else {
             return Ok(None);
         };
-        let pseudo_queue = QueueName::from(format!("{SESSION_PREFIX}{client_id}"));
+        let pseudo_queue = crate::kept::session_queue(client_id);
         let message = Message {
             exchange: ExchangeName::new(""),
             routing_key: warren_core::topic::RoutingKey::new(client_id),
@@ -448,7 +453,7 @@ impl MqttState {
         for topic in expired {
             let Some(retained) = topics.remove(&topic) else { continue };
             if let (Some(journal), Some(id)) = (self.broker.journal(), retained.journal_id) {
-                journal.removed(vhost, &QueueName::from(format!("{RETAINED_PREFIX}{topic}")), id);
+                journal.removed(vhost, &retained_queue(&topic), id);
             }
         }
         matching

@@ -50,6 +50,16 @@ pub(crate) struct Unacked {
     pub expires_at: Option<tokio::time::Instant>,
 }
 
+impl Unacked {
+    /// Puts the message back in its queue, redelivered and with its expiry, and frees the
+    /// consumer's window slot.
+    fn requeue(self) {
+        let Unacked { queue, sequence, message, consumer, expires_at, .. } = self;
+        queue.requeue([Requeue { sequence, message, redelivered: true, expires_at }]);
+        consumer.settle(1);
+    }
+}
+
 /// Deliveries drained from the inbox per pass, and the output size at which draining pauses
 /// until the writer has taken what is there.
 const DRAIN_BATCH: usize = 256;
@@ -347,13 +357,10 @@ impl Session {
         let requeue = !acked && frame.header("requeue") != Some("false");
         for entry in settled {
             if requeue {
-                entry.queue.requeue([Requeue {
-                    sequence: entry.sequence,
-                    message: entry.message,
-                    redelivered: true,
-                    expires_at: entry.expires_at,
-                }]);
-            } else if acked {
+                entry.requeue();
+                continue;
+            }
+            if acked {
                 entry.queue.acked([&entry.message]);
             } else {
                 entry.queue.reject([entry.message]);
@@ -435,13 +442,7 @@ impl Session {
             subscription.queue.detach_consumer(subscription.consumer.id, &self.inbox);
         }
         for entry in std::mem::take(&mut self.unacked) {
-            entry.queue.requeue([Requeue {
-                sequence: entry.sequence,
-                message: entry.message,
-                redelivered: true,
-                expires_at: entry.expires_at,
-            }]);
-            entry.consumer.settle(1);
+            entry.requeue();
         }
         self.inbox.return_undelivered();
         for subscription in subscriptions {
